@@ -1,0 +1,2 @@
+//! Throughput benchmarks (written with the benchmark commit).
+fn main() {}

@@ -1,0 +1,134 @@
+//! The annotation (DESIGN §2) and how it is put into a record.
+//!
+//! Each rule's detection object is serialized once, with `serde_json`, when the tagger is
+//! built; a matching record gets `"<key>":{"risk_score":N,"severity":"…","detections":[…]}`
+//! assembled from those pieces. Nothing in it comes from the record. It is inserted right
+//! before the record's final `}`, so removing it gives back the input bytes exactly.
+
+use serde::Serialize;
+
+use crate::rules::{Rule, Severity};
+
+#[derive(Serialize)]
+struct Detection<'a> {
+    rule: &'a str,
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    source: &'a str,
+    mitre: &'a [String],
+    tactics: &'a [String],
+    risk_score: u8,
+    severity: Severity,
+}
+
+/// Builds annotations for one rule set and key.
+#[derive(Debug, Clone)]
+pub struct Annotator {
+    /// `"<key>":` with the key JSON-escaped.
+    key_prefix: Vec<u8>,
+    /// Per rule, its serialized detection object.
+    detections: Vec<Vec<u8>>,
+    risks: Vec<u8>,
+}
+
+impl Annotator {
+    /// Serializes every rule's detection object once.
+    pub fn new(key: &str, rules: &[Rule]) -> Annotator {
+        let mut key_prefix = serde_json::to_vec(key).expect("a string serializes");
+        key_prefix.push(b':');
+        let detections = rules
+            .iter()
+            .map(|r| {
+                let m = &r.meta;
+                let d = Detection {
+                    rule: &m.slug,
+                    title: &m.title,
+                    id: m.id.as_deref(),
+                    source: &m.source,
+                    mitre: &m.mitre,
+                    tactics: &m.tactics,
+                    risk_score: m.risk_score,
+                    severity: m.severity,
+                };
+                serde_json::to_vec(&d).expect("a detection serializes")
+            })
+            .collect();
+        Annotator { key_prefix, detections, risks: rules.iter().map(|r| r.meta.risk_score).collect() }
+    }
+
+    /// Appends the member `"<key>":{...}` for the rules `matched` (indices, in order).
+    pub fn write(&self, matched: &[u32], out: &mut Vec<u8>) {
+        let risk = matched.iter().map(|&r| self.risks[r as usize]).max().unwrap_or(0);
+        out.extend_from_slice(&self.key_prefix);
+        out.extend_from_slice(b"{\"risk_score\":");
+        out.extend_from_slice(risk.to_string().as_bytes());
+        out.extend_from_slice(b",\"severity\":\"");
+        out.extend_from_slice(Severity::from_risk(risk).as_str().as_bytes());
+        out.extend_from_slice(b"\",\"detections\":[");
+        for (i, &r) in matched.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.detections[r as usize]);
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
+/// Offset of the final `}` of a line that holds one JSON object (only JSON whitespace
+/// may follow it).
+pub fn closing_brace(line: &[u8]) -> Option<usize> {
+    let end = line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
+    (line[end] == b'}').then_some(end)
+}
+
+/// Writes `line` with `member` inserted before the `}` at `close`; `empty` says the
+/// object has no member yet (then no comma is needed).
+pub fn splice(line: &[u8], close: usize, empty: bool, member: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&line[..close]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(member);
+    out.extend_from_slice(&line[close..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::RuleSet;
+
+    #[test]
+    fn design_example_shape() {
+        let set = RuleSet::builtin().expect("built-ins");
+        let a = Annotator::new("iis_tagger", set.rules());
+        let mut out = Vec::new();
+        a.write(&[0], &mut out);
+        let want = r#""iis_tagger":{"risk_score":64,"severity":"high","detections":[{"rule":"windows_iis_components_add_new_module","title":"Windows IIS Components Add New Module","id":"38fe731c-1f13-43d4-b878-a5bbe44807e3","source":"Splunk","mitre":["T1505","T1505.004"],"tactics":["persistence"],"risk_score":64,"severity":"high"}]}"#;
+        assert_eq!(String::from_utf8(out).expect("utf8"), want);
+    }
+
+    #[test]
+    fn top_level_risk_is_the_maximum() {
+        let set = RuleSet::builtin().expect("built-ins");
+        let a = Annotator::new("k\"ey", set.rules());
+        let mut out = Vec::new();
+        a.write(&[2, 3], &mut out);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with(r#""k\"ey":{"risk_score":99,"severity":"critical","#), "{text}");
+    }
+
+    #[test]
+    fn splice_keeps_everything_else() {
+        let mut out = Vec::new();
+        let line = b"{\"a\":1} \r";
+        let close = closing_brace(line).expect("object");
+        splice(line, close, false, b"\"k\":2", &mut out);
+        assert_eq!(out, b"{\"a\":1,\"k\":2} \r");
+        out.clear();
+        splice(b"{ }", 2, true, b"\"k\":2", &mut out);
+        assert_eq!(out, b"{ \"k\":2}");
+        assert_eq!(closing_brace(b"[1]"), None);
+    }
+}

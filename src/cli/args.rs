@@ -1,0 +1,131 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tag Windows / Sysmon event records that show IIS and web-server persistence.
+///
+/// Reads newline-delimited records from FILEs (or stdin; `-` is stdin) and writes every
+/// record to stdout (or -o FILE) in order. Records matching a rule get one JSON member
+/// (default `iis_tagger`) with the detections, MITRE ATT&CK ids and a risk score, inserted
+/// before their final `}`; every other record is written byte for byte as it came.
+///
+/// Exit status: 0 on success, also when the reader of the output goes away (broken pipe)
+/// or on SIGTERM/SIGINT after the lines read so far are written; 1 on an I/O error while
+/// running; 2 on a bad argument, rule file or input path at start-up.
+#[derive(Debug, Parser)]
+#[command(name = "iis-tagger", version, args_conflicts_with_subcommands = true, max_term_width = 100)]
+pub struct Cli {
+    /// A subcommand; without one, iis-tagger tags its input.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the tagging run.
+    #[command(flatten)]
+    pub tag: TagArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the loaded rules: slug, source, risk, severity, ATT&CK ids, title.
+    Rules(RulesArgs),
+}
+
+/// Which rules to load.
+#[derive(Debug, Args, Clone)]
+pub struct RuleArgs {
+    /// Load rules from a Sigma-style YAML file, or every *.yml / *.yaml under a folder
+    /// (repeatable). A file that cannot be loaded stops start-up.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Do not load the built-in rules.
+    #[arg(long)]
+    pub no_builtin: bool,
+}
+
+/// Output format of `--stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Options of a tagging run.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Input files; none or `-` reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Rules.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Print a summary to stderr at the end: lines, bytes, candidates, parsed, matches per
+    /// rule, lines not inspected and why.
+    #[arg(long)]
+    pub stats: bool,
+    /// Format of --stats (implies --stats).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub stats_format: Option<StatsFormat>,
+    /// Name of the annotation member.
+    #[arg(long, value_name = "NAME", default_value = "iis_tagger")]
+    pub field: String,
+    /// Lines longer than this are passed through uninspected, streamed, never held whole.
+    /// Accepts a byte count or a size such as 64KiB, 1MiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_line_bytes: usize,
+    /// Parse every JSON line and evaluate every rule, without the prefilter (slow; to check
+    /// that the prefilter changes nothing).
+    #[arg(long)]
+    pub no_prefilter: bool,
+}
+
+/// Options of `iis-tagger rules`.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// Rules.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatsFormat,
+}
+
+/// Parses `1048576`, `64KiB`, `1MiB`, `1M` (powers of 1024) or `1MB` (powers of 1000).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("x").is_err());
+    }
+}

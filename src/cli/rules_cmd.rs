@@ -1,0 +1,60 @@
+//! `iis-tagger rules`: what is loaded.
+
+use std::fmt::Write as _;
+
+use iis_tagger::Config;
+use iis_tagger::rules::RuleMeta;
+
+use super::args::{RulesArgs, StatsFormat};
+use super::run::{Failure, build_tagger};
+
+/// Prints the loaded rules to stdout.
+pub fn list(args: &RulesArgs) -> Result<String, Failure> {
+    let tagger = build_tagger(&args.rules, Config::default())?;
+    let metas: Vec<&RuleMeta> = tagger.rules().rules().iter().map(|r| &r.meta).collect();
+    Ok(match args.format {
+        StatsFormat::Json => serde_json::to_string_pretty(&metas).expect("metadata serializes") + "\n",
+        StatsFormat::Text => table(&metas),
+    })
+}
+
+fn table(metas: &[&RuleMeta]) -> String {
+    let rows: Vec<[String; 6]> = metas
+        .iter()
+        .map(|m| {
+            [
+                m.slug.clone(),
+                m.source.clone(),
+                m.risk_score.to_string(),
+                m.severity.as_str().to_string(),
+                m.mitre.join(","),
+                m.title.clone(),
+            ]
+        })
+        .collect();
+    let header = ["RULE", "SOURCE", "RISK", "SEVERITY", "ATT&CK", "TITLE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i == 2 {
+                let _ = write!(line, "{:>w$}  ", cell, w = widths[i]);
+            } else if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{:<w$}  ", cell, w = widths[i]);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    let builtin = metas.iter().filter(|m| m.origin.starts_with("builtin:")).count();
+    let _ = writeln!(s, "{} rules ({} built-in, {} from --rules)", metas.len(), builtin, metas.len() - builtin);
+    s
+}

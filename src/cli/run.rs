@@ -1,0 +1,199 @@
+//! The tagging run: inputs → [`Stream`](iis_tagger::Stream) → output, with signals,
+//! a closed downstream and write errors handled as DESIGN §1.7 says.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use iis_tagger::{Config, RuleSetBuilder, Stats, Tagger};
+
+use super::args::{RuleArgs, StatsFormat, TagArgs};
+use super::signal;
+
+/// Bytes read at a time.
+const READ_BYTES: usize = 256 * 1024;
+
+/// Why a run failed, and so which exit status it gets.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad rules, settings or paths, found before any input was read (exit 2).
+    Setup(String),
+    /// An I/O error while running (exit 1).
+    Io(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Setup(m) | Failure::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Loads the rules and builds the tagger.
+pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<Tagger, Failure> {
+    let mut builder = RuleSetBuilder::new();
+    if !rules.no_builtin {
+        builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
+    }
+    for path in &rules.rules {
+        builder.add_path(path).map_err(|e| Failure::Setup(e.to_string()))?;
+    }
+    let set = builder.build();
+    if set.rules().is_empty() {
+        return Err(Failure::Setup("no rules loaded (--no-builtin without --rules)".into()));
+    }
+    Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))
+}
+
+struct Input {
+    name: String,
+    file: File,
+}
+
+fn stdin_file() -> io::Result<File> {
+    Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
+    if files.is_empty() {
+        let file = stdin_file().map_err(|e| Failure::Setup(format!("stdin: {e}")))?;
+        return Ok(vec![Input { name: "stdin".into(), file }]);
+    }
+    files
+        .iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let file = if path.as_os_str() == "-" { stdin_file() } else { File::open(path) };
+            file.map(|file| Input { name: name.clone(), file }).map_err(|e| Failure::Setup(format!("{name}: {e}")))
+        })
+        .collect()
+}
+
+fn open_output(path: Option<&Path>, inputs: &[PathBuf]) -> Result<File, Failure> {
+    let Some(path) = path else {
+        return Ok(File::from(
+            io::stdout().as_fd().try_clone_to_owned().map_err(|e| Failure::Setup(format!("stdout: {e}")))?,
+        ));
+    };
+    if let Ok(out) = path.canonicalize() {
+        if inputs.iter().any(|i| i.canonicalize().is_ok_and(|i| i == out)) {
+            return Err(Failure::Setup(format!("{}: the output file is also an input", path.display())));
+        }
+    }
+    File::create(path).map_err(|e| Failure::Setup(format!("{}: {e}", path.display())))
+}
+
+/// How writing ended.
+enum WriteError {
+    /// The reader went away: stop quietly.
+    Closed,
+    /// Anything else.
+    Io(io::Error),
+}
+
+fn write_out(output: &mut File, out: &mut Vec<u8>) -> Result<(), WriteError> {
+    let result = output.write_all(out);
+    out.clear();
+    result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
+}
+
+/// Runs the tagger over the inputs of `args`.
+pub fn tag(args: &TagArgs) -> Result<(), Failure> {
+    let config = Config {
+        annotation_key: args.field.clone(),
+        max_line_bytes: args.max_line_bytes,
+        prefilter: !args.no_prefilter,
+    };
+    let tagger = build_tagger(&args.rules, config)?;
+    for &r in tagger.prefilter().unconstrained_rules() {
+        let slug = &tagger.rules().rules()[r as usize].meta.slug;
+        eprintln!("iis-tagger: note: rule `{slug}` gives the prefilter no literal; every JSON line is parsed for it");
+    }
+    let inputs = open_inputs(&args.files)?;
+    let mut output = open_output(args.output.as_deref(), &args.files)?;
+    signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
+    let mut total = Stats::new(tagger.rules().rules().len());
+    let result = run(&tagger, inputs, &mut output, &mut total);
+    if args.stats || args.stats_format.is_some() {
+        let report = total.report(tagger.rules().rules());
+        match args.stats_format.unwrap_or(StatsFormat::Text) {
+            StatsFormat::Text => eprint!("{}", report.to_text()),
+            StatsFormat::Json => eprintln!("{}", report.to_json()),
+        }
+    }
+    result
+}
+
+fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats) -> Result<(), Failure> {
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut out = Vec::with_capacity(READ_BYTES + READ_BYTES / 4);
+    for mut input in inputs {
+        let mut stream = tagger.stream();
+        let outcome = pump(&mut input, &mut stream, &mut buf, &mut out, output);
+        total.merge(stream.stats());
+        match outcome {
+            Ok(Pumped::Eof) => {
+                stream.finish(&mut out);
+                match write_out(output, &mut out) {
+                    Ok(()) => {}
+                    Err(WriteError::Closed) => return Ok(()),
+                    Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+                }
+            }
+            Ok(Pumped::Signalled { dropped }) => {
+                if dropped > 0 {
+                    eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+                }
+                return Ok(());
+            }
+            Ok(Pumped::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum Pumped {
+    Eof,
+    Closed,
+    Signalled { dropped: usize },
+}
+
+/// Reads one input to its end (or a signal), feeding and writing as it goes.
+fn pump(
+    input: &mut Input,
+    stream: &mut iis_tagger::Stream<'_>,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    output: &mut File,
+) -> Result<Pumped, Failure> {
+    // After a signal, keep reading only to finish the line in progress, and not for ever.
+    let mut grace: Option<usize> = None;
+    loop {
+        let signals = signal::received();
+        if signals > 0 {
+            let budget = grace.get_or_insert(stream.pending_bytes() + READ_BYTES * 4 + (1 << 20));
+            if signals > 1 || !stream.has_partial_line() || *budget == 0 {
+                return Ok(Pumped::Signalled { dropped: stream.pending_bytes() });
+            }
+        }
+        let n = match input.file.read(buf) {
+            Ok(0) => return Ok(Pumped::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
+        };
+        if let Some(budget) = grace.as_mut() {
+            *budget = budget.saturating_sub(n);
+        }
+        stream.feed(&buf[..n], out);
+        match write_out(output, out) {
+            Ok(()) => {}
+            Err(WriteError::Closed) => return Ok(Pumped::Closed),
+            Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+        }
+    }
+}

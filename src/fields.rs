@@ -1,0 +1,333 @@
+//! Where each field a rule names is found in each event shape (DESIGN §4).
+//!
+//! Rules speak Sysmon field names. A record may be flat (NXLog, OTRF, Splunk TA),
+//! evtx_dump JSON (`Event.System.*`, `Event.EventData.*`), Winlogbeat raw
+//! (`winlog.event_data.*`), ECS-normalised (`process.executable`, ...) or Security 4688
+//! (`NewProcessName`), and one stream may mix them. Rather than guessing a record's
+//! shape and then looking fields up, every JSON path that can hold a field is put in one
+//! trie, and a single walk over the parsed record collects every value found under any
+//! of them. A value found twice (a duplicate key, or the same fact in `winlog.event_data`
+//! and in ECS) is kept twice: rules see every occurrence.
+//!
+//! JSON keys are matched without regard to ASCII case (`commandline` is `CommandLine`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::normalize::FieldKind;
+
+/// Index of a field in a [`FieldCatalog`].
+pub type FieldId = u32;
+
+/// A field computed from another one rather than read from the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Derivation {
+    /// The arguments of a command line, split the way Windows programs receive them.
+    Arguments {
+        /// The field holding the command line.
+        from: FieldId,
+    },
+}
+
+/// Fields with more places than the three generic containers, and their kinds.
+struct Known {
+    name: &'static str,
+    kind: FieldKind,
+    extra_paths: &'static [&'static [&'static str]],
+}
+
+const KNOWN: &[Known] = &[
+    Known {
+        name: "EventID",
+        kind: FieldKind::Text,
+        extra_paths: &[
+            &["EventCode"],
+            &["Event", "System", "EventID"],
+            &["Event", "System", "EventID", "#text"],
+            &["winlog", "event_id"],
+            &["event", "code"],
+        ],
+    },
+    Known {
+        name: "Channel",
+        kind: FieldKind::Text,
+        extra_paths: &[&["Event", "System", "Channel"], &["winlog", "channel"]],
+    },
+    Known {
+        name: "Provider_Name",
+        kind: FieldKind::Text,
+        extra_paths: &[
+            &["SourceName"],
+            &["ProviderName"],
+            &["Event", "System", "Provider", "#attributes", "Name"],
+            &["winlog", "provider_name"],
+            &["event", "provider"],
+        ],
+    },
+    Known {
+        name: "Image",
+        kind: FieldKind::Path,
+        extra_paths: &[
+            &["NewProcessName"],
+            &["Event", "EventData", "NewProcessName"],
+            &["winlog", "event_data", "NewProcessName"],
+            &["process", "executable"],
+        ],
+    },
+    Known {
+        name: "ParentImage",
+        kind: FieldKind::Path,
+        extra_paths: &[
+            &["ParentProcessName"],
+            &["Event", "EventData", "ParentProcessName"],
+            &["winlog", "event_data", "ParentProcessName"],
+            &["process", "parent", "executable"],
+        ],
+    },
+    Known { name: "CommandLine", kind: FieldKind::Text, extra_paths: &[&["process", "command_line"]] },
+    Known { name: "ParentCommandLine", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "command_line"]] },
+    Known { name: "OriginalFileName", kind: FieldKind::Text, extra_paths: &[&["process", "pe", "original_file_name"]] },
+    Known { name: "TargetFilename", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
+    Known { name: "ImageLoaded", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
+    Known { name: "CurrentDirectory", kind: FieldKind::Path, extra_paths: &[&["process", "working_directory"]] },
+    Known { name: "SourceImage", kind: FieldKind::Path, extra_paths: &[] },
+    Known { name: "TargetImage", kind: FieldKind::Path, extra_paths: &[] },
+    Known { name: "TargetObject", kind: FieldKind::Text, extra_paths: &[&["registry", "path"]] },
+    Known { name: "Details", kind: FieldKind::Text, extra_paths: &[&["registry", "data", "strings"]] },
+];
+
+/// The derived field holding the arguments of `CommandLine`.
+pub const COMMAND_LINE_ARGS: &str = "CommandLineArgs";
+
+/// Containers in which every Sysmon field name may appear, besides the top level.
+const CONTAINERS: &[&[&str]] = &[&["Event", "EventData"], &["winlog", "event_data"]];
+
+/// The fields the loaded rules use, and where to find them.
+#[derive(Debug, Default)]
+pub struct FieldCatalog {
+    names: Vec<String>,
+    kinds: Vec<FieldKind>,
+    derived: Vec<Option<Derivation>>,
+    by_name: HashMap<String, FieldId>,
+    trie: PathTrie,
+}
+
+impl FieldCatalog {
+    /// An empty catalog.
+    pub fn new() -> FieldCatalog {
+        FieldCatalog::default()
+    }
+
+    /// The id of the field `name`, adding it (and where to find it) on first use.
+    pub fn intern(&mut self, name: &str) -> FieldId {
+        if let Some(&id) = self.by_name.get(name) {
+            return id;
+        }
+        if name == COMMAND_LINE_ARGS {
+            let from = self.intern("CommandLine");
+            return self.push(name, FieldKind::Argument, Some(Derivation::Arguments { from }));
+        }
+        let known = KNOWN.iter().find(|k| k.name == name);
+        let id = self.push(name, known.map_or(FieldKind::Text, |k| k.kind), None);
+        self.trie.insert(&[name], id);
+        for container in CONTAINERS {
+            let mut path: Vec<&str> = container.to_vec();
+            path.push(name);
+            self.trie.insert(&path, id);
+        }
+        for path in known.map_or(&[][..], |k| k.extra_paths) {
+            self.trie.insert(path, id);
+        }
+        id
+    }
+
+    fn push(&mut self, name: &str, kind: FieldKind, derivation: Option<Derivation>) -> FieldId {
+        let id = FieldId::try_from(self.names.len()).expect("fewer than 2^32 fields");
+        self.names.push(name.to_string());
+        self.kinds.push(kind);
+        self.derived.push(derivation);
+        self.by_name.insert(name.to_string(), id);
+        id
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when no rule uses any field.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The Sysmon name of a field.
+    pub fn name(&self, id: FieldId) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// The kind of a field.
+    pub fn kind(&self, id: FieldId) -> FieldKind {
+        self.kinds[id as usize]
+    }
+
+    /// Derived fields, with their ids.
+    pub fn derivations(&self) -> impl Iterator<Item = (FieldId, Derivation)> + '_ {
+        self.derived.iter().enumerate().filter_map(|(i, d)| d.map(|d| (i as FieldId, d)))
+    }
+
+    /// The JSON path trie.
+    pub fn trie(&self) -> &PathTrie {
+        &self.trie
+    }
+}
+
+/// A tiny multiplicative hasher for short keys (FxHash's constant); JSON keys are
+/// attacker-reachable only as lookups, never as insertions, so flooding is not a concern.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+type KeyMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
+
+/// A node of the [`PathTrie`].
+#[derive(Debug, Default)]
+pub struct TrieNode {
+    children: KeyMap<u32>,
+    fields: Vec<FieldId>,
+}
+
+impl TrieNode {
+    /// Fields whose value sits at this node's path.
+    pub fn fields(&self) -> &[FieldId] {
+        &self.fields
+    }
+
+    /// True when some field lies deeper below this node.
+    pub fn has_children(&self) -> bool {
+        !self.children.is_empty()
+    }
+}
+
+/// JSON paths (lower-cased keys) to field ids. Node 0 is the root (the record itself).
+#[derive(Debug)]
+pub struct PathTrie {
+    nodes: Vec<TrieNode>,
+}
+
+impl Default for PathTrie {
+    fn default() -> PathTrie {
+        PathTrie { nodes: vec![TrieNode::default()] }
+    }
+}
+
+/// Longest key the trie can hold; longer JSON keys cannot match and are not folded.
+pub const MAX_KEY_BYTES: usize = 64;
+
+impl PathTrie {
+    fn insert(&mut self, path: &[&str], field: FieldId) {
+        let mut node = 0usize;
+        for key in path {
+            let key: Box<[u8]> = key.to_ascii_lowercase().into_bytes().into();
+            let next = self.nodes.len() as u32;
+            let child = *self.nodes[node].children.entry(key).or_insert(next);
+            if child == next {
+                self.nodes.push(TrieNode::default());
+            }
+            node = child as usize;
+        }
+        if !self.nodes[node].fields.contains(&field) {
+            self.nodes[node].fields.push(field);
+        }
+    }
+
+    /// The root node's index.
+    pub const ROOT: u32 = 0;
+
+    /// The node.
+    pub fn node(&self, id: u32) -> &TrieNode {
+        &self.nodes[id as usize]
+    }
+
+    /// The child of `node` under `key` (compared without regard to ASCII case).
+    pub fn child(&self, node: u32, key: &str) -> Option<u32> {
+        let children = &self.nodes[node as usize].children;
+        if children.is_empty() || key.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let mut folded = [0u8; MAX_KEY_BYTES];
+        let folded = &mut folded[..key.len()];
+        folded.copy_from_slice(key.as_bytes());
+        folded.make_ascii_lowercase();
+        children.get(&*folded).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(catalog: &FieldCatalog, path: &[&str]) -> Vec<FieldId> {
+        let trie = catalog.trie();
+        let mut node = PathTrie::ROOT;
+        for key in path {
+            match trie.child(node, key) {
+                Some(n) => node = n,
+                None => return Vec::new(),
+            }
+        }
+        trie.node(node).fields().to_vec()
+    }
+
+    #[test]
+    fn every_shape_of_design_table_resolves() {
+        let mut c = FieldCatalog::new();
+        let image = c.intern("Image");
+        let eid = c.intern("EventID");
+        let details = c.intern("Details");
+        for path in [
+            &["Image"][..],
+            &["NewProcessName"],
+            &["Event", "EventData", "Image"],
+            &["winlog", "event_data", "Image"],
+            &["process", "executable"],
+            &["winlog", "event_data", "NewProcessName"],
+        ] {
+            assert_eq!(lookup(&c, path), vec![image], "{path:?}");
+        }
+        for path in [
+            &["EventID"][..],
+            &["EventCode"],
+            &["Event", "System", "EventID"],
+            &["Event", "System", "EventID", "#text"],
+            &["winlog", "event_id"],
+            &["event", "code"],
+        ] {
+            assert_eq!(lookup(&c, path), vec![eid], "{path:?}");
+        }
+        assert_eq!(lookup(&c, &["registry", "data", "strings"]), vec![details]);
+        assert_eq!(lookup(&c, &["commandline"]), Vec::<FieldId>::new());
+        assert_eq!(lookup(&c, &["IMAGE"]), vec![image], "keys fold ASCII case");
+    }
+
+    #[test]
+    fn derived_arguments_pull_in_their_source() {
+        let mut c = FieldCatalog::new();
+        let args = c.intern(COMMAND_LINE_ARGS);
+        let cmd = c.intern("CommandLine");
+        assert_eq!(c.derivations().collect::<Vec<_>>(), vec![(args, Derivation::Arguments { from: cmd })]);
+        assert_eq!(c.kind(args), FieldKind::Argument);
+        let image = c.intern("Image");
+        assert_eq!(c.kind(image), FieldKind::Path);
+    }
+}

@@ -1,0 +1,57 @@
+//! iis-tagger: an inline detection tagger for Windows and Sysmon event streams.
+//!
+//! It reads newline-delimited records, recognises the ones that show IIS and web-server
+//! persistence (IIS modules installed with appcmd, IIS configuration event 29, app-pool
+//! password dumps, web servers spawning shells, web shells written to web roots, IIS
+//! module DLLs registered, msiexec spawning discovery tools), and annotates those records
+//! in place with the detection's name, MITRE ATT&CK ids and a risk score. Every record
+//! passes through, in order; a record that matches nothing comes out byte-identical.
+//!
+//! # Layout
+//!
+//! * [`rules`]: Sigma-style rule files → compiled expressions ([`rules::RuleSet`]); the
+//!   built-in rules are such files embedded in the binary.
+//! * [`fields`] and [`event`]: where each field lives in each event shape, and the values
+//!   of one record gathered from its parsed JSON.
+//! * [`normalize`]: the canonical, case-folded form values are compared in.
+//! * [`prefilter`]: literals derived from the rules, scanned over raw bytes, so that most
+//!   lines are never parsed.
+//! * [`annotate`]: the annotation and its splice into the original bytes.
+//! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O.
+//! * [`stats`]: what a stream did.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
+//!
+//! # Example
+//!
+//! ```
+//! use iis_tagger::{Config, RuleSet, Tagger};
+//!
+//! let tagger = Tagger::new(RuleSet::builtin()?, Config::default())?;
+//! let input = concat!(
+//!     r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","#,
+//!     r#""Image":"C:\\Windows\\System32\\cmd.exe","ParentImage":"C:\\Windows\\System32\\inetsrv\\w3wp.exe"}"#,
+//!     "\n",
+//!     "not json at all\n",
+//! );
+//! let (output, stats) = tagger.tag_all(input.as_bytes());
+//! let output = String::from_utf8(output)?;
+//! assert!(output.lines().next().unwrap().contains(r#""rule":"webshell_child_process""#));
+//! assert_eq!(output.lines().nth(1), Some("not json at all"));
+//! assert_eq!(stats.annotated, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod annotate;
+pub mod event;
+pub mod fields;
+pub mod normalize;
+pub mod prefilter;
+pub mod rules;
+pub mod stats;
+pub mod syslog;
+pub mod tagger;
+
+pub use rules::{RuleError, RuleSet, RuleSetBuilder};
+pub use stats::Stats;
+pub use tagger::{Config, ConfigError, Stream, Tagger};

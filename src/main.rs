@@ -1,0 +1,37 @@
+//! `iis-tagger`: the command-line front end (see `iis-tagger --help`).
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::args::{Cli, Command};
+use cli::run::Failure;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let result = match &args.command {
+        Some(Command::Rules(rules)) => cli::rules_cmd::list(rules).and_then(|text| {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Failure::Io(format!("writing output: {e}")))
+                }
+                _ => Ok(()),
+            }
+        }),
+        None => cli::run::tag(&args.tag),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("iis-tagger: {failure}");
+            ExitCode::from(match failure {
+                Failure::Setup(_) => 2,
+                Failure::Io(_) => 1,
+            })
+        }
+    }
+}

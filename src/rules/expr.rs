@@ -1,0 +1,194 @@
+//! A rule's logic, compiled: and / or / not over field tests, and how it is evaluated.
+//!
+//! A field may occur more than once in a record (a duplicate key, an array, the same
+//! fact in two shapes). The attacker may have put one of those occurrences there, so
+//! evaluation is *polarity-aware*: a test in a positive position holds when **any**
+//! occurrence passes it, and a test under an odd number of `not`s (a filter) holds only
+//! when **every** occurrence passes it. A duplicate key can therefore add a detection,
+//! never switch one off: `"ParentImage":"C:\\evil.exe","ParentImage":"msiexec.exe"`
+//! does not hide behind a `not msiexec` filter.
+
+use crate::event::{EventView, Occurrence, Scalar};
+use crate::fields::FieldId;
+use crate::rules::pattern::Matcher;
+
+/// A test on one field: its values are compared with the patterns.
+#[derive(Clone, Debug)]
+pub struct Atom {
+    /// The field tested.
+    pub field: FieldId,
+    /// The patterns (alternatives, or all required when `all`).
+    pub matchers: Vec<Matcher>,
+    /// Sigma's `all` modifier: one occurrence must match every pattern.
+    pub all: bool,
+}
+
+/// A compiled condition.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    /// Every child holds.
+    And(Vec<Expr>),
+    /// Some child holds.
+    Or(Vec<Expr>),
+    /// The child does not hold.
+    Not(Box<Expr>),
+    /// A field test.
+    Atom(Atom),
+    /// A constant (an empty `and` is true, an empty `or` false).
+    Const(bool),
+}
+
+impl Atom {
+    fn test(&self, view: &EventView, occ: &Occurrence) -> bool {
+        let one = |m: &Matcher| matcher_matches(m, view, occ);
+        if self.all { self.matchers.iter().all(one) } else { self.matchers.iter().any(one) }
+    }
+
+    /// Whether the test holds on a record where the field is absent.
+    fn holds_when_absent(&self) -> bool {
+        let null = |m: &Matcher| matches!(m, Matcher::Null);
+        if self.all { self.matchers.iter().all(null) } else { self.matchers.iter().any(null) }
+    }
+
+    fn eval(&self, view: &EventView, positive: bool) -> bool {
+        let occurrences = view.occurrences(self.field);
+        if occurrences.is_empty() {
+            return self.holds_when_absent();
+        }
+        if positive {
+            occurrences.iter().any(|o| self.test(view, o))
+        } else {
+            occurrences.iter().all(|o| self.test(view, o))
+        }
+    }
+}
+
+fn matcher_matches(matcher: &Matcher, view: &EventView, occ: &Occurrence) -> bool {
+    match matcher {
+        Matcher::Null => occ.scalar == Scalar::Null,
+        _ if occ.scalar == Scalar::Null => false,
+        Matcher::Str(p) => p.matches(if p.cased() { view.canonical(occ) } else { view.folded(occ) }),
+        Matcher::Int(n) => view.integer(occ) == Some(i128::from(*n)),
+        Matcher::Regex(p) => p.re.is_match(view.canonical(occ)),
+    }
+}
+
+impl Expr {
+    /// Evaluates the expression on the record in `view`.
+    pub fn eval(&self, view: &EventView) -> bool {
+        self.eval_with(view, true)
+    }
+
+    fn eval_with(&self, view: &EventView, positive: bool) -> bool {
+        match self {
+            Expr::And(children) => children.iter().all(|c| c.eval_with(view, positive)),
+            Expr::Or(children) => children.iter().any(|c| c.eval_with(view, positive)),
+            Expr::Not(child) => !child.eval_with(view, !positive),
+            Expr::Atom(atom) => atom.eval(view, positive),
+            Expr::Const(b) => *b,
+        }
+    }
+
+    /// `a and b`, flattening nested `and`s.
+    pub fn and(parts: Vec<Expr>) -> Expr {
+        let mut flat = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p {
+                Expr::And(inner) => flat.extend(inner),
+                Expr::Const(true) => {}
+                other => flat.push(other),
+            }
+        }
+        match flat.len() {
+            0 => Expr::Const(true),
+            1 => flat.pop().expect("one"),
+            _ => Expr::And(flat),
+        }
+    }
+
+    /// `a or b`, flattening nested `or`s.
+    pub fn or(parts: Vec<Expr>) -> Expr {
+        let mut flat = Vec::with_capacity(parts.len());
+        for p in parts {
+            match p {
+                Expr::Or(inner) => flat.extend(inner),
+                Expr::Const(false) => {}
+                other => flat.push(other),
+            }
+        }
+        match flat.len() {
+            0 => Expr::Const(false),
+            1 => flat.pop().expect("one"),
+            _ => Expr::Or(flat),
+        }
+    }
+
+    /// Calls `f` on every atom.
+    pub fn for_each_atom(&self, f: &mut impl FnMut(&Atom)) {
+        match self {
+            Expr::And(c) | Expr::Or(c) => c.iter().for_each(|e| e.for_each_atom(f)),
+            Expr::Not(c) => c.for_each_atom(f),
+            Expr::Atom(a) => f(a),
+            Expr::Const(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::FieldCatalog;
+    use crate::normalize::FieldKind;
+    use crate::rules::pattern::tokenize;
+
+    fn atom(field: FieldId, value: &str) -> Expr {
+        let m = Matcher::string(tokenize(value), FieldKind::Path, false);
+        Expr::Atom(Atom { field, matchers: vec![m], all: false })
+    }
+
+    fn view_of(values: &[(FieldId, &str)], fields: usize) -> EventView {
+        let mut v = EventView::new();
+        for &(f, text) in values {
+            v.push(f, FieldKind::Path, Scalar::Str, text);
+        }
+        v.finish(fields);
+        v
+    }
+
+    #[test]
+    fn a_duplicate_key_cannot_switch_a_filter_on() {
+        let mut c = FieldCatalog::new();
+        let image = c.intern("Image");
+        let parent = c.intern("ParentImage");
+        let rule = Expr::and(vec![atom(image, r"*\cmd.exe"), Expr::Not(Box::new(atom(parent, r"*\msiexec.exe")))]);
+        let benign = view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\Windows\msiexec.exe")], c.len());
+        assert!(!rule.eval(&benign));
+        let evasive =
+            view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\w3wp.exe"), (parent, r"C:\Windows\msiexec.exe")], c.len());
+        assert!(rule.eval(&evasive), "one occurrence outside the filter must keep the detection");
+        let no_parent = view_of(&[(image, r"C:\cmd.exe")], c.len());
+        assert!(rule.eval(&no_parent), "an absent field is not excluded by a filter on it");
+    }
+
+    #[test]
+    fn double_negation_restores_any_semantics() {
+        let mut c = FieldCatalog::new();
+        let image = c.intern("Image");
+        let rule = Expr::Not(Box::new(Expr::Not(Box::new(atom(image, r"*\cmd.exe")))));
+        let v = view_of(&[(image, r"C:\a.exe"), (image, r"C:\cmd.exe")], c.len());
+        assert!(rule.eval(&v));
+    }
+
+    #[test]
+    fn null_means_absent_or_null() {
+        let mut c = FieldCatalog::new();
+        let f = c.intern("Image");
+        let rule = Expr::Atom(Atom { field: f, matchers: vec![Matcher::Null], all: false });
+        assert!(rule.eval(&view_of(&[], c.len())));
+        assert!(!rule.eval(&view_of(&[(f, "x")], c.len())));
+        let mut v = EventView::new();
+        v.push(f, FieldKind::Text, Scalar::Null, "");
+        v.finish(c.len());
+        assert!(rule.eval(&v));
+    }
+}

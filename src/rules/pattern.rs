@@ -1,0 +1,394 @@
+//! One value of a rule, compiled: what an event value must look like to match it.
+//!
+//! String values are compared against the event value's *compare form* (canonical for
+//! its field kind, then case-folded; see [`crate::normalize`]), unless the rule asked for
+//! `cased`. Sigma wildcards `*` and `?` are honoured; a pattern is classified once into
+//! equality / prefix / suffix / substring / general glob, and the general glob is matched
+//! segment by segment, leftmost first, which is linear in the value for `*`-only globs
+//! and never backtracks.
+//!
+//! Every pattern can also say which fragments of text *any* value it matches must contain
+//! ([`Matcher::required_fragments`]); the prefilter is built from those.
+
+use memchr::memmem;
+use regex::{Regex, RegexBuilder};
+
+use crate::normalize::{FieldKind, compare_form};
+
+/// A piece of a wildcard pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// Literal text.
+    Lit(String),
+    /// `?`: exactly one character.
+    One,
+    /// `*`: any run of characters.
+    Star,
+}
+
+/// Parses Sigma value syntax into tokens: `*` and `?` are wildcards, `\*`, `\?` and
+/// `\\` escape them (and the backslash); a backslash before anything else is literal.
+pub fn tokenize(value: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut lit = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&next @ ('*' | '?' | '\\')) => {
+                    lit.push(next);
+                    chars.next();
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    tokens.push(Token::Lit(std::mem::take(&mut lit)));
+                }
+                let token = if c == '*' { Token::Star } else { Token::One };
+                if !(token == Token::Star && tokens.last() == Some(&Token::Star)) {
+                    tokens.push(token);
+                }
+            }
+            _ => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        tokens.push(Token::Lit(lit));
+    }
+    tokens
+}
+
+/// How a string pattern compares, after classification.
+#[derive(Clone, Debug)]
+enum StrOp {
+    Equals(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(Box<memmem::Finder<'static>>),
+    Glob(Glob),
+}
+
+/// A compiled string pattern.
+#[derive(Clone, Debug)]
+pub struct StrPattern {
+    op: StrOp,
+    /// Compare with the case-preserving canonical form instead of the folded one.
+    cased: bool,
+    /// For path fields, a suffix `\name` also matches a value that is just `name`
+    /// (a bare file name ends with its own last component).
+    bare_name: Option<String>,
+    tokens: Vec<Token>,
+}
+
+impl StrPattern {
+    /// Compiles tokens (already in compare form unless `cased`) for a field of `kind`.
+    pub fn new(tokens: Vec<Token>, kind: FieldKind, cased: bool) -> StrPattern {
+        let op = match tokens.as_slice() {
+            [] => StrOp::Equals(String::new()),
+            [Token::Star] => StrOp::Glob(Glob::new(&tokens)),
+            [Token::Lit(l)] => StrOp::Equals(l.clone()),
+            [Token::Lit(l), Token::Star] => StrOp::Prefix(l.clone()),
+            [Token::Star, Token::Lit(l)] => StrOp::Suffix(l.clone()),
+            [Token::Star, Token::Lit(l), Token::Star] => {
+                StrOp::Contains(Box::new(memmem::Finder::new(l.as_bytes()).into_owned()))
+            }
+            _ => StrOp::Glob(Glob::new(&tokens)),
+        };
+        let bare_name = match (&op, kind) {
+            (StrOp::Suffix(s), FieldKind::Path) if s.len() > 1 && s.starts_with('\\') => Some(s[1..].to_string()),
+            _ => None,
+        };
+        StrPattern { op, cased, bare_name, tokens }
+    }
+
+    /// Does `value` (compare form, or canonical form when `cased`) match?
+    pub fn matches(&self, value: &str) -> bool {
+        let hit = match &self.op {
+            StrOp::Equals(s) => value == s,
+            StrOp::Prefix(s) => value.starts_with(s.as_str()),
+            StrOp::Suffix(s) => value.ends_with(s.as_str()),
+            StrOp::Contains(f) => f.find(value.as_bytes()).is_some(),
+            StrOp::Glob(g) => g.matches(value),
+        };
+        hit || self.bare_name.as_deref() == Some(value)
+    }
+
+    /// Whether the case-preserving form is compared.
+    pub fn cased(&self) -> bool {
+        self.cased
+    }
+}
+
+/// A general wildcard pattern: segments separated by `*`, each of literal characters
+/// and `?`. Matched greedily leftmost, segment by segment, which is exact for globs.
+#[derive(Clone, Debug)]
+struct Glob {
+    /// Segments in order (`None` is `?`). The first is anchored at the start and the last
+    /// at the end; a leading or trailing `*` makes that segment empty.
+    segments: Vec<Vec<Option<char>>>,
+}
+
+impl Glob {
+    fn new(tokens: &[Token]) -> Glob {
+        let mut segments = vec![Vec::new()];
+        for token in tokens {
+            match token {
+                Token::Lit(l) => segments.last_mut().expect("non-empty").extend(l.chars().map(Some)),
+                Token::One => segments.last_mut().expect("non-empty").push(None),
+                Token::Star => segments.push(Vec::new()),
+            }
+        }
+        Glob { segments }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        let chars: Vec<char> = value.chars().collect();
+        let n = self.segments.len();
+        if n == 1 {
+            return seg_at(&self.segments[0], &chars, 0) == Some(chars.len());
+        }
+        // First segment anchored at the start, last anchored at the end.
+        let Some(mut pos) = seg_at(&self.segments[0], &chars, 0) else { return false };
+        let last = &self.segments[n - 1];
+        if last.len() > chars.len() - pos {
+            return false;
+        }
+        let end = chars.len() - last.len();
+        if seg_at(last, &chars, end).is_none() {
+            return false;
+        }
+        for seg in &self.segments[1..n - 1] {
+            match seg_find(seg, &chars[..end], pos) {
+                Some(next) => pos = next,
+                None => return false,
+            }
+        }
+        pos <= end
+    }
+}
+
+/// If `seg` matches `chars` at `at`, the index after it.
+fn seg_at(seg: &[Option<char>], chars: &[char], at: usize) -> Option<usize> {
+    let window = chars.get(at..at + seg.len())?;
+    seg.iter().zip(window).all(|(p, c)| p.is_none_or(|p| p == *c)).then_some(at + seg.len())
+}
+
+/// The end of the leftmost match of `seg` in `chars` at or after `from`.
+fn seg_find(seg: &[Option<char>], chars: &[char], from: usize) -> Option<usize> {
+    (from..=chars.len().checked_sub(seg.len())?).find_map(|at| seg_at(seg, chars, at))
+}
+
+/// A compiled rule value.
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    /// A string (with Sigma wildcards).
+    Str(StrPattern),
+    /// An integer: equal to a JSON integer, or to a string holding that integer.
+    Int(i64),
+    /// A regular expression (linear-time engine), matched against the canonical value.
+    Regex(Box<RegexPattern>),
+    /// `null`: the field is absent or JSON null.
+    Null,
+}
+
+/// Largest compiled size allowed for one rule regex (bounds memory and start-up time).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled `re` value and the flags it was built with.
+#[derive(Clone, Debug)]
+pub struct RegexPattern {
+    /// The compiled expression.
+    pub re: Regex,
+    /// Its flags (the prefilter must read the pattern with the same ones).
+    pub flags: RegexFlags,
+}
+
+/// Flags of the Sigma `re` modifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegexFlags {
+    /// `i`: case-insensitive.
+    pub ignore_case: bool,
+    /// `m`: `^`/`$` match at line breaks.
+    pub multi_line: bool,
+    /// `s`: `.` matches a line break.
+    pub dot_all: bool,
+}
+
+impl Matcher {
+    /// A string pattern for a field of `kind`, from Sigma value syntax.
+    pub fn string(tokens: Vec<Token>, kind: FieldKind, cased: bool) -> Matcher {
+        let tokens = if cased {
+            tokens
+        } else {
+            tokens
+                .into_iter()
+                .map(|t| match t {
+                    Token::Lit(l) => Token::Lit(compare_form(kind, &l)),
+                    other => other,
+                })
+                .collect()
+        };
+        Matcher::Str(StrPattern::new(tokens, kind, cased))
+    }
+
+    /// A regular expression; the error is the engine's message.
+    pub fn regex(pattern: &str, flags: RegexFlags) -> Result<Matcher, String> {
+        RegexBuilder::new(pattern)
+            .case_insensitive(flags.ignore_case)
+            .multi_line(flags.multi_line)
+            .dot_matches_new_line(flags.dot_all)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|re| Matcher::Regex(Box::new(RegexPattern { re, flags })))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Text fragments (in compare form) that every value matching this pattern contains,
+    /// or `None` when nothing is required (the empty string, `*`, `null`, an argument).
+    pub fn required_fragments(&self, kind: FieldKind) -> Option<Vec<String>> {
+        let runs: Vec<String> = match self {
+            Matcher::Null => return None,
+            Matcher::Int(n) => vec![n.unsigned_abs().to_string()],
+            Matcher::Str(p) => p
+                .tokens
+                .iter()
+                .filter_map(|t| match t {
+                    Token::Lit(l) if p.cased => Some(compare_form(kind, l)),
+                    Token::Lit(l) => Some(l.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Matcher::Regex(p) => crate::prefilter::regex_literals(p.re.as_str(), p.flags),
+        };
+        if kind == FieldKind::Argument {
+            // Quotes may be inserted anywhere in an argument and are removed before the
+            // program (and this rule) sees it: no run of raw bytes is guaranteed.
+            return None;
+        }
+        let fragments: Vec<String> = runs.iter().flat_map(|r| split_fragments(r, kind)).collect();
+        (!fragments.is_empty()).then_some(fragments)
+    }
+}
+
+/// Cuts a run of text into the pieces that appear verbatim (modulo ASCII case and JSON
+/// escaping) in the raw line: non-ASCII characters are cut out (their case fold is not
+/// byte-stable) and so are path separators in paths (either may be written).
+fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
+    run.split(|c: char| !c.is_ascii() || (kind == FieldKind::Path && (c == '\\' || c == '/')))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(value: &str) -> StrPattern {
+        match Matcher::string(tokenize(value), FieldKind::Text, false) {
+            Matcher::Str(p) => p,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn sigma_escapes() {
+        assert_eq!(tokenize(r"a\*b"), vec![Token::Lit("a*b".into())]);
+        // pySigma: `\*` is an escaped star, i.e. a literal `*`.
+        assert_eq!(tokenize(r"C:\Windows\*"), vec![Token::Lit(r"C:\Windows*".into())]);
+        assert_eq!(tokenize(r"C:\Windows\\*"), vec![Token::Lit(r"C:\Windows\".into()), Token::Star]);
+        assert_eq!(tokenize("a**b"), vec![Token::Lit("a".into()), Token::Star, Token::Lit("b".into())]);
+        assert_eq!(tokenize(r"\\server"), vec![Token::Lit(r"\server".into())]);
+    }
+
+    #[test]
+    fn classified_patterns() {
+        assert!(pat("AppCmd.exe").matches("appcmd.exe"));
+        assert!(!pat("appcmd.exe").matches("xappcmd.exe"));
+        assert!(pat("*install *").matches("appcmd install module"));
+        assert!(pat(r"*\cmd.exe").matches(r"c:\windows\cmd.exe"));
+        assert!(pat("c:*").matches("c:\\x"));
+        assert!(pat("*").matches(""));
+        assert!(pat("").matches(""));
+        assert!(!pat("").matches("a"));
+    }
+
+    #[test]
+    fn general_globs() {
+        assert!(pat("a*b*c").matches("axxbyyc"));
+        assert!(pat("a*b*c").matches("abc"));
+        assert!(!pat("a*b*c").matches("acb"));
+        assert!(pat("a?c").matches("abc"));
+        assert!(!pat("a?c").matches("ac"));
+        assert!(pat("*a?c*").matches("xxabcxx"));
+        assert!(pat("ab*ab").matches("abab"));
+        assert!(!pat("ab*ab").matches("aba"));
+        assert!(pat("?*").matches("é"));
+        assert!(pat("*.exe*x?z").matches("a.exe.exe-xyz"));
+    }
+
+    #[test]
+    fn glob_agrees_with_naive_backtracking() {
+        fn naive(p: &[char], v: &[char]) -> bool {
+            match p.first() {
+                None => v.is_empty(),
+                Some('*') => (0..=v.len()).any(|i| naive(&p[1..], &v[i..])),
+                Some('?') => !v.is_empty() && naive(&p[1..], &v[1..]),
+                Some(c) => v.first() == Some(c) && naive(&p[1..], &v[1..]),
+            }
+        }
+        let alphabet = ['a', 'b', '*', '?'];
+        let values = ["", "a", "b", "ab", "ba", "aab", "abab", "bbab", "abba", "aaaa"];
+        for n in 0..5usize {
+            for mut k in 0..alphabet.len().pow(n as u32) {
+                let mut p = String::new();
+                for _ in 0..n {
+                    p.push(alphabet[k % 4]);
+                    k /= 4;
+                }
+                let pc: Vec<char> = p.chars().collect();
+                for v in values {
+                    let vc: Vec<char> = v.chars().collect();
+                    assert_eq!(pat(&p).matches(v), naive(&pc, &vc), "pattern {p:?} value {v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn path_suffix_matches_bare_name() {
+        let Matcher::Str(p) = Matcher::string(tokenize(r"*\AppCmd.exe"), FieldKind::Path, false) else {
+            unreachable!()
+        };
+        assert!(p.matches(r"c:\windows\system32\inetsrv\appcmd.exe"));
+        assert!(p.matches("appcmd.exe"));
+        assert!(!p.matches("xappcmd.exe"));
+    }
+
+    #[test]
+    fn path_patterns_take_the_canonical_separator() {
+        let Matcher::Str(p) = Matcher::string(tokenize("*/var/www/*"), FieldKind::Path, false) else { unreachable!() };
+        assert!(p.matches(r"\var\www\html\x.php"));
+    }
+
+    #[test]
+    fn fragments() {
+        let m =
+            Matcher::string(vec![Token::Star, Token::Lit(r"\inetpub\".into()), Token::Star], FieldKind::Path, false);
+        assert_eq!(m.required_fragments(FieldKind::Path), Some(vec!["inetpub".to_string()]));
+        let m = Matcher::string(tokenize(r"*\Services\W3SVC*"), FieldKind::Text, false);
+        assert_eq!(m.required_fragments(FieldKind::Text), Some(vec![r"\services\w3svc".to_string()]));
+        let m = Matcher::string(tokenize("naïve*x"), FieldKind::Text, false);
+        assert_eq!(
+            m.required_fragments(FieldKind::Text),
+            Some(vec!["na".to_string(), "ve".to_string(), "x".to_string()])
+        );
+        assert_eq!(Matcher::string(tokenize("*"), FieldKind::Text, false).required_fragments(FieldKind::Text), None);
+        assert_eq!(Matcher::Null.required_fragments(FieldKind::Text), None);
+        assert_eq!(Matcher::Int(-29).required_fragments(FieldKind::Text), Some(vec!["29".to_string()]));
+        let m = Matcher::string(tokenize("list"), FieldKind::Argument, false);
+        assert_eq!(m.required_fragments(FieldKind::Argument), None);
+    }
+}

@@ -1,0 +1,387 @@
+//! The core: bytes in, bytes out, no I/O.
+//!
+//! A [`Tagger`] is built once from a rule set and shared (it is `Sync`). Each input
+//! stream gets a [`Stream`], which is fed bytes as they arrive, in chunks of any size,
+//! and appends the output to a buffer the caller owns and writes. The output does not
+//! depend on how the input was cut into chunks.
+//!
+//! Per chunk: complete lines are lower-cased into a scratch buffer and scanned for
+//! trigger literals and for JSON escapes that could hide one; lines with neither are
+//! copied out in runs, untouched. A line with either is checked against every clause of
+//! the triggered rules; if some rule remains, the JSON part of the line is copied and
+//! parsed with simd-json, the fields the rules read are collected, the rules are
+//! evaluated, and on a match the annotation is spliced into the untouched original.
+//! A partial line is kept until its end arrives, up to the line limit; past it the line
+//! is passed through as it streams, never held whole.
+
+use simd_json::{Buffers, Node, Tape};
+
+use crate::annotate::{Annotator, closing_brace, splice};
+use crate::event::EventView;
+use crate::prefilter::{self, Prefilter};
+use crate::rules::RuleSet;
+use crate::stats::Stats;
+use crate::syslog::json_start;
+
+/// Settings of a [`Tagger`], validated by [`Tagger::new`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The member name of the annotation (default `iis_tagger`).
+    pub annotation_key: String,
+    /// Lines longer than this (without the `\n`) pass through uninspected.
+    pub max_line_bytes: usize,
+    /// Use the prefilter (off: every JSON line is parsed and every rule evaluated; for
+    /// verification).
+    pub prefilter: bool,
+}
+
+/// Default line limit: 1 MiB, far above any Windows event record.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// Largest line limit accepted.
+pub const MAX_MAX_LINE_BYTES: usize = 1 << 30;
+/// Longest annotation key accepted.
+pub const MAX_KEY_BYTES: usize = 256;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { annotation_key: "iis_tagger".into(), max_line_bytes: DEFAULT_MAX_LINE_BYTES, prefilter: true }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The annotation key is empty or too long.
+    #[error("the annotation key must be 1 to {MAX_KEY_BYTES} bytes long")]
+    AnnotationKey,
+    /// The line limit is out of range.
+    #[error("the line limit must be from 1 byte to 1 GiB")]
+    MaxLineBytes,
+}
+
+/// Rules, prefilter and annotation pieces, ready to tag any number of streams.
+#[derive(Debug)]
+pub struct Tagger {
+    rules: RuleSet,
+    prefilter: Prefilter,
+    annotator: Annotator,
+    config: Config,
+}
+
+impl Tagger {
+    /// Builds the prefilter and the annotation pieces.
+    pub fn new(rules: RuleSet, config: Config) -> Result<Tagger, ConfigError> {
+        if config.annotation_key.is_empty() || config.annotation_key.len() > MAX_KEY_BYTES {
+            return Err(ConfigError::AnnotationKey);
+        }
+        if config.max_line_bytes == 0 || config.max_line_bytes > MAX_MAX_LINE_BYTES {
+            return Err(ConfigError::MaxLineBytes);
+        }
+        let prefilter = Prefilter::new(&rules);
+        let annotator = Annotator::new(&config.annotation_key, rules.rules());
+        Ok(Tagger { rules, prefilter, annotator, config })
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The prefilter.
+    pub fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new stream.
+    pub fn stream(&self) -> Stream<'_> {
+        Stream {
+            tagger: self,
+            pending: Vec::new(),
+            skipping: false,
+            lower: Vec::new(),
+            prefilter: prefilter::Scratch::default(),
+            parser: Parser::default(),
+            view: EventView::new(),
+            candidates: Vec::new(),
+            matched: Vec::new(),
+            member: Vec::new(),
+            stats: Stats::new(self.rules.rules().len()),
+        }
+    }
+
+    /// Tags a whole input at once (convenience for tests and small inputs).
+    pub fn tag_all(&self, input: &[u8]) -> (Vec<u8>, Stats) {
+        let mut stream = self.stream();
+        let mut out = Vec::with_capacity(input.len() + input.len() / 16);
+        stream.feed(input, &mut out);
+        stream.finish(&mut out);
+        (out, stream.stats)
+    }
+}
+
+/// The reusable buffers of the JSON parser.
+struct Parser {
+    input: Vec<u8>,
+    buffers: Buffers,
+    tape: Tape<'static>,
+}
+
+impl Default for Parser {
+    fn default() -> Parser {
+        Parser { input: Vec::new(), buffers: Buffers::default(), tape: Tape::null().reset() }
+    }
+}
+
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser").finish_non_exhaustive()
+    }
+}
+
+impl Parser {
+    /// Parses `json` (a copy: simd-json rewrites its input) and hands the tape to `f`.
+    fn parse<R>(&mut self, json: &[u8], f: impl FnOnce(&[Node<'_>]) -> R) -> Option<R> {
+        self.input.clear();
+        self.input.extend_from_slice(json);
+        self.input.resize(json.len() + simd_json::INPUT_PADDING, 0);
+        let mut tape = std::mem::replace(&mut self.tape, Tape::null().reset()).reset();
+        let result = match simd_json::fill_tape_padded(&mut self.input, json.len(), &mut self.buffers, &mut tape) {
+            Ok(()) => Some(f(&tape.0)),
+            Err(_) => None,
+        };
+        self.tape = tape.reset();
+        result
+    }
+}
+
+/// The state of one input stream.
+#[derive(Debug)]
+pub struct Stream<'t> {
+    tagger: &'t Tagger,
+    /// The start of a line whose end has not arrived yet.
+    pending: Vec<u8>,
+    /// Inside a line over the limit, passing it through until its `\n`.
+    skipping: bool,
+    lower: Vec<u8>,
+    prefilter: prefilter::Scratch,
+    parser: Parser,
+    view: EventView,
+    candidates: Vec<u32>,
+    matched: Vec<u32>,
+    member: Vec<u8>,
+    stats: Stats,
+}
+
+/// How a line's inspection ended.
+enum Verdict {
+    /// Write the line unchanged.
+    Unchanged,
+    /// Write the line with the annotation before the `}` at this offset.
+    Annotate { close: usize, empty: bool },
+}
+
+impl Stream<'_> {
+    /// The counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// True while the start of a line is held waiting for its end.
+    pub fn has_partial_line(&self) -> bool {
+        !self.pending.is_empty() || self.skipping
+    }
+
+    /// Bytes of an unfinished line held (it is written by [`Stream::finish`]).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes the next bytes of the stream; appends to `out` every line it completes.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        self.stats.bytes += input.len() as u64;
+        if self.skipping {
+            match memchr::memchr(b'\n', input) {
+                Some(i) => {
+                    out.extend_from_slice(&input[..=i]);
+                    self.skipping = false;
+                    input = &input[i + 1..];
+                }
+                None => return out.extend_from_slice(input),
+            }
+        }
+        if !self.pending.is_empty() {
+            let Some(i) = memchr::memchr(b'\n', input) else { return self.hold(input, out) };
+            if self.pending.len() + i > self.tagger.config.max_line_bytes {
+                self.pass_oversized(out);
+                out.extend_from_slice(&input[..=i]);
+                self.skipping = false;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&input[..=i]);
+                self.lines(&line, out);
+                line.clear();
+                self.pending = line;
+            }
+            input = &input[i + 1..];
+        }
+        match memchr::memrchr(b'\n', input) {
+            Some(j) => {
+                self.lines(&input[..=j], out);
+                self.hold(&input[j + 1..], out);
+            }
+            None => self.hold(input, out),
+        }
+    }
+
+    /// Ends the stream: a final line without `\n` is tagged and written without one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.skipping = false;
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.lines(&line, out);
+        }
+    }
+
+    /// Keeps the start of an unfinished line, or passes it through once it is over the limit.
+    fn hold(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.pending.len() + bytes.len() > self.tagger.config.max_line_bytes {
+            self.pass_oversized(out);
+            out.extend_from_slice(bytes);
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
+    }
+
+    /// Writes what is held of a line found to be over the limit and skips its rest.
+    fn pass_oversized(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.pending);
+        self.pending.clear();
+        self.skipping = true;
+        self.stats.lines += 1;
+        self.stats.not_inspected.oversized += 1;
+    }
+
+    /// Tags a run of lines; every line but possibly the last ends with `\n`.
+    fn lines(&mut self, region: &[u8], out: &mut Vec<u8>) {
+        let tagger = self.tagger;
+        let pf = &tagger.prefilter;
+        let scan = tagger.config.prefilter;
+        let every_line = !scan || pf.examines_every_line();
+        let mut lower = std::mem::take(&mut self.lower);
+        lower.clear();
+        if scan {
+            lower.extend(region.iter().map(u8::to_ascii_lowercase));
+        }
+        let mut next_trigger = if scan { pf.next_trigger(&lower, 0) } else { None };
+        let mut next_escape = if scan { pf.next_hiding_escape(region, 0) } else { None };
+        let mut run_start = 0;
+        let mut pos = 0;
+        while pos < region.len() {
+            let end = memchr::memchr(b'\n', &region[pos..]).map_or(region.len(), |i| pos + i);
+            let next = (end + 1).min(region.len());
+            let line = &region[pos..end];
+            self.stats.lines += 1;
+            let triggered = next_trigger.is_some_and(|t| t < end);
+            let escaped = next_escape.is_some_and(|e| e < end);
+            if line.len() > tagger.config.max_line_bytes {
+                self.stats.not_inspected.oversized += 1;
+            } else if every_line || triggered || escaped {
+                out.extend_from_slice(&region[run_start..pos]);
+                let line_lower = if scan { &lower[pos..end] } else { &[][..] };
+                self.line(line, line_lower, escaped, out);
+                out.extend_from_slice(&region[end..next]);
+                run_start = next;
+            } else {
+                self.classify(line);
+            }
+            if triggered {
+                next_trigger = pf.next_trigger(&lower, next);
+            }
+            if escaped {
+                next_escape = pf.next_hiding_escape(region, next);
+            }
+            pos = next;
+        }
+        out.extend_from_slice(&region[run_start..]);
+        self.lower = lower;
+    }
+
+    /// Counts a line the prefilter passed over when it is not JSON at all.
+    fn classify(&mut self, line: &[u8]) {
+        if line.is_empty() || line == b"\r" {
+            self.stats.not_inspected.empty += 1;
+        } else if json_start(line).is_none() {
+            self.stats.not_inspected.not_json += 1;
+        }
+    }
+
+    /// Inspects one line (without its `\n`) and writes it, annotated or not.
+    fn line(&mut self, line: &[u8], lower: &[u8], escaped: bool, out: &mut Vec<u8>) {
+        match self.inspect(line, lower, escaped) {
+            Verdict::Unchanged => out.extend_from_slice(line),
+            Verdict::Annotate { close, empty } => {
+                self.member.clear();
+                self.tagger.annotator.write(&self.matched, &mut self.member);
+                splice(line, close, empty, &self.member, out);
+            }
+        }
+    }
+
+    fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
+        let tagger = self.tagger;
+        self.candidates.clear();
+        if tagger.config.prefilter {
+            let rules = tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter);
+            self.candidates.extend_from_slice(rules);
+        } else {
+            self.candidates.extend(0..tagger.rules.rules().len() as u32);
+        }
+        if self.candidates.is_empty() {
+            self.classify(line);
+            return Verdict::Unchanged;
+        }
+        self.stats.candidates += 1;
+        let Some(start) = json_start(line) else {
+            self.classify(line);
+            return Verdict::Unchanged;
+        };
+        let json = &line[start..];
+        let (view, catalog, key) = (&mut self.view, tagger.rules.fields(), tagger.config.annotation_key.as_str());
+        let parsed = self.parser.parse(json, |tape| match tape.first() {
+            Some(Node::Object { len, .. }) => {
+                view.load(tape, catalog, key);
+                Some(*len == 0)
+            }
+            _ => None,
+        });
+        let Some(Some(empty)) = parsed else {
+            self.stats.not_inspected.invalid_json += 1;
+            return Verdict::Unchanged;
+        };
+        self.stats.parsed += 1;
+        self.matched.clear();
+        let rules = tagger.rules.rules();
+        self.matched.extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].expr.eval(&self.view)));
+        if self.matched.is_empty() {
+            return Verdict::Unchanged;
+        }
+        if self.view.has_annotation_key() {
+            self.stats.not_inspected.already_annotated += 1;
+            return Verdict::Unchanged;
+        }
+        let Some(close) = closing_brace(json) else { return Verdict::Unchanged };
+        for &r in &self.matched {
+            self.stats.matches[r as usize] += 1;
+        }
+        self.stats.annotated += 1;
+        Verdict::Annotate { close: start + close, empty }
+    }
+}
