@@ -13,7 +13,7 @@ use cli::run::Failure;
 fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match &args.command {
-        Some(Command::Rules(rules)) => cli::rules_cmd::list(rules).and_then(|text| {
+        Some(Command::Rules(rules)) => cli::rules_cmd::list(&args.tag.rules, rules).and_then(|text| {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// or on SIGTERM/SIGINT after the lines read so far are written; 1 on an I/O error while
 /// running; 2 on a bad argument, rule file or input path at start-up.
 #[derive(Debug, Parser)]
-#[command(name = "iis-tagger", version, args_conflicts_with_subcommands = true, max_term_width = 100)]
+#[command(name = "iis-tagger", version, subcommand_precedence_over_arg = true, max_term_width = 100)]
 pub struct Cli {
     /// A subcommand; without one, iis-tagger tags its input.
     #[command(subcommand)]
@@ -37,10 +37,10 @@ pub enum Command {
 pub struct RuleArgs {
     /// Load rules from a Sigma-style YAML file, or every *.yml / *.yaml under a folder
     /// (repeatable). A file that cannot be loaded stops start-up.
-    #[arg(long = "rules", value_name = "PATH")]
+    #[arg(long = "rules", value_name = "PATH", global = true)]
     pub rules: Vec<PathBuf>,
     /// Do not load the built-in rules.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_builtin: bool,
 }
 
@@ -85,12 +85,9 @@ pub struct TagArgs {
     pub no_prefilter: bool,
 }
 
-/// Options of `iis-tagger rules`.
+/// Options of `iis-tagger rules` (which rules: the global --rules / --no-builtin).
 #[derive(Debug, Args)]
 pub struct RulesArgs {
-    /// Rules.
-    #[command(flatten)]
-    pub rules: RuleArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: StatsFormat,

@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 use iis_tagger::Config;
 use iis_tagger::rules::RuleMeta;
 
-use super::args::{RulesArgs, StatsFormat};
+use super::args::{RuleArgs, RulesArgs, StatsFormat};
 use super::run::{Failure, build_tagger};
 
-/// Prints the loaded rules to stdout.
-pub fn list(args: &RulesArgs) -> Result<String, Failure> {
-    let tagger = build_tagger(&args.rules, Config::default())?;
+/// The listing of the loaded rules.
+pub fn list(rules: &RuleArgs, args: &RulesArgs) -> Result<String, Failure> {
+    let tagger = build_tagger(rules, Config::default())?;
     let metas: Vec<&RuleMeta> = tagger.rules().rules().iter().map(|r| &r.meta).collect();
     Ok(match args.format {
         StatsFormat::Json => serde_json::to_string_pretty(&metas).expect("metadata serializes") + "\n",

@@ -234,10 +234,11 @@ impl RuleSetBuilder {
     /// Adds one rule from its text; `origin` names it in errors and in `rules` output.
     pub fn add_source(&mut self, origin: &str, stem: &str, text: &str) -> Result<(), RuleError> {
         let located = |pos: Pos, message: String| RuleError { origin: origin.to_string(), pos: Some(pos), message };
-        let doc = yaml::parse(text).map_err(|e| located(e.pos, e.message))?;
+        let doc = yaml::parse(text).map_err(|e| located(e.pos, format!("invalid YAML: {}", e.message)))?;
         let rule = sigma::compile(&doc, stem, origin, &mut self.set.fields).map_err(|p| located(p.pos, p.message))?;
         if let Some(first) = self.slugs.get(&rule.meta.slug) {
-            return Err(located(doc.pos, format!("a rule named `{}` is already loaded from {first}", rule.meta.slug)));
+            let pos = doc.get("name").map_or(doc.pos, |n| n.pos);
+            return Err(located(pos, format!("a rule named `{}` is already loaded from {first}", rule.meta.slug)));
         }
         if let Some(id) = &rule.meta.id {
             if let Some(first) = self.ids.get(id) {

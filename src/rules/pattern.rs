@@ -242,7 +242,11 @@ impl Matcher {
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map(|re| Matcher::Regex(Box::new(RegexPattern { re, flags })))
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                // The engine's message spans lines (pattern, caret, error); keep the error.
+                let text = e.to_string();
+                text.lines().find_map(|l| l.strip_prefix("error: ")).map_or(text.clone(), str::to_string)
+            })
     }
 
     /// Text fragments (in compare form) that every value matching this pattern contains,

@@ -298,7 +298,7 @@ fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Exp
         if let Some(flags) = mods.re {
             matchers.push(
                 Matcher::regex(&text, flags)
-                    .map_err(|e| Problem { pos: v.pos, message: format!("bad regular expression: {e}") })?,
+                    .map_err(|e| Problem { pos: v.pos, message: format!("bad regular expression `{text}`: {e}") })?,
             );
             continue;
         }

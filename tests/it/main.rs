@@ -1,1 +1,9 @@
-//! Integration tests.
+//! Integration tests: one binary, one module per concern.
+
+mod builtin_rules;
+mod cli;
+mod corpus;
+mod generated;
+mod language;
+mod properties;
+mod support;

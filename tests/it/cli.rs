@@ -1,0 +1,228 @@
+//! The binary: golden output for `rules`, the sample, `--stats`, every bad rule file;
+//! exit codes; stdin, `-`, several files, `-o`; a closed stdout; `/dev/full`; SIGTERM.
+//!
+//! Golden files live in `tests/golden/`; `UPDATE_GOLDEN=1 cargo test` rewrites them.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{assert_contract, repo, temp_dir};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iis-tagger"));
+    c.current_dir(repo("."));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn golden(name: &str, actual: &[u8]) {
+    let path = repo("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let want = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert!(
+        want == actual,
+        "{} differs:\n--- want\n{}\n--- got\n{}",
+        path.display(),
+        String::from_utf8_lossy(&want),
+        String::from_utf8_lossy(actual)
+    );
+}
+
+#[test]
+fn rules_listing() {
+    let out = run(&["rules"]);
+    assert!(out.status.success());
+    golden("rules.txt", &out.stdout);
+    let out = run(&["rules", "--format", "json", "--rules", "tests/fixtures/good-rules"]);
+    assert!(out.status.success());
+    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rules.as_array().map(Vec::len), Some(9));
+    assert_eq!(rules[8]["slug"], "custom_whoami_service");
+    assert_eq!(rules[8]["author"], "Example SOC");
+    assert_eq!(rules[8]["origin"], "tests/fixtures/good-rules/custom_whoami.yml");
+    // Both orders of the global option work.
+    assert_eq!(
+        run(&["--rules", "tests/fixtures/good-rules", "rules"]).stdout,
+        run(&["rules", "--rules", "tests/fixtures/good-rules"]).stdout
+    );
+}
+
+#[test]
+fn sample_output_and_stats() {
+    let out = run(&["--stats", "examples/sample.jsonl"]);
+    assert!(out.status.success());
+    golden("sample.tagged.jsonl", &out.stdout);
+    golden("sample.stats.txt", &out.stderr);
+    let input = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    assert_contract(&input, &out.stdout, "iis_tagger");
+
+    let out = run(&["--stats-format", "json", "examples/sample.jsonl"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stderr).expect("stats json");
+    assert_eq!(stats["lines"], 12);
+    assert_eq!(stats["annotated"], 7);
+    assert_eq!(stats["not_inspected"]["not_json"], 2);
+    assert_eq!(stats["matches"][3], serde_json::json!({"rule": "webshell_child_process", "count": 1}));
+}
+
+#[test]
+fn every_bad_rule_file_is_refused_with_file_line_and_reason() {
+    let dir = repo("tests/fixtures/bad-rules");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+        .collect();
+    names.sort();
+    let mut report = Vec::new();
+    for name in names {
+        let rel = format!("tests/fixtures/bad-rules/{name}");
+        let out = run(&["--rules", &rel, "examples/sample.jsonl"]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(out.stdout.is_empty(), "{name}: nothing is tagged with a rule missing");
+        let msg = String::from_utf8(out.stderr).expect("utf8");
+        assert!(msg.starts_with(&format!("iis-tagger: {rel}:")), "{msg}");
+        report.extend_from_slice(msg.as_bytes());
+    }
+    golden("bad-rules.txt", &report);
+}
+
+#[test]
+fn other_start_up_errors() {
+    for (args, needle) in [
+        (
+            &["--rules", "src/rules/builtin/webshell_child_process.yml", "examples/sample.jsonl"][..],
+            "already loaded from builtin:",
+        ),
+        (&["--rules", "/nonexistent/rules"], "/nonexistent/rules: No such file"),
+        (&["--rules", "tests/golden"], "no rule files"),
+        (&["--no-builtin"], "no rules loaded"),
+        (&["no-such-input.jsonl"], "no-such-input.jsonl: No such file"),
+        (&["--max-line-bytes", "0"], "line limit"),
+        (&["--field", ""], "annotation key"),
+        (&["-o", "examples/sample.jsonl", "examples/sample.jsonl"], "also an input"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn stdin_dash_several_files_and_output_file() {
+    let dir = temp_dir("cli");
+    let sample = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    let tail = dir.join("tail.jsonl");
+    // A last line without `\n` stays without one, and the next file starts its own line.
+    std::fs::write(&tail, &sample[..sample.len() - 1]).expect("write");
+    let mut child = bin()
+        .args(["-", tail.to_str().expect("path")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&sample).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let mut input = sample.clone();
+    input.extend_from_slice(&sample[..sample.len() - 1]);
+    assert_contract(&input, &out.stdout, "iis_tagger");
+    assert!(!out.stdout.ends_with(b"\n"));
+
+    let target = dir.join("out.jsonl");
+    let out = run(&["-o", target.to_str().expect("path"), "--field", "detect", "examples/sample.jsonl"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+    let written = std::fs::read(&target).expect("output file");
+    assert_contract(&sample, &written, "detect");
+    assert!(String::from_utf8_lossy(&written).contains(r#""detect":{"risk_score":"#));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn big_input(lines: usize) -> Vec<u8> {
+    let sample = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    sample.repeat(lines / 12 + 1)
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = bin().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let data = big_input(200_000);
+        let _ = stdin.write_all(&data);
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    assert_eq!(out.status.code(), Some(0), "a reader going away is a normal end");
+    assert!(out.stderr.is_empty(), "no panic, no message: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_full_disk_is_an_error() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let out = bin()
+        .arg("examples/sample.jsonl")
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sigterm_drains_whole_lines_and_exits_zero() {
+    let mut child = bin().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let sample = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    let lines = crate::support::split_lines(&sample);
+    // Three whole lines and the start of a fourth; the rest of it comes after the signal.
+    let mut head = Vec::new();
+    for l in &lines[..3] {
+        head.extend_from_slice(l);
+        head.push(b'\n');
+    }
+    let (start, rest) = lines[3].split_at(20);
+    head.extend_from_slice(start);
+    stdin.write_all(&head).expect("write");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    std::thread::sleep(Duration::from_millis(100));
+    stdin.write_all(rest).expect("write");
+    stdin.write_all(b"\n").expect("write");
+    stdin.flush().expect("flush");
+    // stdin stays open: the tagger must stop by itself once the line in flight is done.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Output is whole lines: the three before the signal and the one finished after it.
+    let got = crate::support::split_lines(&out.stdout);
+    assert!(out.stdout.ends_with(b"\n"));
+    assert_eq!(got.len(), 4, "{}", String::from_utf8_lossy(&out.stdout));
+    let mut expected_input = head.clone();
+    expected_input.extend_from_slice(rest);
+    expected_input.push(b'\n');
+    assert_contract(&expected_input, &out.stdout, "iis_tagger");
+}

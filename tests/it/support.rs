@@ -1,0 +1,247 @@
+//! Helpers shared by the integration tests: event builders for every shape of
+//! DESIGN §4, an annotation stripper written independently of the library, paths.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use iis_tagger::{Config, RuleSet, Tagger};
+use serde_json::{Map, Value, json};
+
+pub const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";
+
+/// `../shared`, beside the repository.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A fresh empty folder under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "iis-tagger-{}-{}-{}",
+        tag,
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub fn builtin_tagger() -> Tagger {
+    Tagger::new(RuleSet::builtin().expect("built-in rules load"), Config::default()).expect("tagger")
+}
+
+/// The slugs of the detections on each output line (empty for an unannotated line).
+pub fn detections(output: &[u8], key: &str) -> Vec<Vec<String>> {
+    split_lines(output)
+        .iter()
+        .map(|line| {
+            let Ok(v) = serde_json::from_slice::<Value>(json_part(line)) else { return Vec::new() };
+            v.get(key)
+                .and_then(|a| a["detections"].as_array().cloned())
+                .map(|ds| ds.iter().map(|d| d["rule"].as_str().expect("rule slug").to_string()).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The JSON part of a line (after a syslog header, if any).
+fn json_part(line: &[u8]) -> &[u8] {
+    match line.iter().position(|&b| b == b'{') {
+        Some(i) if line[0] == b'<' => &line[i..],
+        _ => line,
+    }
+}
+
+/// Lines split on `\n` only; a final line without `\n` counts, a trailing `\n` does not
+/// start another line.
+pub fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    body.split(|&b| b == b'\n').collect()
+}
+
+/// Removes an annotation member `"<key>":{"risk_score":...}` that ends right before the
+/// line's final `}` (with its leading comma), independently of the library's code.
+pub fn strip_line(line: &[u8], key: &str) -> Option<Vec<u8>> {
+    let end = line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'))?;
+    if line[end] != b'}' {
+        return None;
+    }
+    let marker = format!("{}:{{\"risk_score\":", serde_json::to_string(key).expect("key"));
+    let start = line[..end].windows(marker.len()).rposition(|w| w == marker.as_bytes())?;
+    // The member must be well-formed JSON running exactly to the final brace.
+    let member = &line[start + marker.len() - 1 - "\"risk_score\":".len()..end];
+    serde_json::from_slice::<Value>(member).ok()?;
+    let cut_from = if start > 0 && line[start - 1] == b',' { start - 1 } else { start };
+    let mut out = line[..cut_from].to_vec();
+    out.extend_from_slice(&line[end..]);
+    Some(out)
+}
+
+/// Checks the record contract between an input and its output, line by line:
+/// same number of lines, each line identical or identical once the annotation is
+/// removed, every annotated line valid JSON (after its syslog header).
+pub fn assert_contract(input: &[u8], output: &[u8], key: &str) {
+    let (ins, outs) = (split_lines(input), split_lines(output));
+    assert_eq!(ins.len(), outs.len(), "line count");
+    assert_eq!(input.ends_with(b"\n"), output.ends_with(b"\n"), "final newline");
+    for (i, (a, b)) in ins.iter().zip(&outs).enumerate() {
+        if a == b {
+            continue;
+        }
+        let stripped = strip_line(b, key).unwrap_or_else(|| panic!("line {} changed without an annotation", i + 1));
+        assert_eq!(&stripped[..], *a, "line {}: stripping the annotation must give the input back", i + 1);
+        serde_json::from_slice::<Value>(json_part(b))
+            .unwrap_or_else(|e| panic!("line {} annotated but not JSON: {e}", i + 1));
+    }
+}
+
+/// How a record is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// NXLog / OTRF / Splunk TA: every field at the top level.
+    Flat,
+    /// evtx_dump JSON with a numeric EventID.
+    EvtxDump,
+    /// evtx_dump JSON with `{"#attributes":{...},"#text":N}` as EventID (classic providers).
+    EvtxDumpText,
+    /// Winlogbeat raw: `winlog.event_id` (string), `winlog.event_data.*`.
+    Winlogbeat,
+    /// ECS-normalised: `event.code`, `winlog.channel`, `process.*`, `file.path`, `registry.*`.
+    Ecs,
+}
+
+pub const SHAPES: [Shape; 5] = [Shape::Flat, Shape::EvtxDump, Shape::EvtxDumpText, Shape::Winlogbeat, Shape::Ecs];
+
+fn ecs_path(field: &str) -> Option<&'static [&'static str]> {
+    Some(match field {
+        "Image" | "NewProcessName" => &["process", "executable"],
+        "CommandLine" => &["process", "command_line"],
+        "ParentImage" | "ParentProcessName" => &["process", "parent", "executable"],
+        "OriginalFileName" => &["process", "pe", "original_file_name"],
+        "TargetFilename" => &["file", "path"],
+        "TargetObject" => &["registry", "path"],
+        "Details" => &["registry", "data", "strings"],
+        _ => return None,
+    })
+}
+
+fn insert_path(obj: &mut Map<String, Value>, path: &[&str], value: Value) {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = obj;
+    for p in parents {
+        cur = cur.entry(p.to_string()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+    }
+    cur.insert(last.to_string(), value);
+}
+
+/// One record of event `eid` in `channel` with `fields` (Sysmon names), in `shape`.
+pub fn event(shape: Shape, eid: i64, channel: &str, fields: &[(&str, &str)]) -> String {
+    let mut data = Map::new();
+    for (k, v) in fields {
+        data.insert(k.to_string(), json!(v));
+    }
+    let record = match shape {
+        Shape::Flat => {
+            let mut o = Map::new();
+            o.insert("EventTime".into(), json!("2024-03-01 01:00:00"));
+            o.insert("EventID".into(), json!(eid));
+            o.insert("Channel".into(), json!(channel));
+            o.extend(data);
+            Value::Object(o)
+        }
+        Shape::EvtxDump | Shape::EvtxDumpText => {
+            let id = if shape == Shape::EvtxDump {
+                json!(eid)
+            } else {
+                json!({"#attributes": {"Qualifiers": 0}, "#text": eid})
+            };
+            json!({"Event": {"#attributes": {"xmlns": "http://schemas.microsoft.com/win/2004/08/events/event"},
+                "System": {"EventID": id, "Channel": channel, "Computer": "WEB01"}, "EventData": Value::Object(data)}})
+        }
+        Shape::Winlogbeat => json!({"@timestamp": "2024-03-01T01:00:00Z",
+            "winlog": {"event_id": eid.to_string(), "channel": channel, "event_data": Value::Object(data)}}),
+        Shape::Ecs => {
+            let mut o = Map::new();
+            insert_path(&mut o, &["@timestamp"], json!("2024-03-01T01:00:00Z"));
+            insert_path(&mut o, &["event", "code"], json!(eid.to_string()));
+            insert_path(&mut o, &["winlog", "channel"], json!(channel));
+            for (k, v) in fields {
+                match ecs_path(k) {
+                    Some(["registry", "data", "strings"]) => {
+                        insert_path(&mut o, &["registry", "data", "strings"], json!([v]))
+                    }
+                    Some(path) => insert_path(&mut o, path, json!(v)),
+                    None => insert_path(&mut o, &["winlog", "event_data", k], json!(v)),
+                }
+            }
+            Value::Object(o)
+        }
+    };
+    serde_json::to_string(&record).expect("serializes")
+}
+
+/// What kind of event a fixture describes.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Process creation: Sysmon 1, and Security 4688 (NewProcessName / ParentProcessName).
+    Process,
+    /// Sysmon 11.
+    File,
+    /// Sysmon 13.
+    Registry,
+    /// A given event id and channel.
+    Raw(i64, &'static str),
+}
+
+/// One record built from a fixture.
+pub struct Record {
+    /// Which shape and event, for messages.
+    pub label: String,
+    /// The JSON line.
+    pub line: String,
+    /// A Security 4688 record (no `OriginalFileName` there).
+    pub security: bool,
+}
+
+/// Every record a fixture stands for: each shape, and for process creation also 4688.
+pub fn records(kind: Kind, fields: &[(&str, &str)]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for shape in SHAPES {
+        let label = |what: &str| format!("{what} {shape:?}");
+        let rec = |label: String, line: String| Record { label, line, security: false };
+        match kind {
+            Kind::Process => {
+                out.push(rec(label("sysmon 1"), event(shape, 1, SYSMON, fields)));
+                let sec: Vec<(&str, &str)> = fields
+                    .iter()
+                    .filter(|(k, _)| *k != "OriginalFileName")
+                    .map(|&(k, v)| match k {
+                        "Image" => ("NewProcessName", v),
+                        "ParentImage" => ("ParentProcessName", v),
+                        _ => (k, v),
+                    })
+                    .collect();
+                out.push(Record {
+                    label: label("security 4688"),
+                    line: event(shape, 4688, "Security", &sec),
+                    security: true,
+                });
+            }
+            Kind::File => out.push(rec(label("sysmon 11"), event(shape, 11, SYSMON, fields))),
+            Kind::Registry => out.push(rec(label("sysmon 13"), event(shape, 13, SYSMON, fields))),
+            Kind::Raw(eid, channel) => {
+                out.push(rec(label(&format!("{eid} {channel}")), event(shape, eid, channel, fields)))
+            }
+        }
+    }
+    out
+}
