@@ -204,6 +204,11 @@ type KeyMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
 #[derive(Debug, Default)]
 pub struct TrieNode {
     children: KeyMap<u32>,
+    /// Bit `n - 1` set when some child key is `n` bytes long: most JSON keys of a record
+    /// are rejected by their length and first byte before any hashing.
+    key_lengths: u128,
+    /// Bit `b` set when some child key starts with the (lower-cased) byte `b`.
+    first_bytes: [u64; 4],
     fields: Vec<FieldId>,
 }
 
@@ -231,14 +236,21 @@ impl Default for PathTrie {
     }
 }
 
-/// Longest key the trie can hold; longer JSON keys cannot match and are not folded.
-pub const MAX_KEY_BYTES: usize = 64;
+/// Longest key the trie can hold (rules naming a longer field are refused at load time).
+pub const MAX_KEY_BYTES: usize = 128;
 
 impl PathTrie {
     fn insert(&mut self, path: &[&str], field: FieldId) {
+        assert!(
+            path.iter().all(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES),
+            "field names are checked by the loader"
+        );
         let mut node = 0usize;
         for key in path {
             let key: Box<[u8]> = key.to_ascii_lowercase().into_bytes().into();
+            let parent = &mut self.nodes[node];
+            parent.key_lengths |= 1u128 << (key.len() - 1);
+            parent.first_bytes[usize::from(key[0] >> 6)] |= 1u64 << (key[0] & 63);
             let next = self.nodes.len() as u32;
             let child = *self.nodes[node].children.entry(key).or_insert(next);
             if child == next {
@@ -261,15 +273,19 @@ impl PathTrie {
 
     /// The child of `node` under `key` (compared without regard to ASCII case).
     pub fn child(&self, node: u32, key: &str) -> Option<u32> {
-        let children = &self.nodes[node as usize].children;
-        if children.is_empty() || key.len() > MAX_KEY_BYTES {
+        let node = &self.nodes[node as usize];
+        let (len, first) = (key.len(), key.as_bytes().first()?.to_ascii_lowercase());
+        if len > MAX_KEY_BYTES
+            || node.key_lengths & (1u128 << (len - 1)) == 0
+            || node.first_bytes[usize::from(first >> 6)] & (1u64 << (first & 63)) == 0
+        {
             return None;
         }
         let mut folded = [0u8; MAX_KEY_BYTES];
         let folded = &mut folded[..key.len()];
         folded.copy_from_slice(key.as_bytes());
         folded.make_ascii_lowercase();
-        children.get(&*folded).copied()
+        node.children.get(&*folded).copied()
     }
 }
 

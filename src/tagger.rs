@@ -18,7 +18,7 @@ use simd_json::{Buffers, Node, Tape};
 
 use crate::annotate::{Annotator, closing_brace, splice};
 use crate::event::EventView;
-use crate::prefilter::{self, Prefilter};
+use crate::prefilter::{self, EscapeScan, Prefilter};
 use crate::rules::RuleSet;
 use crate::stats::Stats;
 use crate::syslog::json_start;
@@ -272,46 +272,96 @@ impl Stream<'_> {
     /// Tags a run of lines; every line but possibly the last ends with `\n`.
     fn lines(&mut self, region: &[u8], out: &mut Vec<u8>) {
         let tagger = self.tagger;
+        if !tagger.config.prefilter || tagger.prefilter.examines_every_line() {
+            return self.every_line(region, out);
+        }
         let pf = &tagger.prefilter;
-        let scan = tagger.config.prefilter;
-        let every_line = !scan || pf.examines_every_line();
         let mut lower = std::mem::take(&mut self.lower);
         lower.clear();
-        if scan {
-            lower.extend(region.iter().map(u8::to_ascii_lowercase));
-        }
-        let mut next_trigger = if scan { pf.next_trigger(&lower, 0) } else { None };
-        let mut next_escape = if scan { pf.next_hiding_escape(region, 0) } else { None };
+        lower.extend(region.iter().map(u8::to_ascii_lowercase));
+        let mut escapes = EscapeScan::new(region);
+        let mut next_trigger = pf.next_trigger(&lower, 0);
+        let mut next_escape = escapes.next_at_or_after(0);
         let mut run_start = 0;
+        let mut pos = 0;
+        // Jump from one line with an event (a trigger, or an escape that could hide one) to
+        // the next; the lines in between are only counted and copied.
+        while let Some(event) = next_trigger.into_iter().chain(next_escape).min() {
+            let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
+            let end = memchr::memchr(b'\n', &region[event..]).map_or(region.len(), |i| event + i);
+            let next = (end + 1).min(region.len());
+            self.skipped(&region[pos..start]);
+            self.stats.lines += 1;
+            let line = &region[start..end];
+            let escaped = next_escape.is_some_and(|e| e < end);
+            if line.len() > tagger.config.max_line_bytes {
+                self.stats.not_inspected.oversized += 1;
+            } else {
+                out.extend_from_slice(&region[run_start..start]);
+                self.line(line, &lower[start..end], escaped, out);
+                out.extend_from_slice(&region[end..next]);
+                run_start = next;
+            }
+            if next_trigger.is_some_and(|t| t < next) {
+                next_trigger = pf.next_trigger(&lower, next);
+            }
+            if escaped {
+                next_escape = escapes.next_at_or_after(next);
+            }
+            pos = next;
+        }
+        self.skipped(&region[pos..]);
+        out.extend_from_slice(&region[run_start..]);
+        self.lower = lower;
+    }
+
+    /// Without a prefilter: every line is inspected with every rule.
+    fn every_line(&mut self, region: &[u8], out: &mut Vec<u8>) {
         let mut pos = 0;
         while pos < region.len() {
             let end = memchr::memchr(b'\n', &region[pos..]).map_or(region.len(), |i| pos + i);
             let next = (end + 1).min(region.len());
             let line = &region[pos..end];
             self.stats.lines += 1;
-            let triggered = next_trigger.is_some_and(|t| t < end);
-            let escaped = next_escape.is_some_and(|e| e < end);
-            if line.len() > tagger.config.max_line_bytes {
+            if line.len() > self.tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
-            } else if every_line || triggered || escaped {
-                out.extend_from_slice(&region[run_start..pos]);
-                let line_lower = if scan { &lower[pos..end] } else { &[][..] };
-                self.line(line, line_lower, escaped, out);
-                out.extend_from_slice(&region[end..next]);
-                run_start = next;
+                out.extend_from_slice(line);
+            } else {
+                self.line(line, &[], false, out);
+            }
+            out.extend_from_slice(&region[end..next]);
+            pos = next;
+        }
+    }
+
+    /// Counts lines the prefilter passed over (written out unchanged by the caller). In the
+    /// usual run, every line starts with `{` and none is near the size limit, which one pass
+    /// over the newlines shows; otherwise each line is classified.
+    fn skipped(&mut self, run: &[u8]) {
+        if run.is_empty() {
+            return;
+        }
+        let mut lines = 0u64;
+        let mut all_objects = run[0] == b'{';
+        for i in memchr::memchr_iter(b'\n', run) {
+            lines += 1;
+            all_objects &= run.get(i + 1).is_none_or(|&b| b == b'{');
+        }
+        if !run.ends_with(b"\n") {
+            lines += 1;
+        }
+        self.stats.lines += lines;
+        if all_objects && run.len() <= self.tagger.config.max_line_bytes {
+            return;
+        }
+        let body = run.strip_suffix(b"\n").unwrap_or(run);
+        for line in body.split(|&b| b == b'\n') {
+            if line.len() > self.tagger.config.max_line_bytes {
+                self.stats.not_inspected.oversized += 1;
             } else {
                 self.classify(line);
             }
-            if triggered {
-                next_trigger = pf.next_trigger(&lower, next);
-            }
-            if escaped {
-                next_escape = pf.next_hiding_escape(region, next);
-            }
-            pos = next;
         }
-        out.extend_from_slice(&region[run_start..]);
-        self.lower = lower;
     }
 
     /// Counts a line the prefilter passed over when it is not JSON at all.

@@ -278,9 +278,10 @@ impl Matcher {
 
 /// Cuts a run of text into the pieces that appear verbatim (modulo ASCII case and JSON
 /// escaping) in the raw line: non-ASCII characters are cut out (their case fold is not
-/// byte-stable) and so are path separators in paths (either may be written).
+/// byte-stable), and so is `/` (JSON may write it `\/`, so no literal holds one and no
+/// scan for `\/` is needed), and in paths `\` too (either separator may be written).
 fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
-    run.split(|c: char| !c.is_ascii() || (kind == FieldKind::Path && (c == '\\' || c == '/')))
+    run.split(|c: char| !c.is_ascii() || c == '/' || (kind == FieldKind::Path && c == '\\'))
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()

@@ -224,6 +224,12 @@ fn modifiers(key: &Key) -> Result<(String, Modifiers), Problem> {
     if field.is_empty() {
         return problem(key.pos, "a field name is required before the modifiers (keyword search is not supported yet)");
     }
+    if field.len() > crate::fields::MAX_KEY_BYTES {
+        return problem(
+            key.pos,
+            format!("field names longer than {} bytes are not supported", crate::fields::MAX_KEY_BYTES),
+        );
+    }
     let mut m = Modifiers::default();
     for modifier in parts {
         match modifier {
