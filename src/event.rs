@@ -8,7 +8,7 @@
 use simd_json::{Node, StaticNode};
 
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
-use crate::normalize::{FieldKind, canonical_into, fold_into, split_args};
+use crate::normalize::{FieldKind, canonical_into, fold_into, for_each_arg};
 
 /// The JSON type of an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +46,8 @@ pub struct EventView {
     index: Vec<(u32, u32)>,
     text: String,
     scratch: String,
+    derive_source: String,
+    derive_arg: String,
     has_key: bool,
 }
 
@@ -126,21 +128,23 @@ impl EventView {
     }
 
     fn derive(&mut self, catalog: &FieldCatalog) {
+        let mut command_line = std::mem::take(&mut self.derive_source);
+        let mut arg = std::mem::take(&mut self.derive_arg);
         for (field, derivation) in catalog.derivations() {
             let Derivation::Arguments { from } = derivation;
-            let sources: Vec<(u32, u32)> = self
-                .occurrences
-                .iter()
-                .filter(|o| o.field == from && o.scalar == Scalar::Str)
-                .map(|o| o.canon)
-                .collect();
-            for (start, end) in sources {
-                let command_line = self.text[start as usize..end as usize].to_string();
-                for arg in split_args(&command_line) {
-                    self.push(field, FieldKind::Argument, Scalar::Str, &arg);
+            // Occurrences pushed here are of another field, so the sources stay put.
+            for i in 0..self.occurrences.len() {
+                let o = self.occurrences[i];
+                if o.field != from || o.scalar != Scalar::Str {
+                    continue;
                 }
+                command_line.clear();
+                command_line.push_str(&self.text[o.canon.0 as usize..o.canon.1 as usize]);
+                for_each_arg(&command_line, &mut arg, |a| self.push(field, FieldKind::Argument, Scalar::Str, a));
             }
         }
+        self.derive_source = command_line;
+        self.derive_arg = arg;
     }
 
     /// Sorts occurrences by field and builds the per-field index.

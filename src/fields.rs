@@ -12,7 +12,6 @@
 //! JSON keys are matched without regard to ASCII case (`commandline` is `CommandLine`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::normalize::FieldKind;
 
@@ -181,29 +180,12 @@ impl FieldCatalog {
     }
 }
 
-/// A tiny multiplicative hasher for short keys (FxHash's constant); JSON keys are
-/// attacker-reachable only as lookups, never as insertions, so flooding is not a concern.
-#[derive(Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-}
-
-type KeyMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
-
 /// A node of the [`PathTrie`].
 #[derive(Debug, Default)]
 pub struct TrieNode {
-    children: KeyMap<u32>,
+    /// Child keys (lower-cased) and nodes, sorted by key length; a key is compared only
+    /// with the children of its length, without hashing.
+    children: Vec<(Box<[u8]>, u32)>,
     /// Bit `n - 1` set when some child key is `n` bytes long: most JSON keys of a record
     /// are rejected by their length and first byte before any hashing.
     key_lengths: u128,
@@ -251,11 +233,17 @@ impl PathTrie {
             let parent = &mut self.nodes[node];
             parent.key_lengths |= 1u128 << (key.len() - 1);
             parent.first_bytes[usize::from(key[0] >> 6)] |= 1u64 << (key[0] & 63);
-            let next = self.nodes.len() as u32;
-            let child = *self.nodes[node].children.entry(key).or_insert(next);
-            if child == next {
-                self.nodes.push(TrieNode::default());
-            }
+            let child = match parent.children.iter().find(|(k, _)| *k == key) {
+                Some(&(_, child)) => child,
+                None => {
+                    let next = self.nodes.len() as u32;
+                    let children = &mut self.nodes[node].children;
+                    children.push((key, next));
+                    children.sort_by_key(|(k, _)| k.len());
+                    self.nodes.push(TrieNode::default());
+                    next
+                }
+            };
             node = child as usize;
         }
         if !self.nodes[node].fields.contains(&field) {
@@ -281,11 +269,13 @@ impl PathTrie {
         {
             return None;
         }
-        let mut folded = [0u8; MAX_KEY_BYTES];
-        let folded = &mut folded[..key.len()];
-        folded.copy_from_slice(key.as_bytes());
-        folded.make_ascii_lowercase();
-        node.children.get(&*folded).copied()
+        let key = key.as_bytes();
+        let from = node.children.partition_point(|(k, _)| k.len() < len);
+        node.children[from..]
+            .iter()
+            .take_while(|(k, _)| k.len() == len)
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|&(_, child)| child)
     }
 }
 

@@ -17,7 +17,8 @@
 //! * [`prefilter`]: literals derived from the rules, scanned over raw bytes, so that most
 //!   lines are never parsed.
 //! * [`annotate`]: the annotation and its splice into the original bytes.
-//! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O.
+//! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O;
+//!   [`sink`]: where a stream writes (unchanged input as ranges, new bytes as bytes).
 //! * [`stats`]: what a stream did.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
@@ -48,10 +49,12 @@ pub mod fields;
 pub mod normalize;
 pub mod prefilter;
 pub mod rules;
+pub mod sink;
 pub mod stats;
 pub mod syslog;
 pub mod tagger;
 
 pub use rules::{RuleError, RuleSet, RuleSetBuilder};
+pub use sink::Sink;
 pub use stats::Stats;
 pub use tagger::{Config, ConfigError, Stream, Tagger};

@@ -77,7 +77,14 @@ pub fn compare_form(kind: FieldKind, s: &str) -> String {
 /// is a literal quote; backslashes elsewhere are literal.
 pub fn split_args(cmd: &str) -> Vec<String> {
     let mut args = Vec::new();
-    let mut cur = String::new();
+    for_each_arg(cmd, &mut String::new(), |a| args.push(a.to_string()));
+    args
+}
+
+/// [`split_args`] without allocating: `f` sees each argument, built in `scratch`.
+pub fn for_each_arg(cmd: &str, scratch: &mut String, mut f: impl FnMut(&str)) {
+    let cur = scratch;
+    cur.clear();
     let mut quoted = false;
     let mut have = false;
     let mut chars = cmd.chars().peekable();
@@ -111,7 +118,8 @@ pub fn split_args(cmd: &str) -> Vec<String> {
             }
             ' ' | '\t' if !quoted => {
                 if have {
-                    args.push(std::mem::take(&mut cur));
+                    f(cur);
+                    cur.clear();
                     have = false;
                 }
             }
@@ -122,9 +130,8 @@ pub fn split_args(cmd: &str) -> Vec<String> {
         }
     }
     if have {
-        args.push(cur);
+        f(cur);
     }
-    args
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@
 
 use simd_json::{Buffers, Node, Tape};
 
-use crate::annotate::{Annotator, closing_brace, splice};
+use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
 use crate::prefilter::{self, EscapeScan, Prefilter};
 use crate::rules::RuleSet;
+use crate::sink::{Out, Sink};
 use crate::stats::Stats;
 use crate::syslog::json_start;
 
@@ -201,68 +202,72 @@ impl Stream<'_> {
         self.pending.len()
     }
 
-    /// Takes the next bytes of the stream; appends to `out` every line it completes.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    /// Takes the next bytes of the stream; writes to `out` every line it completes.
+    pub fn feed<S: Sink + ?Sized>(&mut self, input: &[u8], out: &mut S) {
         self.stats.bytes += input.len() as u64;
+        let mut at = 0;
         if self.skipping {
             match memchr::memchr(b'\n', input) {
                 Some(i) => {
-                    out.extend_from_slice(&input[..=i]);
+                    out.input(input, 0..i + 1);
                     self.skipping = false;
-                    input = &input[i + 1..];
+                    at = i + 1;
                 }
-                None => return out.extend_from_slice(input),
+                None => return out.input(input, 0..input.len()),
             }
         }
         if !self.pending.is_empty() {
-            let Some(i) = memchr::memchr(b'\n', input) else { return self.hold(input, out) };
-            if self.pending.len() + i > self.tagger.config.max_line_bytes {
+            let Some(i) = memchr::memchr(b'\n', &input[at..]).map(|i| at + i) else {
+                return self.hold(input, at..input.len(), out);
+            };
+            if self.pending.len() + (i - at) > self.tagger.config.max_line_bytes {
                 self.pass_oversized(out);
-                out.extend_from_slice(&input[..=i]);
+                out.input(input, at..i + 1);
                 self.skipping = false;
             } else {
                 let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(&input[..=i]);
-                self.lines(&line, out);
+                line.extend_from_slice(&input[at..=i]);
+                self.lines(&line, &mut Out { sink: out, input, base: None });
                 line.clear();
                 self.pending = line;
             }
-            input = &input[i + 1..];
+            at = i + 1;
         }
-        match memchr::memrchr(b'\n', input) {
+        match memchr::memrchr(b'\n', &input[at..]) {
             Some(j) => {
-                self.lines(&input[..=j], out);
-                self.hold(&input[j + 1..], out);
+                let end = at + j + 1;
+                self.lines(&input[at..end], &mut Out { sink: out, input, base: Some(at) });
+                self.hold(input, end..input.len(), out);
             }
-            None => self.hold(input, out),
+            None => self.hold(input, at..input.len(), out),
         }
     }
 
     /// Ends the stream: a final line without `\n` is tagged and written without one.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    pub fn finish<S: Sink + ?Sized>(&mut self, out: &mut S) {
         self.skipping = false;
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
-            self.lines(&line, out);
+            self.lines(&line, &mut Out { sink: out, input: &[], base: None });
         }
     }
 
     /// Keeps the start of an unfinished line, or passes it through once it is over the limit.
-    fn hold(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        if bytes.is_empty() {
+    fn hold<S: Sink + ?Sized>(&mut self, input: &[u8], range: std::ops::Range<usize>, out: &mut S) {
+        if range.is_empty() {
             return;
         }
-        if self.pending.len() + bytes.len() > self.tagger.config.max_line_bytes {
+        if self.pending.len() + range.len() > self.tagger.config.max_line_bytes {
             self.pass_oversized(out);
-            out.extend_from_slice(bytes);
+            out.input(input, range);
         } else {
-            self.pending.extend_from_slice(bytes);
+            self.pending.extend_from_slice(&input[range]);
         }
     }
 
     /// Writes what is held of a line found to be over the limit and skips its rest.
-    fn pass_oversized(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.pending);
+    fn pass_oversized<S: Sink + ?Sized>(&mut self, out: &mut S) {
+        out.bytes(&self.pending);
         self.pending.clear();
         self.skipping = true;
         self.stats.lines += 1;
@@ -270,7 +275,7 @@ impl Stream<'_> {
     }
 
     /// Tags a run of lines; every line but possibly the last ends with `\n`.
-    fn lines(&mut self, region: &[u8], out: &mut Vec<u8>) {
+    fn lines<S: Sink + ?Sized>(&mut self, region: &[u8], out: &mut Out<'_, S>) {
         let tagger = self.tagger;
         if !tagger.config.prefilter || tagger.prefilter.examines_every_line() {
             return self.every_line(region, out);
@@ -285,22 +290,20 @@ impl Stream<'_> {
         let mut run_start = 0;
         let mut pos = 0;
         // Jump from one line with an event (a trigger, or an escape that could hide one) to
-        // the next; the lines in between are only counted and copied.
+        // the next; the lines in between are only counted and passed on.
         while let Some(event) = next_trigger.into_iter().chain(next_escape).min() {
             let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
             let end = memchr::memchr(b'\n', &region[event..]).map_or(region.len(), |i| event + i);
             let next = (end + 1).min(region.len());
             self.skipped(&region[pos..start]);
             self.stats.lines += 1;
-            let line = &region[start..end];
             let escaped = next_escape.is_some_and(|e| e < end);
-            if line.len() > tagger.config.max_line_bytes {
+            if end - start > tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
             } else {
-                out.extend_from_slice(&region[run_start..start]);
-                self.line(line, &lower[start..end], escaped, out);
-                out.extend_from_slice(&region[end..next]);
-                run_start = next;
+                out.keep(region, run_start..start);
+                self.line(region, start..end, &lower[start..end], escaped, out);
+                run_start = end;
             }
             if next_trigger.is_some_and(|t| t < next) {
                 next_trigger = pf.next_trigger(&lower, next);
@@ -311,25 +314,24 @@ impl Stream<'_> {
             pos = next;
         }
         self.skipped(&region[pos..]);
-        out.extend_from_slice(&region[run_start..]);
+        out.keep(region, run_start..region.len());
         self.lower = lower;
     }
 
     /// Without a prefilter: every line is inspected with every rule.
-    fn every_line(&mut self, region: &[u8], out: &mut Vec<u8>) {
+    fn every_line<S: Sink + ?Sized>(&mut self, region: &[u8], out: &mut Out<'_, S>) {
         let mut pos = 0;
         while pos < region.len() {
             let end = memchr::memchr(b'\n', &region[pos..]).map_or(region.len(), |i| pos + i);
             let next = (end + 1).min(region.len());
-            let line = &region[pos..end];
             self.stats.lines += 1;
-            if line.len() > self.tagger.config.max_line_bytes {
+            if end - pos > self.tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
-                out.extend_from_slice(line);
+                out.keep(region, pos..end);
             } else {
-                self.line(line, &[], false, out);
+                self.line(region, pos..end, &[], false, out);
             }
-            out.extend_from_slice(&region[end..next]);
+            out.keep(region, end..next);
             pos = next;
         }
     }
@@ -373,14 +375,28 @@ impl Stream<'_> {
         }
     }
 
-    /// Inspects one line (without its `\n`) and writes it, annotated or not.
-    fn line(&mut self, line: &[u8], lower: &[u8], escaped: bool, out: &mut Vec<u8>) {
-        match self.inspect(line, lower, escaped) {
-            Verdict::Unchanged => out.extend_from_slice(line),
+    /// Inspects `region[range]`, one line without its `\n`, and writes it, annotated or not.
+    fn line<S: Sink + ?Sized>(
+        &mut self,
+        region: &[u8],
+        range: std::ops::Range<usize>,
+        lower: &[u8],
+        escaped: bool,
+        out: &mut Out<'_, S>,
+    ) {
+        match self.inspect(&region[range.clone()], lower, escaped) {
+            Verdict::Unchanged => out.keep(region, range),
             Verdict::Annotate { close, empty } => {
+                // The member goes right before the final `}`; the line itself is not copied.
                 self.member.clear();
+                if !empty {
+                    self.member.push(b',');
+                }
                 self.tagger.annotator.write(&self.matched, &mut self.member);
-                splice(line, close, empty, &self.member, out);
+                let brace = range.start + close;
+                out.keep(region, range.start..brace);
+                out.bytes(&self.member);
+                out.keep(region, brace..range.end);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! It only wires the library's pieces to the operating system.
 
 pub mod args;
+pub mod output;
 pub mod rules_cmd;
 pub mod run;
 pub mod signal;

@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use iis_tagger::{Config, RuleSetBuilder, Stats, Tagger};
 
 use super::args::{RuleArgs, StatsFormat, TagArgs};
+use super::output::Vectored;
 use super::signal;
 
 /// Bytes read at a time.
@@ -94,9 +95,8 @@ enum WriteError {
     Io(io::Error),
 }
 
-fn write_out(output: &mut File, out: &mut Vec<u8>) -> Result<(), WriteError> {
-    let result = output.write_all(out);
-    out.clear();
+fn write_out(output: &mut File, out: &mut Vectored, input: &[u8]) -> Result<(), WriteError> {
+    let result = out.write_to(output, input);
     result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
 }
 
@@ -132,7 +132,7 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
     let mut storage = vec![0u8; READ_BYTES + 4096];
     let offset = storage.as_ptr().align_offset(4096).min(4096);
     let buf = &mut storage[offset..offset + READ_BYTES];
-    let mut out = Vec::with_capacity(READ_BYTES + READ_BYTES / 4);
+    let mut out = Vectored::default();
     for mut input in inputs {
         let mut stream = tagger.stream();
         let outcome = pump(&mut input, &mut stream, buf, &mut out, output);
@@ -140,7 +140,7 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
         match outcome {
             Ok(Pumped::Eof) => {
                 stream.finish(&mut out);
-                match write_out(output, &mut out) {
+                match write_out(output, &mut out, &[]) {
                     Ok(()) => {}
                     Err(WriteError::Closed) => return Ok(()),
                     Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
@@ -170,7 +170,7 @@ fn pump(
     input: &mut Input,
     stream: &mut iis_tagger::Stream<'_>,
     buf: &mut [u8],
-    out: &mut Vec<u8>,
+    out: &mut Vectored,
     output: &mut File,
 ) -> Result<Pumped, Failure> {
     // After a signal, keep reading only to finish the line in progress, and not for ever.
@@ -193,7 +193,7 @@ fn pump(
             *budget = budget.saturating_sub(n);
         }
         stream.feed(&buf[..n], out);
-        match write_out(output, out) {
+        match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
             Err(WriteError::Closed) => return Ok(Pumped::Closed),
             Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
