@@ -83,17 +83,6 @@ pub fn closing_brace(line: &[u8]) -> Option<usize> {
     (line[end] == b'}').then_some(end)
 }
 
-/// Writes `line` with `member` inserted before the `}` at `close`; `empty` says the
-/// object has no member yet (then no comma is needed).
-pub fn splice(line: &[u8], close: usize, empty: bool, member: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&line[..close]);
-    if !empty {
-        out.push(b',');
-    }
-    out.extend_from_slice(member);
-    out.extend_from_slice(&line[close..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,15 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn splice_keeps_everything_else() {
-        let mut out = Vec::new();
-        let line = b"{\"a\":1} \r";
-        let close = closing_brace(line).expect("object");
-        splice(line, close, false, b"\"k\":2", &mut out);
-        assert_eq!(out, b"{\"a\":1,\"k\":2} \r");
-        out.clear();
-        splice(b"{ }", 2, true, b"\"k\":2", &mut out);
-        assert_eq!(out, b"{ \"k\":2}");
+    fn closing_brace_skips_trailing_whitespace() {
+        assert_eq!(closing_brace(b"{\"a\":1} \r"), Some(6));
+        assert_eq!(closing_brace(b"{ }"), Some(2));
         assert_eq!(closing_brace(b"[1]"), None);
+        assert_eq!(closing_brace(b""), None);
     }
 }

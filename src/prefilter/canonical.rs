@@ -10,7 +10,7 @@ use memchr::memmem;
 
 /// Whether the backslash at `at` starts an escape: the run of backslashes ending there
 /// has odd length (`\\u00` is an escaped backslash followed by `u00`).
-pub fn is_escape(hay: &[u8], at: usize) -> bool {
+fn is_escape(hay: &[u8], at: usize) -> bool {
     hay[..=at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
@@ -19,11 +19,6 @@ pub fn is_escape(hay: &[u8], at: usize) -> bool {
 /// `\u00XX`. (A fold that maps non-ASCII to ASCII, such as fullwidth forms, must add its
 /// escapes here.)
 pub const HIDING_ESCAPE: &[u8] = b"\\u00";
-
-/// Whether a line holds a hiding escape.
-pub fn has_hiding_escape(line: &[u8]) -> bool {
-    EscapeScan::new(line).next_at_or_after(0).is_some()
-}
 
 /// Byte ranks for the escape search: a substring search keys on the two rarest bytes of
 /// its needle, and in event logs digits and backslashes are everywhere (`\\Users`), while
@@ -173,6 +168,10 @@ mod tests {
         let mut out = Vec::new();
         canonicalize(br#"{"Image":"C:\\X\\\u0041ppCmd.exe","c":"a\/b","q":"\u0022\u005c\ud800x"}"#, &mut out);
         assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"image":"c:\\x\\appcmd.exe","c":"a/b","q":"\"\\�x"}"#);
+    }
+
+    fn has_hiding_escape(line: &[u8]) -> bool {
+        EscapeScan::new(line).next_at_or_after(0).is_some()
     }
 
     #[test]

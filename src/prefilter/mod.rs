@@ -6,14 +6,15 @@
 //! appear in JSON text (a backslash doubled) and lower-cased; the line is lower-cased
 //! (ASCII only) before it is scanned.
 //!
-//! Two automata do the work. The *trigger* automaton is built from one clause per rule,
-//! the rarest by a simple estimate; for each of its literals it holds the substring that
-//! starts at the literal's rarest three bytes (any substring of a required literal is
-//! required too, and a Teddy scan spends its time on lines sharing the first three bytes
-//! of a pattern). It scans whole chunks of the stream, and most lines never contain any of
-//! its patterns. On a line where a trigger is found, the *confirm* automaton
-//! (all literals, overlapping matches) lists the literals present and every clause of the
-//! triggered rules is checked; only then is the line parsed.
+//! The *trigger* is one clause per rule, the rarest by a simple estimate. For each of its
+//! literals the trigger searcher holds the suffix that starts at the literal's rarest three
+//! bytes (any substring of a required literal is required too, and a Teddy scan spends its
+//! time on candidates sharing a pattern's first bytes), minus anchors that contain another.
+//! It scans whole chunks of the stream; most lines hold none of its patterns and are never
+//! looked at again. On a line where an anchor is found, every clause of the rules that
+//! anchor stands for is checked (each distinct clause once per line: one packed search for
+//! "any of these literals" when it has three or more, substring searches otherwise); only
+//! when some rule's clauses all hold is the line parsed.
 //!
 //! Soundness: the prefilter may only pass over a line the rules could not match.
 //! * Case: literals and line are both ASCII-lower-cased, and field values are folded so
@@ -21,8 +22,7 @@
 //!   ASCII text.
 //! * JSON escapes: `\u0061ppcmd` can hide a literal from a byte scan. A line with such an
 //!   escape is always examined, on a canonical copy where escapes are decoded (see
-//!   [`canonical`]). `\/` needs no scan: no
-//!   literal holds `/`.
+//!   [`canonical`]). `\/` needs no scan: no literal holds `/`.
 //! * Paths: `/` and `\` are the same separator, so path literals contain neither.
 //! * Arguments (quotes removed) and negations contribute no literal.
 
@@ -33,7 +33,7 @@ mod literals;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
-pub use canonical::{EscapeScan, canonicalize, escape_literal, has_hiding_escape};
+pub use canonical::{EscapeScan, canonicalize, escape_literal};
 pub use literals::{MIN_LITERAL_BYTES, regex_literals};
 
 use crate::rules::RuleSet;
@@ -59,8 +59,6 @@ pub struct Prefilter {
     /// Literal ids of the trigger clauses.
     trigger_literals: Vec<u32>,
     trigger: Option<Trigger>,
-    /// The trigger patterns: rare substrings of the trigger literals.
-    anchors: Vec<String>,
     /// Anchor → rules whose trigger clause holds a literal containing it.
     anchor_rules: Vec<Vec<u32>>,
     /// Rules with no literal at all: evaluated on every line.
@@ -135,7 +133,7 @@ impl Prefilter {
             .map(|c| ClauseCheck::new(&c.iter().map(|&l| &literals[l as usize]).collect::<Vec<_>>()))
             .collect();
         let trigger = Trigger::new(&anchors);
-        Prefilter { literals, clauses, plans, trigger_literals, trigger, anchors, anchor_rules, always }
+        Prefilter { literals, clauses, plans, trigger_literals, trigger, anchor_rules, always }
     }
 
     /// True when some rule has no literal: then every line must be examined.
@@ -151,11 +149,6 @@ impl Prefilter {
     /// The literals of the trigger clauses (for tests and diagnostics).
     pub fn trigger_literals(&self) -> impl Iterator<Item = &str> {
         self.trigger_literals.iter().map(|&l| self.literals[l as usize].as_str())
-    }
-
-    /// The patterns of the trigger automaton.
-    pub fn trigger_anchors(&self) -> &[String] {
-        &self.anchors
     }
 
     /// Offset of the next trigger anchor at or after `from` in the ASCII-lower-cased text.

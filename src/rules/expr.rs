@@ -122,16 +122,6 @@ impl Expr {
             _ => Expr::Or(flat),
         }
     }
-
-    /// Calls `f` on every atom.
-    pub fn for_each_atom(&self, f: &mut impl FnMut(&Atom)) {
-        match self {
-            Expr::And(c) | Expr::Or(c) => c.iter().for_each(|e| e.for_each_atom(f)),
-            Expr::Not(c) => c.for_each_atom(f),
-            Expr::Atom(a) => f(a),
-            Expr::Const(_) => {}
-        }
-    }
 }
 
 #[cfg(test)]
