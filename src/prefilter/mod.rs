@@ -22,7 +22,7 @@
 //!   ASCII text.
 //! * JSON escapes: `\u0061ppcmd` can hide a literal from a byte scan. A line with such an
 //!   escape is always examined, on a canonical copy where escapes are decoded (see
-//!   [`canonical`]). `\/` needs no scan: no literal holds `/`.
+//!   `canonical.rs`). `\/` needs no scan: no literal holds `/`.
 //! * Paths: `/` and `\` are the same separator, so path literals contain neither.
 //! * Arguments (quotes removed) and negations contribute no literal.
 
