@@ -3,12 +3,13 @@
 //! [`EventView`] is reused from record to record: its vectors and its text arena keep
 //! their capacity, so a record costs no allocation once the stream has warmed up. Every
 //! occurrence of a field is kept (a duplicate key, an array element, the same field in
-//! two shapes), each with its canonical text (case kept) and its compare form (folded).
+//! two shapes), each with its views: the canonical forms of its field's kind, case kept
+//! and folded ([`crate::normalize`]).
 
 use simd_json::{Node, StaticNode};
 
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
-use crate::normalize::{FieldKind, canonical_into, fold_into, for_each_arg};
+use crate::normalize::{self, FieldKind, Scratch, cmdline, fold_into, for_each_arg, path};
 
 /// The JSON type of an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +35,13 @@ pub struct Occurrence {
     pub field: FieldId,
     /// Its JSON type.
     pub scalar: Scalar,
+    raw: (u32, u32),
+    views: (u32, u32),
+}
+
+/// One canonical form of an occurrence: case kept, and folded.
+#[derive(Clone, Copy, Debug)]
+struct View {
     canon: (u32, u32),
     folded: (u32, u32),
 }
@@ -42,12 +50,14 @@ pub struct Occurrence {
 #[derive(Debug, Default)]
 pub struct EventView {
     occurrences: Vec<Occurrence>,
+    views: Vec<View>,
     /// Per field, the range of `occurrences` holding it (after [`EventView::finish`]).
     index: Vec<(u32, u32)>,
     text: String,
-    scratch: String,
-    derive_source: String,
-    derive_arg: String,
+    raw: String,
+    fold: String,
+    arg: String,
+    norm: Scratch,
     has_key: bool,
 }
 
@@ -65,14 +75,21 @@ impl EventView {
         }
     }
 
-    /// The canonical text of an occurrence (case kept; numbers in decimal).
-    pub fn canonical(&self, occ: &Occurrence) -> &str {
-        &self.text[occ.canon.0 as usize..occ.canon.1 as usize]
+    fn slice(&self, (start, end): (u32, u32)) -> &str {
+        &self.text[start as usize..end as usize]
     }
 
-    /// The compare form of an occurrence (canonical, then case-folded).
-    pub fn folded(&self, occ: &Occurrence) -> &str {
-        &self.text[occ.folded.0 as usize..occ.folded.1 as usize]
+    /// The forms of an occurrence rules compare against, as (case kept, folded): a path's
+    /// canonical form, a command line as typed and as the program's arguments, ...
+    pub fn views(&self, occ: &Occurrence) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.views[occ.views.0 as usize..occ.views.1 as usize]
+            .iter()
+            .map(|v| (self.slice(v.canon), self.slice(v.folded)))
+    }
+
+    /// The value as it was in the record (strings decoded; numbers in decimal).
+    pub fn raw(&self, occ: &Occurrence) -> &str {
+        self.slice(occ.raw)
     }
 
     /// The integer an occurrence holds: a JSON integer, or a string holding a decimal
@@ -81,7 +98,7 @@ impl EventView {
         match occ.scalar {
             Scalar::Int(i) => Some(i128::from(i)),
             Scalar::UInt(u) => Some(i128::from(u)),
-            Scalar::Str => parse_decimal(self.canonical(occ)),
+            Scalar::Str => parse_decimal(self.raw(occ)),
             _ => None,
         }
     }
@@ -96,62 +113,61 @@ impl EventView {
         self.clear();
         let mut walk = Walk { view: self, catalog, annotation_key };
         walk.object(tape, PathTrie::ROOT, true);
-        self.derive(catalog);
-        self.finish(catalog.len());
+        self.finish(catalog);
     }
 
-    fn clear(&mut self) {
+    /// Forgets the current record.
+    pub fn clear(&mut self) {
         self.occurrences.clear();
+        self.views.clear();
         self.text.clear();
         self.has_key = false;
     }
 
-    /// Adds an occurrence; `text` is the JSON string, or the number's decimal text.
-    pub fn push(&mut self, field: FieldId, kind: FieldKind, scalar: Scalar, text: &str) {
-        let start = self.text.len();
-        canonical_into(kind, text, &mut self.text);
-        let mid = self.text.len();
-        self.scratch.clear();
-        fold_into(&self.text[start..mid], &mut self.scratch);
-        let folded = if self.scratch.as_str() == &self.text[start..mid] {
-            (start, mid)
-        } else {
-            self.text.push_str(&self.scratch);
-            (mid, self.text.len())
-        };
-        self.occurrences.push(Occurrence {
-            field,
-            scalar,
-            canon: (start as u32, mid as u32),
-            folded: (folded.0 as u32, folded.1 as u32),
-        });
+    /// Adds an occurrence; `text` is the decoded JSON string, or the number's decimal text.
+    /// Its views are made by [`EventView::finish`].
+    pub fn push(&mut self, field: FieldId, scalar: Scalar, text: &str) {
+        let start = self.text.len() as u32;
+        self.text.push_str(text);
+        let raw = (start, self.text.len() as u32);
+        self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0) });
     }
 
-    fn derive(&mut self, catalog: &FieldCatalog) {
-        let mut command_line = std::mem::take(&mut self.derive_source);
-        let mut arg = std::mem::take(&mut self.derive_arg);
-        for (field, derivation) in catalog.derivations() {
-            let Derivation::Arguments { from } = derivation;
-            // Occurrences pushed here are of another field, so the sources stay put.
-            for i in 0..self.occurrences.len() {
-                let o = self.occurrences[i];
-                if o.field != from || o.scalar != Scalar::Str {
-                    continue;
-                }
-                command_line.clear();
-                command_line.push_str(&self.text[o.canon.0 as usize..o.canon.1 as usize]);
-                for_each_arg(&command_line, &mut arg, |a| self.push(field, FieldKind::Argument, Scalar::Str, a));
+    /// Once every occurrence is in: derives fields, makes every view, and indexes by field.
+    pub fn finish(&mut self, catalog: &FieldCatalog) {
+        let cmd = self.process_is_cmd(catalog);
+        self.derive(catalog, cmd);
+        for i in 0..self.occurrences.len() {
+            let occ = self.occurrences[i];
+            let start = self.views.len() as u32;
+            if occ.scalar == Scalar::Null {
+                self.occurrences[i].views = (start, start);
+                continue;
             }
+            self.raw.clear();
+            self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
+            let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
+            let EventView { views, text, fold, norm, raw, .. } = self;
+            normalize::views(kind, raw, cmd, norm, |v| {
+                let canon_start = text.len();
+                text.push_str(v);
+                let canon = (canon_start as u32, text.len() as u32);
+                fold.clear();
+                fold_into(v, fold);
+                let folded = if fold.as_str() == v {
+                    canon
+                } else {
+                    let folded_start = text.len();
+                    text.push_str(fold);
+                    (folded_start as u32, text.len() as u32)
+                };
+                views.push(View { canon, folded });
+            });
+            self.occurrences[i].views = (start, self.views.len() as u32);
         }
-        self.derive_source = command_line;
-        self.derive_arg = arg;
-    }
-
-    /// Sorts occurrences by field and builds the per-field index.
-    pub fn finish(&mut self, fields: usize) {
         self.occurrences.sort_by_key(|o| o.field);
         self.index.clear();
-        self.index.resize(fields, (0, 0));
+        self.index.resize(catalog.len(), (0, 0));
         let mut i = 0;
         while i < self.occurrences.len() {
             let field = self.occurrences[i].field;
@@ -163,6 +179,46 @@ impl EventView {
                 *slot = (start as u32, i as u32);
             }
         }
+    }
+
+    /// Whether the record's process (`Image`) is cmd.exe, whose carets are escapes.
+    fn process_is_cmd(&mut self, catalog: &FieldCatalog) -> bool {
+        let Some(image) = catalog.id("Image") else { return false };
+        let mut found = false;
+        for occ in self.occurrences.iter().filter(|o| o.field == image && o.scalar == Scalar::Str) {
+            self.raw.clear();
+            path::canonical_into(&self.text[occ.raw.0 as usize..occ.raw.1 as usize], &mut self.raw);
+            self.fold.clear();
+            fold_into(&self.raw, &mut self.fold);
+            found |= self.fold == "cmd.exe" || self.fold.ends_with("\\cmd.exe");
+        }
+        found
+    }
+
+    /// Adds the derived fields (command-line arguments) as occurrences.
+    fn derive(&mut self, catalog: &FieldCatalog, cmd: bool) {
+        let mut source = std::mem::take(&mut self.raw);
+        let mut arg = std::mem::take(&mut self.arg);
+        for (field, derivation) in catalog.derivations() {
+            let Derivation::Arguments { from } = derivation;
+            // Occurrences pushed here are of another field, so the sources stay put.
+            for i in 0..self.occurrences.len() {
+                let o = self.occurrences[i];
+                if o.field != from || o.scalar != Scalar::Str {
+                    continue;
+                }
+                source.clear();
+                source.push_str(&self.text[o.raw.0 as usize..o.raw.1 as usize]);
+                for_each_arg(&source, &mut arg, |a| self.push(field, Scalar::Str, a));
+                if cmd && source.contains('^') {
+                    let mut uncareted = String::new();
+                    cmdline::without_carets(&source, &mut uncareted);
+                    for_each_arg(&uncareted, &mut arg, |a| self.push(field, Scalar::Str, a));
+                }
+            }
+        }
+        self.raw = source;
+        self.arg = arg;
     }
 }
 
@@ -232,7 +288,6 @@ impl Walk<'_, '_> {
     }
 
     fn scalar(&mut self, field: FieldId, node: &Node<'_>) {
-        let kind = self.catalog.kind(field);
         let mut buf = String::new();
         let (scalar, text): (Scalar, &str) = match node {
             Node::String(s) => (Scalar::Str, s),
@@ -246,7 +301,7 @@ impl Walk<'_, '_> {
             Node::Static(StaticNode::Null) => (Scalar::Null, ""),
             Node::Object { .. } | Node::Array { .. } => return,
         };
-        self.view.push(field, kind, scalar, text);
+        self.view.push(field, scalar, text);
     }
 }
 
@@ -275,7 +330,7 @@ mod tests {
 
     fn texts(v: &EventView, c: &mut FieldCatalog, field: &str) -> Vec<String> {
         let id = c.intern(field);
-        v.occurrences(id).iter().map(|o| v.folded(o).to_string()).collect()
+        v.occurrences(id).iter().flat_map(|o| v.views(o).map(|(_, folded)| folded.to_string())).collect()
     }
 
     #[test]
@@ -309,6 +364,26 @@ mod tests {
     fn arguments_are_derived_from_every_command_line() {
         let (v, mut c) = view(r#"{"CommandLine":"appcmd l\"is\"t /TEXT:x"}"#, &["CommandLineArgs"]);
         assert_eq!(texts(&v, &mut c, "CommandLineArgs"), vec!["appcmd", "list", "/text:x"]);
+    }
+
+    #[test]
+    fn command_lines_are_seen_as_typed_and_as_arguments() {
+        let (v, mut c) = view(r#"{"CommandLine":"appcmd  ins\"tall\" module"}"#, &["CommandLine"]);
+        assert_eq!(texts(&v, &mut c, "CommandLine"), vec![r#"appcmd  ins"tall" module"#, "appcmd install module"]);
+        let json = r#"{"CommandLine":"c^m^d /c who^ami","Image":"C:\\Windows\\System32\\CMD.EXE"}"#;
+        let (v, mut c) = view(json, &["CommandLine", "Image", "CommandLineArgs"]);
+        assert_eq!(texts(&v, &mut c, "CommandLine"), vec!["c^m^d /c who^ami", "cmd /c whoami"]);
+        assert!(texts(&v, &mut c, "CommandLineArgs").contains(&"whoami".to_string()));
+    }
+
+    #[test]
+    fn paths_are_canonical_and_text_is_trimmed() {
+        let (v, mut c) = view(
+            r#"{"Image":" \"\\\\?\\C:/Windows//System32/Cmd.exe. \" ","Details":" \"x.DLL\""}"#,
+            &["Image", "Details"],
+        );
+        assert_eq!(texts(&v, &mut c, "Image"), vec![r"c:\windows\system32\cmd.exe"]);
+        assert_eq!(texts(&v, &mut c, "Details"), vec!["x.dll"]);
     }
 
     #[test]

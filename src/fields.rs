@@ -83,8 +83,12 @@ const KNOWN: &[Known] = &[
             &["process", "parent", "executable"],
         ],
     },
-    Known { name: "CommandLine", kind: FieldKind::Text, extra_paths: &[&["process", "command_line"]] },
-    Known { name: "ParentCommandLine", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "command_line"]] },
+    Known { name: "CommandLine", kind: FieldKind::CommandLine, extra_paths: &[&["process", "command_line"]] },
+    Known {
+        name: "ParentCommandLine",
+        kind: FieldKind::CommandLine,
+        extra_paths: &[&["process", "parent", "command_line"]],
+    },
     Known { name: "OriginalFileName", kind: FieldKind::Text, extra_paths: &[&["process", "pe", "original_file_name"]] },
     Known { name: "TargetFilename", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
     Known { name: "ImageLoaded", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
@@ -147,6 +151,11 @@ impl FieldCatalog {
         self.derived.push(derivation);
         self.by_name.insert(name.to_string(), id);
         id
+    }
+
+    /// The id of `name`, if a rule uses it.
+    pub fn id(&self, name: &str) -> Option<FieldId> {
+        self.by_name.get(name).copied()
     }
 
     /// Number of fields.

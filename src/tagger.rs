@@ -18,7 +18,7 @@ use simd_json::{Buffers, Node, Tape};
 
 use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
-use crate::prefilter::{self, EscapeScan, Prefilter};
+use crate::prefilter::{self, HidingScan, Prefilter};
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
@@ -284,7 +284,7 @@ impl Stream<'_> {
         let mut lower = std::mem::take(&mut self.lower);
         lower.clear();
         lower.extend(region.iter().map(u8::to_ascii_lowercase));
-        let mut escapes = EscapeScan::new(region);
+        let mut escapes = HidingScan::new(region);
         let mut next_trigger = pf.next_trigger(&lower, 0);
         let mut next_escape = escapes.next_at_or_after(0);
         let mut run_start = 0;

@@ -8,81 +8,166 @@
 
 use memchr::memmem;
 
+use crate::normalize::folds_to_ascii;
+use crate::normalize::unicode::fold_char_into;
+
 /// Whether the backslash at `at` starts an escape: the run of backslashes ending there
 /// has odd length (`\\u00` is an escaped backslash followed by `u00`).
 fn is_escape(hay: &[u8], at: usize) -> bool {
     hay[..=at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
-/// The escape that can hide part of a literal. Literals hold only ASCII and no `/`, and no
-/// non-ASCII character folds to ASCII, so only an escaped ASCII character can hide one:
-/// `\u00XX`. (A fold that maps non-ASCII to ASCII, such as fullwidth forms, must add its
-/// escapes here.)
-pub const HIDING_ESCAPE: &[u8] = b"\\u00";
-
-/// Byte ranks for the escape search: a substring search keys on the two rarest bytes of
-/// its needle, and in event logs digits and backslashes are everywhere (`\\Users`), while
-/// `u0` is rare.
-struct LogRanker;
-
-impl memchr::arch::all::packedpair::HeuristicFrequencyRank for LogRanker {
-    fn rank(&self, byte: u8) -> u8 {
-        match byte {
-            b'0'..=b'9' | b'\\' => 255,
-            b'u' => 1,
-            _ => 128,
-        }
-    }
+/// Whether a character, written raw or as an escape, can turn into literal text once
+/// values are decoded and folded: an ASCII character written as `\uXXXX`, or a non-ASCII
+/// character whose fold holds ASCII (fullwidth forms, ligatures, the Kelvin sign, ...).
+/// Literals hold only ASCII and no `/`, so a `\/` escape hides nothing.
+fn hides(c: char) -> bool {
+    c.is_ascii() || folds_to_ascii(c)
 }
 
-fn u00() -> &'static memmem::Finder<'static> {
-    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
-    FINDER.get_or_init(|| memmem::FinderBuilder::new().build_forward_with_ranker(LogRanker, &HIDING_ESCAPE[1..]))
-}
-
-/// Finds, in order, the hiding escapes of a text (raw or lower-cased: they agree on
-/// backslashes), one pass over it.
-pub struct EscapeScan<'h> {
+/// Finds, in order, what can hide a literal from a byte scan of a text (raw or
+/// lower-cased: they agree on backslashes and non-ASCII bytes): `\uXXXX` escapes of
+/// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
+/// a `u`), and raw non-ASCII characters that fold to ASCII.
+pub struct HidingScan<'h> {
     hay: &'h [u8],
-    hits: memmem::FindIter<'h, 'static>,
-    next: Option<usize>,
+    escapes: memmem::FindIter<'h, 'static>,
+    next_escape: Option<usize>,
+    /// Where the search for folding characters resumes.
+    fold_from: usize,
+    next_fold: Option<usize>,
 }
 
-impl<'h> EscapeScan<'h> {
+impl<'h> HidingScan<'h> {
     /// A scan over `hay`.
-    pub fn new(hay: &'h [u8]) -> EscapeScan<'h> {
-        let mut scan = EscapeScan { hay, hits: u00().find_iter(hay), next: None };
-        scan.next = scan.real_from(0);
+    pub fn new(hay: &'h [u8]) -> HidingScan<'h> {
+        let mut scan = HidingScan {
+            hay,
+            escapes: memmem::find_iter(hay, b"\\u"),
+            next_escape: None,
+            fold_from: 0,
+            next_fold: None,
+        };
+        scan.next_escape = scan.escape_from(0);
+        scan.next_fold = scan.fold_at_or_after(0);
         scan
     }
 
-    /// The first hiding escape at or after `from`.
+    /// The first place at or after `from` where a literal could hide.
     pub fn next_at_or_after(&mut self, from: usize) -> Option<usize> {
-        if self.next.is_some_and(|i| i < from) {
-            self.next = self.real_from(from);
+        if self.next_escape.is_some_and(|i| i < from) {
+            self.next_escape = self.escape_from(from);
         }
-        self.next
+        if self.next_fold.is_some_and(|i| i < from) {
+            self.next_fold = self.fold_at_or_after(from);
+        }
+        self.next_escape.into_iter().chain(self.next_fold).min()
     }
 
-    /// `u00` hits preceded by a backslash that starts an escape; the backslash's offset.
-    fn real_from(&mut self, from: usize) -> Option<usize> {
+    fn escape_from(&mut self, from: usize) -> Option<usize> {
         let hay = self.hay;
-        self.hits
-            .find(|&i| i > from.saturating_sub(1) && i >= 1 && is_escape(hay, i - 1))
-            .map(|i| i - 1)
-            .filter(|&b| b >= from)
+        self.escapes.find(|&i| {
+            i >= from && is_escape(hay, i) && decode_unicode_escape(&hay[i..]).is_some_and(|(c, _)| hides(c))
+        })
+    }
+
+    /// The next raw character at or after `from` that folds to ASCII. ASCII is skipped a
+    /// block at a time (an OR of the block's bytes has no high bit), 512 bytes, then 32.
+    fn fold_at_or_after(&mut self, from: usize) -> Option<usize> {
+        let hay = self.hay;
+        let any_high = |bytes: &[u8]| bytes.iter().fold(0u8, |acc, &b| acc | b) >= 0x80;
+        let mut i = from.max(self.fold_from);
+        while i < hay.len() {
+            let end = (i + 512).min(hay.len());
+            if any_high(&hay[i..end]) {
+                let mut j = i;
+                while j < end {
+                    let sub_end = (j + 32).min(end);
+                    if any_high(&hay[j..sub_end]) {
+                        for k in j..sub_end {
+                            if hay[k] >= 0xC0 && folds_at(&hay[k..]) {
+                                self.fold_from = k + 1;
+                                return Some(k);
+                            }
+                        }
+                    }
+                    j = sub_end;
+                }
+            }
+            i = end;
+        }
+        self.fold_from = hay.len();
+        None
     }
 }
 
-/// Writes the canonical scan form of a raw JSON line: ASCII lower-cased, `\/` decoded,
-/// `\uXXXX` decoded (a lone surrogate becomes U+FFFD) and re-escaped the way literals are
-/// ([`escape_literal`]): `"` as `\"`, `\` as `\\`, control characters as short escapes.
+/// Whether the character starting `bytes` (a UTF-8 lead byte) folds to ASCII. Two-byte
+/// characters (U+0080–U+07FF, such as the `®` of every Sysmon process record) are looked up
+/// in a bitmap; longer ones are decoded.
+fn folds_at(bytes: &[u8]) -> bool {
+    static TWO_BYTE: std::sync::OnceLock<[u64; 32]> = std::sync::OnceLock::new();
+    if let [lead @ 0xC2..=0xDF, cont @ 0x80..=0xBF, ..] = bytes {
+        let cp = (usize::from(lead & 0x1F) << 6) | usize::from(cont & 0x3F);
+        let bits = TWO_BYTE.get_or_init(|| {
+            let mut bits = [0u64; 32];
+            for cp in 0x80..0x800u32 {
+                if char::from_u32(cp).is_some_and(folds_to_ascii) {
+                    bits[(cp / 64) as usize] |= 1 << (cp % 64);
+                }
+            }
+            bits
+        });
+        return bits[cp / 64] & (1 << (cp % 64)) != 0;
+    }
+    utf8_char(bytes).is_some_and(folds_to_ascii)
+}
+
+/// The character whose UTF-8 encoding starts `bytes`, if valid.
+fn utf8_char(bytes: &[u8]) -> Option<char> {
+    let len = match bytes.first()? {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => return None,
+    };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
+}
+
+/// Writes the canonical scan form of a raw JSON line: `\/` and `\uXXXX` decoded (a lone
+/// surrogate becomes U+FFFD), every character folded the way values are
+/// ([`fold_char_into`]), and re-escaped the way literals are ([`escape_literal`]): `"` as
+/// `\"`, `\` as `\\`, control characters as short escapes.
 pub fn canonicalize(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(raw.len());
+    let mut folded = String::new();
+    let mut escaped = String::new();
+    let mut push_folded = |c: char, out: &mut Vec<u8>| {
+        folded.clear();
+        fold_char_into(c, &mut folded);
+        escaped.clear();
+        let mut buf = [0u8; 4];
+        for f in folded.chars() {
+            escape_char(f, &mut escaped, &mut buf);
+        }
+        out.extend_from_slice(escaped.as_bytes());
+    };
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
+        if b >= 0x80 {
+            match utf8_char(&raw[i..]) {
+                Some(c) => {
+                    push_folded(c, out);
+                    i += c.len_utf8();
+                }
+                None => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+            continue;
+        }
         if b != b'\\' || i + 1 >= raw.len() {
             out.push(b.to_ascii_lowercase());
             i += 1;
@@ -95,10 +180,7 @@ pub fn canonicalize(raw: &[u8], out: &mut Vec<u8>) {
             }
             b'u' => match decode_unicode_escape(&raw[i..]) {
                 Some((c, used)) => {
-                    let mut buf = [0u8; 4];
-                    let mut lit = String::new();
-                    escape_char(c.to_ascii_lowercase(), &mut lit, &mut buf);
-                    out.extend_from_slice(lit.as_bytes());
+                    push_folded(c, out);
                     i += used;
                 }
                 None => {
@@ -167,18 +249,29 @@ mod tests {
     fn canonical_form_decodes_hiding_escapes() {
         let mut out = Vec::new();
         canonicalize(br#"{"Image":"C:\\X\\\u0041ppCmd.exe","c":"a\/b","q":"\u0022\u005c\ud800x"}"#, &mut out);
-        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"image":"c:\\x\\appcmd.exe","c":"a/b","q":"\"\\�x"}"#);
+        assert_eq!(
+            String::from_utf8(out.clone()).expect("utf8"),
+            r#"{"image":"c:\\x\\appcmd.exe","c":"a/b","q":"\"\\�x"}"#
+        );
+        canonicalize("{\"a\":\"ＡＰＰＣＭＤ．ＥＸＥ ＂ \\uFF3C ﬁ\"}".as_bytes(), &mut out);
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"a":"appcmd.exe \" \\ fi"}"#);
     }
 
-    fn has_hiding_escape(line: &[u8]) -> bool {
-        EscapeScan::new(line).next_at_or_after(0).is_some()
+    fn hides_something(line: &[u8]) -> bool {
+        HidingScan::new(line).next_at_or_after(0).is_some()
     }
 
     #[test]
-    fn escape_parity() {
-        assert!(!has_hiding_escape(br#"c:\\users\\u00x"#));
-        assert!(has_hiding_escape(br#"c:\\\u0041"#));
-        assert!(has_hiding_escape(br#"caf\u00e9"#));
-        assert!(!has_hiding_escape(br#"x\/y \u20ac \ud83d\ude00"#), "no literal holds `/` or non-ASCII");
+    fn what_can_hide_a_literal() {
+        assert!(!hides_something(br#"c:\\users\\u00x"#), "an escaped backslash before u");
+        assert!(hides_something(br#"c:\\\u0041"#));
+        assert!(hides_something(br#"caf\u0065"#));
+        assert!(!hides_something(br#"caf\u00e9 \u20ac \ud83d\ude00 x\/y"#), "é, €, an emoji and / hide no literal");
+        assert!(hides_something(r#"\uff41ppcmd"#.as_bytes()), "fullwidth a, escaped");
+        assert!(hides_something("ａppcmd".as_bytes()), "fullwidth a, raw");
+        assert!(!hides_something("Microsoft® Windows® Operating System élan".as_bytes()));
+        assert!(hides_something(r#"\ud835\udc1a"#.as_bytes()), "mathematical bold a, as a surrogate pair");
+        let far = format!("{}ａ", "x".repeat(200));
+        assert_eq!(HidingScan::new(far.as_bytes()).next_at_or_after(0), Some(200));
     }
 }

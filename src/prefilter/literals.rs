@@ -11,7 +11,7 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 
 use super::canonical::escape_literal;
 use crate::fields::FieldCatalog;
-use crate::normalize::{fold, fold_char};
+use crate::normalize::fold;
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::pattern::RegexFlags;
 
@@ -97,7 +97,8 @@ fn literal_text(hir: &Hir) -> Option<String> {
                 }
             }
             let first = *chars.first()?;
-            chars.iter().all(|&c| fold_char(c) == fold_char(first)).then(|| first.to_string())
+            let folded = |c: char| fold(c.encode_utf8(&mut [0u8; 4]));
+            chars.iter().all(|&c| folded(c) == folded(first)).then(|| first.to_string())
         }
         _ => None,
     }
@@ -182,13 +183,17 @@ pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<String>> {
 
 fn atom_cnf(atom: &Atom, fields: &FieldCatalog) -> Vec<Vec<String>> {
     let kind = fields.kind(atom.field);
-    let per_value: Vec<Option<String>> =
-        atom.matchers.iter().map(|m| m.required_fragments(kind).and_then(|f| value_literal(&f))).collect();
+    // Per value: one literal per way it can match (all of them, or none usable).
+    let per_value: Vec<Option<Vec<String>>> = atom
+        .matchers
+        .iter()
+        .map(|m| m.required_fragments(kind).and_then(|alts| alts.iter().map(|f| value_literal(f)).collect()))
+        .collect();
     if atom.all {
-        return per_value.into_iter().flatten().map(|l| vec![l]).collect();
+        return per_value.into_iter().flatten().collect();
     }
-    let mut clause: Vec<String> = match per_value.into_iter().collect::<Option<Vec<_>>>() {
-        Some(lits) => lits,
+    let mut clause: Vec<String> = match per_value.into_iter().collect::<Option<Vec<Vec<String>>>>() {
+        Some(lits) => lits.into_iter().flatten().collect(),
         None => return Vec::new(),
     };
     clause.sort();

@@ -39,9 +39,24 @@ pub enum Expr {
 }
 
 impl Atom {
-    fn test(&self, view: &EventView, occ: &Occurrence) -> bool {
-        let one = |m: &Matcher| matcher_matches(m, view, occ);
+    /// Whether one view of an occurrence passes the test.
+    fn test_view(&self, view: &EventView, occ: &Occurrence, forms: (&str, &str)) -> bool {
+        let one = |m: &Matcher| matcher_matches(m, view, occ, forms);
         if self.all { self.matchers.iter().all(one) } else { self.matchers.iter().any(one) }
+    }
+
+    /// A null occurrence has no views; it is tested as null.
+    fn test(&self, view: &EventView, occ: &Occurrence, positive: bool) -> bool {
+        if occ.scalar == Scalar::Null {
+            return self.test_view(view, occ, ("", ""));
+        }
+        // The views are readings of one value: positive, any of them will do; under `not`,
+        // every one must pass for the filter to apply.
+        if positive {
+            view.views(occ).any(|forms| self.test_view(view, occ, forms))
+        } else {
+            view.views(occ).all(|forms| self.test_view(view, occ, forms))
+        }
     }
 
     /// Whether the test holds on a record where the field is absent.
@@ -56,20 +71,22 @@ impl Atom {
             return self.holds_when_absent();
         }
         if positive {
-            occurrences.iter().any(|o| self.test(view, o))
+            occurrences.iter().any(|o| self.test(view, o, true))
         } else {
-            occurrences.iter().all(|o| self.test(view, o))
+            occurrences.iter().all(|o| self.test(view, o, false))
         }
     }
 }
 
-fn matcher_matches(matcher: &Matcher, view: &EventView, occ: &Occurrence) -> bool {
+/// Whether one view (case kept, folded) of an occurrence matches.
+fn matcher_matches(matcher: &Matcher, view: &EventView, occ: &Occurrence, (canon, folded): (&str, &str)) -> bool {
     match matcher {
         Matcher::Null => occ.scalar == Scalar::Null,
         _ if occ.scalar == Scalar::Null => false,
-        Matcher::Str(p) => p.matches(if p.cased() { view.canonical(occ) } else { view.folded(occ) }),
+        Matcher::Str(p) => p.matches(if p.cased() { canon } else { folded }),
         Matcher::Int(n) => view.integer(occ) == Some(i128::from(*n)),
-        Matcher::Regex(p) => p.re.is_match(view.canonical(occ)),
+        Matcher::Regex(p) => p.re.is_match(canon),
+        Matcher::Any(alternatives) => alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded))),
     }
 }
 
@@ -136,12 +153,12 @@ mod tests {
         Expr::Atom(Atom { field, matchers: vec![m], all: false })
     }
 
-    fn view_of(values: &[(FieldId, &str)], fields: usize) -> EventView {
+    fn view_of(values: &[(FieldId, &str)], catalog: &FieldCatalog) -> EventView {
         let mut v = EventView::new();
         for &(f, text) in values {
-            v.push(f, FieldKind::Path, Scalar::Str, text);
+            v.push(f, Scalar::Str, text);
         }
-        v.finish(fields);
+        v.finish(catalog);
         v
     }
 
@@ -151,12 +168,12 @@ mod tests {
         let image = c.intern("Image");
         let parent = c.intern("ParentImage");
         let rule = Expr::and(vec![atom(image, r"*\cmd.exe"), Expr::Not(Box::new(atom(parent, r"*\msiexec.exe")))]);
-        let benign = view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\Windows\msiexec.exe")], c.len());
+        let benign = view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\Windows\msiexec.exe")], &c);
         assert!(!rule.eval(&benign));
         let evasive =
-            view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\w3wp.exe"), (parent, r"C:\Windows\msiexec.exe")], c.len());
+            view_of(&[(image, r"C:\cmd.exe"), (parent, r"C:\w3wp.exe"), (parent, r"C:\Windows\msiexec.exe")], &c);
         assert!(rule.eval(&evasive), "one occurrence outside the filter must keep the detection");
-        let no_parent = view_of(&[(image, r"C:\cmd.exe")], c.len());
+        let no_parent = view_of(&[(image, r"C:\cmd.exe")], &c);
         assert!(rule.eval(&no_parent), "an absent field is not excluded by a filter on it");
     }
 
@@ -165,7 +182,7 @@ mod tests {
         let mut c = FieldCatalog::new();
         let image = c.intern("Image");
         let rule = Expr::Not(Box::new(Expr::Not(Box::new(atom(image, r"*\cmd.exe")))));
-        let v = view_of(&[(image, r"C:\a.exe"), (image, r"C:\cmd.exe")], c.len());
+        let v = view_of(&[(image, r"C:\a.exe"), (image, r"C:\cmd.exe")], &c);
         assert!(rule.eval(&v));
     }
 
@@ -174,11 +191,11 @@ mod tests {
         let mut c = FieldCatalog::new();
         let f = c.intern("Image");
         let rule = Expr::Atom(Atom { field: f, matchers: vec![Matcher::Null], all: false });
-        assert!(rule.eval(&view_of(&[], c.len())));
-        assert!(!rule.eval(&view_of(&[(f, "x")], c.len())));
+        assert!(rule.eval(&view_of(&[], &c)));
+        assert!(!rule.eval(&view_of(&[(f, "x")], &c)));
         let mut v = EventView::new();
-        v.push(f, FieldKind::Text, Scalar::Null, "");
-        v.finish(c.len());
+        v.push(f, Scalar::Null, "");
+        v.finish(&c);
         assert!(rule.eval(&v));
     }
 }

@@ -13,7 +13,7 @@
 use memchr::memmem;
 use regex::{Regex, RegexBuilder};
 
-use crate::normalize::{FieldKind, compare_form};
+use crate::normalize::{FieldKind, canonical, compare_form, fold, path};
 
 /// A piece of a wildcard pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +190,8 @@ pub enum Matcher {
     Regex(Box<RegexPattern>),
     /// `null`: the field is absent or JSON null.
     Null,
+    /// Any of these (spellings of one rule value: 8.3 short names, `windash`).
+    Any(Vec<Matcher>),
 }
 
 /// Largest compiled size allowed for one rule regex (bounds memory and start-up time).
@@ -216,20 +218,26 @@ pub struct RegexFlags {
 }
 
 impl Matcher {
-    /// A string pattern for a field of `kind`, from Sigma value syntax.
+    /// A string pattern for a field of `kind`, from Sigma value syntax. On path fields a
+    /// whole file or folder name that has an 8.3 short form also matches in that form
+    /// (`\powershell.exe` matches `\POWERS~1.EXE`).
     pub fn string(tokens: Vec<Token>, kind: FieldKind, cased: bool) -> Matcher {
-        let tokens = if cased {
-            tokens
-        } else {
-            tokens
-                .into_iter()
-                .map(|t| match t {
-                    Token::Lit(l) => Token::Lit(compare_form(kind, &l)),
-                    other => other,
-                })
-                .collect()
-        };
-        Matcher::Str(StrPattern::new(tokens, kind, cased))
+        let tokens: Vec<Token> = tokens
+            .into_iter()
+            .map(|t| match t {
+                Token::Lit(l) if cased => Token::Lit(canonical(kind, &l)),
+                Token::Lit(l) => Token::Lit(compare_form(kind, &l)),
+                other => other,
+            })
+            .collect();
+        let variants = if kind == FieldKind::Path && !cased { short_name_variants(&tokens) } else { Vec::new() };
+        let first = Matcher::Str(StrPattern::new(tokens, kind, cased));
+        if variants.is_empty() {
+            return first;
+        }
+        let mut all = vec![first];
+        all.extend(variants.into_iter().map(|t| Matcher::Str(StrPattern::new(t, kind, cased))));
+        Matcher::Any(all)
     }
 
     /// A regular expression; the error is the engine's message.
@@ -249,31 +257,101 @@ impl Matcher {
             })
     }
 
-    /// Text fragments (in compare form) that every value matching this pattern contains,
-    /// or `None` when nothing is required (the empty string, `*`, `null`, an argument).
-    pub fn required_fragments(&self, kind: FieldKind) -> Option<Vec<String>> {
+    /// The literal text a matching value must contain, per way of matching: one list of
+    /// fragments (in compare form) for each alternative, every fragment of which a value
+    /// matching through that alternative contains. `None` when some alternative requires
+    /// nothing (the empty string, `*`, `null`) or the field's values are re-read before
+    /// matching so that no raw text is guaranteed (command lines and arguments: quotes may
+    /// be inserted anywhere and are removed before the program sees them).
+    pub fn required_fragments(&self, kind: FieldKind) -> Option<Vec<Vec<String>>> {
+        if matches!(kind, FieldKind::CommandLine | FieldKind::Argument) {
+            return None;
+        }
         let runs: Vec<String> = match self {
             Matcher::Null => return None,
+            Matcher::Any(alternatives) => {
+                let per: Option<Vec<Vec<Vec<String>>>> =
+                    alternatives.iter().map(|m| m.required_fragments(kind)).collect();
+                return per.map(|p| p.into_iter().flatten().collect());
+            }
             Matcher::Int(n) => vec![n.unsigned_abs().to_string()],
             Matcher::Str(p) => p
                 .tokens
                 .iter()
                 .filter_map(|t| match t {
-                    Token::Lit(l) if p.cased => Some(compare_form(kind, l)),
+                    Token::Lit(l) if p.cased => Some(fold(l)),
                     Token::Lit(l) => Some(l.clone()),
                     _ => None,
                 })
                 .collect(),
             Matcher::Regex(p) => crate::prefilter::regex_literals(p.re.as_str(), p.flags),
         };
-        if kind == FieldKind::Argument {
-            // Quotes may be inserted anywhere in an argument and are removed before the
-            // program (and this rule) sees it: no run of raw bytes is guaranteed.
-            return None;
-        }
-        let fragments: Vec<String> = runs.iter().flat_map(|r| split_fragments(r, kind)).collect();
-        (!fragments.is_empty()).then_some(fragments)
+        let fragments: Vec<String> = runs
+            .iter()
+            .flat_map(|r| split_fragments(r, kind))
+            .filter(|f| kind != FieldKind::Path || !path::from_expansion(f))
+            .collect();
+        (!fragments.is_empty()).then(|| vec![fragments])
     }
+}
+
+/// The variants of a path pattern with whole names replaced by their 8.3 short forms (at
+/// most eight, the first names first). A name is whole when separators, or the anchored
+/// ends of the pattern, bound it on both sides.
+fn short_name_variants(tokens: &[Token]) -> Vec<Vec<Token>> {
+    // (token index, byte range in it, short form) of every whole name with a short form.
+    let mut names = Vec::new();
+    for (t, token) in tokens.iter().enumerate() {
+        let Token::Lit(text) = token else { continue };
+        let mut start = 0;
+        for (i, part) in text.split('\\').enumerate() {
+            let end = start + part.len();
+            let left = i > 0 || t == 0;
+            let right = end < text.len() || t + 1 == tokens.len();
+            if left && right && !part.is_empty() {
+                if let Some(short) = path::short_name(part) {
+                    names.push((t, start..end, short));
+                }
+            }
+            start = end + 1;
+        }
+    }
+    names.truncate(3);
+    let mut variants = Vec::new();
+    for mask in 1u32..(1 << names.len()) {
+        let mut out = tokens.to_vec();
+        // Replace right to left so earlier byte ranges stay valid.
+        for (k, (t, range, short)) in names.iter().enumerate().rev() {
+            if mask & (1 << k) != 0 {
+                if let Token::Lit(text) = &mut out[*t] {
+                    text.replace_range(range.clone(), short);
+                }
+            }
+        }
+        variants.push(retokenize(out));
+    }
+    variants
+}
+
+/// Splits the `?` of inserted short names out of literal tokens.
+fn retokenize(tokens: Vec<Token>) -> Vec<Token> {
+    let mut out = Vec::new();
+    for token in tokens {
+        match token {
+            Token::Lit(text) if text.contains('?') => {
+                for (i, piece) in text.split('?').enumerate() {
+                    if i > 0 {
+                        out.push(Token::One);
+                    }
+                    if !piece.is_empty() {
+                        out.push(Token::Lit(piece.to_string()));
+                    }
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Cuts a run of text into the pieces that appear verbatim (modulo ASCII case and JSON
@@ -372,6 +450,27 @@ mod tests {
         assert!(!p.matches("xappcmd.exe"));
     }
 
+    fn matches(m: &Matcher, value: &str) -> bool {
+        match m {
+            Matcher::Str(p) => p.matches(value),
+            Matcher::Any(all) => all.iter().any(|m| matches(m, value)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn short_names_of_whole_path_names() {
+        let m = Matcher::string(tokenize(r"*\powershell.exe"), FieldKind::Path, false);
+        assert!(matches(&m, r"c:\windows\system32\windowspowershell\v1.0\powershell.exe"));
+        assert!(matches(&m, r"c:\windows\system32\window~1\v1.0\powers~1.exe"));
+        assert!(!matches(&m, r"c:\x\powers~1.dll"));
+        let m = Matcher::string(tokenize(r"C:\Program Files\\*\trustedinstaller.exe"), FieldKind::Path, false);
+        assert!(matches(&m, r"c:\progra~1\x\truste~2.exe"));
+        assert!(matches(&m, r"c:\program files\x\truste~2.exe"));
+        let partial = Matcher::string(tokenize(r"*\tomcat*"), FieldKind::Path, false);
+        assert!(matches!(partial, Matcher::Str(_)), "a name cut by a wildcard has no known short form");
+    }
+
     #[test]
     fn path_patterns_take_the_canonical_separator() {
         let Matcher::Str(p) = Matcher::string(tokenize("*/var/www/*"), FieldKind::Path, false) else { unreachable!() };
@@ -380,20 +479,31 @@ mod tests {
 
     #[test]
     fn fragments() {
+        let one = |v: &[&str]| Some(vec![v.iter().map(|s| s.to_string()).collect::<Vec<_>>()]);
         let m =
             Matcher::string(vec![Token::Star, Token::Lit(r"\inetpub\".into()), Token::Star], FieldKind::Path, false);
-        assert_eq!(m.required_fragments(FieldKind::Path), Some(vec!["inetpub".to_string()]));
+        assert_eq!(m.required_fragments(FieldKind::Path), one(&["inetpub"]));
         let m = Matcher::string(tokenize(r"*\Services\W3SVC*"), FieldKind::Text, false);
-        assert_eq!(m.required_fragments(FieldKind::Text), Some(vec![r"\services\w3svc".to_string()]));
+        assert_eq!(m.required_fragments(FieldKind::Text), one(&[r"\services\w3svc"]));
         let m = Matcher::string(tokenize("naïve*x"), FieldKind::Text, false);
-        assert_eq!(
-            m.required_fragments(FieldKind::Text),
-            Some(vec!["na".to_string(), "ve".to_string(), "x".to_string()])
-        );
+        assert_eq!(m.required_fragments(FieldKind::Text), one(&["na", "ve", "x"]));
         assert_eq!(Matcher::string(tokenize("*"), FieldKind::Text, false).required_fragments(FieldKind::Text), None);
         assert_eq!(Matcher::Null.required_fragments(FieldKind::Text), None);
-        assert_eq!(Matcher::Int(-29).required_fragments(FieldKind::Text), Some(vec!["29".to_string()]));
+        assert_eq!(Matcher::Int(-29).required_fragments(FieldKind::Text), one(&["29"]));
         let m = Matcher::string(tokenize("list"), FieldKind::Argument, false);
         assert_eq!(m.required_fragments(FieldKind::Argument), None);
+        let m = Matcher::string(tokenize("*install *"), FieldKind::CommandLine, false);
+        assert_eq!(m.required_fragments(FieldKind::CommandLine), None, "quotes may be inserted into a command line");
+        let m = Matcher::string(tokenize(r"C:\Windows\System32\\*"), FieldKind::Path, false);
+        assert_eq!(
+            m.required_fragments(FieldKind::Path),
+            one(&["system32"]),
+            "`c:` and `windows` may come from %windir%"
+        );
+        let m = Matcher::string(tokenize(r"*\powershell.exe"), FieldKind::Path, false);
+        assert_eq!(
+            m.required_fragments(FieldKind::Path),
+            Some(vec![vec!["powershell.exe".to_string()], vec!["powers~".to_string(), ".exe".to_string()]])
+        );
     }
 }

@@ -215,6 +215,7 @@ struct Modifiers {
     op: Option<&'static str>,
     all: bool,
     cased: bool,
+    windash: bool,
     re: Option<RegexFlags>,
 }
 
@@ -245,6 +246,7 @@ fn modifiers(key: &Key) -> Result<(String, Modifiers), Problem> {
             }
             "all" => m.all = true,
             "cased" => m.cased = true,
+            "windash" => m.windash = true,
             "re" => m.re = Some(RegexFlags::default()),
             "i" | "m" | "s" => {
                 let Some(flags) = m.re.as_mut() else {
@@ -256,8 +258,11 @@ fn modifiers(key: &Key) -> Result<(String, Modifiers), Problem> {
                     _ => flags.dot_all = true,
                 }
             }
-            "windash" | "base64" | "base64offset" | "utf16le" | "utf16be" | "wide" | "utf16" | "cidr" | "exists"
-            | "fieldref" | "neq" | "lt" | "lte" | "gt" | "gte" | "expand" => {
+            "expand" => {
+                return problem(key.pos, "modifier `expand` needs placeholder values from a pipeline; not supported");
+            }
+            "base64" | "base64offset" | "utf16le" | "utf16be" | "wide" | "utf16" | "cidr" | "exists" | "fieldref"
+            | "neq" | "lt" | "lte" | "gt" | "gte" => {
                 return problem(key.pos, format!("modifier `{modifier}` is not supported yet"));
             }
             other => return problem(key.pos, format!("unknown modifier `{other}`")),
@@ -265,6 +270,9 @@ fn modifiers(key: &Key) -> Result<(String, Modifiers), Problem> {
     }
     if let (Some(_), Some(op)) = (m.re, m.op) {
         return problem(key.pos, format!("`re` cannot be combined with `{op}`"));
+    }
+    if m.re.is_some() && m.windash {
+        return problem(key.pos, "`re` cannot be combined with `windash`");
     }
     Ok((field, m))
 }
@@ -308,9 +316,53 @@ fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Exp
             );
             continue;
         }
-        matchers.push(Matcher::string(wrap(tokenize(&text), mods.op), kind, mods.cased));
+        if mods.windash {
+            let variants: Vec<Matcher> = windash_variants(&text)
+                .iter()
+                .map(|v| Matcher::string(wrap(tokenize(v), mods.op), kind, mods.cased))
+                .collect();
+            matchers.push(Matcher::Any(variants));
+        } else {
+            matchers.push(Matcher::string(wrap(tokenize(&text), mods.op), kind, mods.cased));
+        }
     }
     Ok(Expr::Atom(Atom { field, matchers, all: mods.all }))
+}
+
+/// The characters Windows programs accept where an option starts with `-` or `/`.
+const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
+
+/// Sigma's `windash`: the value with each option character (a `-` or `/` at the start or
+/// after a non-word character, and before a word character) written every way Windows
+/// programs accept: `-`, `/`, en dash, em dash, horizontal bar. With up to two option
+/// characters every combination is produced; with more, each way for all of them at once.
+fn windash_variants(value: &str) -> Vec<String> {
+    let chars: Vec<char> = value.chars().collect();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let positions: Vec<usize> = (0..chars.len())
+        .filter(|&i| {
+            (chars[i] == '-' || chars[i] == '/')
+                && (i == 0 || !word(chars[i - 1]))
+                && chars.get(i + 1).is_some_and(|&c| word(c))
+        })
+        .collect();
+    let spell = |choice: &dyn Fn(usize) -> char| {
+        let mut out = chars.clone();
+        for (k, &p) in positions.iter().enumerate() {
+            out[p] = choice(k);
+        }
+        out.into_iter().collect::<String>()
+    };
+    let mut variants: Vec<String> = if positions.len() <= 2 {
+        (0..DASHES.len().pow(positions.len() as u32))
+            .map(|n| spell(&|k| DASHES[(n / DASHES.len().pow(k as u32)) % DASHES.len()]))
+            .collect()
+    } else {
+        DASHES.iter().map(|&d| spell(&|_| d)).collect()
+    };
+    variants.sort();
+    variants.dedup();
+    variants
 }
 
 /// Adds the implicit wildcards of `contains` / `startswith` / `endswith`.
@@ -330,4 +382,19 @@ fn wrap(tokens: Vec<Token>, op: Option<&str>) -> Vec<Token> {
         out.push(Token::Star);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windash_spellings() {
+        let v = windash_variants("-text");
+        assert_eq!(v.len(), 5);
+        assert!(v.contains(&"/text".to_string()) && v.contains(&"\u{2013}text".to_string()));
+        assert_eq!(windash_variants(" -a -b").len(), 25);
+        assert_eq!(windash_variants("x-y"), vec!["x-y"], "a dash inside a word is not an option");
+        assert_eq!(windash_variants("-a -b -c").len(), 5);
+    }
 }

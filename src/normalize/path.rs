@@ -1,0 +1,254 @@
+//! Windows paths as Windows resolves them.
+//!
+//! `"C:/WINDOWS//System32/./cmd.exe. "`, `\\?\C:\Windows\System32\cmd.exe`,
+//! `%SystemRoot%\System32\cmd.exe` and `\SystemRoot\System32\cmd.exe` all name
+//! `C:\Windows\System32\cmd.exe`; rules compare against that canonical form. The
+//! transformations only ever remove or replace whole separators, prefixes, components and
+//! variables, so a rule literal found in the canonical form is found in the raw text too,
+//! unless it comes from a variable's expansion: [`from_expansion`] tells the prefilter which
+//! fragments those can be.
+
+/// Variables with a fixed value on a standard installation, and that value.
+const EXPANSIONS: &[(&str, &str)] = &[
+    ("systemroot", "C:\\Windows"),
+    ("windir", "C:\\Windows"),
+    ("systemdrive", "C:"),
+    ("programfiles", "C:\\Program Files"),
+    ("programw6432", "C:\\Program Files"),
+    ("programfiles(x86)", "C:\\Program Files (x86)"),
+    ("programdata", "C:\\ProgramData"),
+    ("allusersprofile", "C:\\ProgramData"),
+    ("commonprogramfiles", "C:\\Program Files\\Common Files"),
+    ("commonprogramfiles(x86)", "C:\\Program Files (x86)\\Common Files"),
+    ("commonprogramw6432", "C:\\Program Files\\Common Files"),
+    ("public", "C:\\Users\\Public"),
+];
+
+/// Whether a (folded) fragment of a rule value could come from a variable's expansion,
+/// and so may be absent from the raw text of a matching path.
+pub fn from_expansion(fragment: &str) -> bool {
+    EXPANSIONS.iter().any(|(_, value)| value.to_ascii_lowercase().contains(fragment))
+}
+
+/// Strips surrounding whitespace, then one pair of surrounding double quotes, then
+/// whitespace again.
+pub fn trim_wrapping(s: &str) -> &str {
+    let t = s.trim();
+    match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) => inner.trim(),
+        None => t,
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// Replaces `%NAME%` of the known variables (case-insensitive); others are kept.
+fn expand_into(s: &str, out: &mut String) {
+    let mut rest = s;
+    while let Some(open) = rest.find('%') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('%') {
+            Some(close) => {
+                let name = &after[..close];
+                match EXPANSIONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    Some((_, value)) => out.push_str(value),
+                    None => {
+                        out.push('%');
+                        out.push_str(name);
+                        out.push('%');
+                    }
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+}
+
+/// Appends the canonical form of a path to `out` (case kept; see the module docs).
+pub fn canonical_into(raw: &str, out: &mut String) {
+    let trimmed = trim_wrapping(raw);
+    let slashed: String = trimmed.chars().map(|c| if c == '/' { '\\' } else { c }).collect();
+    let mut s = slashed.as_str();
+    let mut root = String::new();
+    if let Some(rest) = strip_prefix_ignore_case(s, "\\\\?\\UNC\\") {
+        root.push_str("\\\\");
+        s = rest;
+    } else if let Some(rest) = ["\\\\?\\", "\\??\\", "\\\\.\\"].iter().find_map(|p| strip_prefix_ignore_case(s, p)) {
+        s = rest;
+    } else if let Some(rest) = strip_prefix_ignore_case(s, "\\SystemRoot\\") {
+        root.push_str("C:\\Windows\\");
+        s = rest;
+    } else if let Some(rest) = s.strip_prefix("\\\\") {
+        root.push_str("\\\\");
+        s = rest;
+    }
+    let mut expanded = String::with_capacity(s.len());
+    expand_into(s, &mut expanded);
+    let mut path = expanded.as_str();
+    if root.is_empty() && path.starts_with('\\') {
+        root.push('\\');
+        path = path.trim_start_matches('\\');
+    }
+    let trailing = path.ends_with('\\') && path.len() > 1;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('\\') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                // Never above a drive or the root.
+                if parts.last().is_some_and(|p| !p.ends_with(':')) {
+                    parts.pop();
+                }
+            }
+            _ => {
+                let stripped = part.trim_end_matches(['.', ' ']);
+                parts.push(if stripped.is_empty() { part } else { stripped });
+            }
+        }
+    }
+    out.push_str(&root);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('\\');
+        }
+        out.push_str(part);
+    }
+    if trailing && !parts.is_empty() {
+        out.push('\\');
+    }
+}
+
+/// A piece of a rule value for a path field, between wildcards: separators unified and
+/// collapsed, known variables expanded. (Trailing dots, `.` and `..` are only resolved in
+/// event values: a piece of a pattern need not end at a component boundary.)
+pub fn token_into(token: &str, out: &mut String) {
+    let mut expanded = String::with_capacity(token.len());
+    expand_into(token, &mut expanded);
+    let mut previous_separator = false;
+    for (i, c) in expanded.chars().enumerate() {
+        let c = if c == '/' { '\\' } else { c };
+        // A leading `\\` stays (UNC); other runs of separators collapse.
+        if c == '\\' && previous_separator && i > 1 {
+            continue;
+        }
+        previous_separator = c == '\\';
+        out.push(c);
+    }
+}
+
+/// The canonical form of a path.
+pub fn canonical(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    canonical_into(raw, &mut out);
+    out
+}
+
+/// The 8.3 short-name pattern of a (folded) file or directory name that has one distinct
+/// from itself, with `?` for the generation digit: `powershell.exe` → `powers~?.exe`,
+/// `program files` → `progra~?`. Only the first nine short names of a folder (`~1`–`~9`)
+/// are covered.
+pub fn short_name(name: &str) -> Option<String> {
+    if !name.is_ascii() || name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot + 1..]),
+        _ => (name, ""),
+    };
+    let valid = |c: char| !matches!(c, '+' | ',' | ';' | '=' | '[' | ']' | ' ' | '.');
+    let fits = stem.len() <= 8 && ext.len() <= 3 && stem.chars().all(valid) && ext.chars().all(valid);
+    if fits {
+        return None;
+    }
+    let clean = |s: &str| -> String {
+        s.chars().filter(|c| *c != ' ' && *c != '.').map(|c| if valid(c) { c } else { '_' }).collect()
+    };
+    let base: String = clean(stem).chars().take(6).collect();
+    let ext: String = clean(ext).chars().take(3).collect();
+    if base.is_empty() {
+        return None;
+    }
+    Some(if ext.is_empty() { format!("{base}~?") } else { format!("{base}~?.{ext}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! canonical_cases {
+        ($($raw:expr => $want:expr;)*) => {
+            #[test]
+            fn canonical_forms() {
+                $(assert_eq!(canonical($raw), $want, "raw {:?}", $raw);)*
+            }
+        };
+    }
+
+    canonical_cases! {
+        r"C:\Windows\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        "C:/Windows/System32/cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        r"C:\\Windows\\\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        r#" "C:\Windows\System32\cmd.exe" "# => r"C:\Windows\System32\cmd.exe";
+        r"\\?\C:\Windows\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        r"\??\C:\Windows\System32\conhost.exe" => r"C:\Windows\System32\conhost.exe";
+        r"\\.\C:\x.exe" => r"C:\x.exe";
+        r"\\?\UNC\server\share\x.exe" => r"\\server\share\x.exe";
+        r"\\server\share\x.exe" => r"\\server\share\x.exe";
+        r"%SystemRoot%\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        r"%windir%\system32\inetsrv\x.dll" => r"C:\Windows\system32\inetsrv\x.dll";
+        r"%ProgramFiles(x86)%\x" => r"C:\Program Files (x86)\x";
+        r"%TEMP%\x.exe" => r"%TEMP%\x.exe";
+        r"50% off\x" => r"50% off\x";
+        r"\SystemRoot\System32\drivers\x.sys" => r"C:\Windows\System32\drivers\x.sys";
+        r"C:\Windows\System32\cmd.exe." => r"C:\Windows\System32\cmd.exe";
+        r"C:\Windows. \System32 \cmd.exe . ." => r"C:\Windows\System32\cmd.exe";
+        r"C:\Windows\Temp\..\System32\.\cmd.exe" => r"C:\Windows\System32\cmd.exe";
+        r"C:\..\..\cmd.exe" => r"C:\cmd.exe";
+        r"C:\Windows\system32\" => r"C:\Windows\system32\";
+        "appcmd.exe" => "appcmd.exe";
+        r"\inetpub\wwwroot" => r"\inetpub\wwwroot";
+        "/var/www/html/x.php" => r"\var\www\html\x.php";
+        "" => "";
+        "..." => "...";
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("powershell.exe").as_deref(), Some("powers~?.exe"));
+        assert_eq!(short_name("program files").as_deref(), Some("progra~?"));
+        assert_eq!(short_name("public_html").as_deref(), Some("public~?"));
+        assert_eq!(short_name("trustedinstaller.exe").as_deref(), Some("truste~?.exe"));
+        assert_eq!(short_name("shell.phtml").as_deref(), Some("shell~?.pht"));
+        assert_eq!(short_name("cmd.exe"), None);
+        assert_eq!(short_name("w3wp.exe"), None);
+        assert_eq!(short_name("iissetup.exe"), None);
+    }
+
+    #[test]
+    fn rule_tokens() {
+        let token = |t: &str| {
+            let mut out = String::new();
+            token_into(t, &mut out);
+            out
+        };
+        assert_eq!(token("/var//www/"), r"\var\www\");
+        assert_eq!(token(r"\\server\\share"), r"\\server\share");
+        assert_eq!(token("%windir%\\x"), r"C:\Windows\x");
+        assert_eq!(token("cmd.exe. "), "cmd.exe. ");
+    }
+
+    #[test]
+    fn expansion_fragments() {
+        assert!(from_expansion("windows") && from_expansion("c:") && from_expansion("program files"));
+        assert!(!from_expansion("system32") && !from_expansion("inetpub"));
+    }
+}
