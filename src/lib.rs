@@ -16,6 +16,8 @@
 //! * [`normalize`]: the canonical, case-folded form values are compared in.
 //! * [`prefilter`]: literals derived from the rules, scanned over raw bytes, so that most
 //!   lines are never parsed.
+//! * [`repair`]: a second chance for records the JSON parser refuses over a lone
+//!   surrogate or an out-of-range number.
 //! * [`annotate`]: the annotation and its splice into the original bytes.
 //! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O;
 //!   [`sink`]: where a stream writes (unchanged input as ranges, new bytes as bytes).
@@ -48,6 +50,7 @@ pub mod event;
 pub mod fields;
 pub mod normalize;
 pub mod prefilter;
+pub mod repair;
 pub mod rules;
 pub mod sink;
 pub mod stats;

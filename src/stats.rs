@@ -34,6 +34,9 @@ pub struct Stats {
     pub candidates: u64,
     /// Candidates that parsed as a JSON object.
     pub parsed: u64,
+    /// Of those, the ones parsed from a repaired copy (a lone surrogate, a number out of
+    /// range; see [`crate::repair`]).
+    pub repaired: u64,
     /// Lines written with an annotation.
     pub annotated: u64,
     /// Per rule (by index), the lines it matched.
@@ -54,6 +57,7 @@ impl Stats {
         self.bytes += other.bytes;
         self.candidates += other.candidates;
         self.parsed += other.parsed;
+        self.repaired += other.repaired;
         self.annotated += other.annotated;
         if self.matches.len() < other.matches.len() {
             self.matches.resize(other.matches.len(), 0);
@@ -76,6 +80,7 @@ impl Stats {
             bytes: self.bytes,
             candidates: self.candidates,
             parsed: self.parsed,
+            repaired: self.repaired,
             annotated: self.annotated,
             matches: rules
                 .iter()
@@ -107,6 +112,8 @@ pub struct Report<'a> {
     pub candidates: u64,
     /// See [`Stats::parsed`].
     pub parsed: u64,
+    /// See [`Stats::repaired`].
+    pub repaired: u64,
     /// See [`Stats::annotated`].
     pub annotated: u64,
     /// Matches per rule, in rule order.
@@ -126,8 +133,8 @@ impl Report<'_> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "iis-tagger: {} lines, {} bytes; {} candidates, {} parsed, {} annotated",
-            self.lines, self.bytes, self.candidates, self.parsed, self.annotated
+            "iis-tagger: {} lines, {} bytes; {} candidates, {} parsed ({} repaired), {} annotated",
+            self.lines, self.bytes, self.candidates, self.parsed, self.repaired, self.annotated
         );
         let width = self.matches.iter().map(|m| m.rule.len()).max().unwrap_or(0);
         for m in &self.matches {

@@ -19,6 +19,7 @@ use simd_json::{Buffers, Node, Tape};
 use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
 use crate::prefilter::{self, HidingScan, Prefilter};
+use crate::repair::repair;
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
@@ -134,7 +135,10 @@ struct Parser {
 
 impl Default for Parser {
     fn default() -> Parser {
-        Parser { input: Vec::new(), buffers: Buffers::default(), tape: Tape::null().reset() }
+        // simd-json's stage 2 keeps its own stack, so nesting costs heap bounded by the line
+        // limit, not call depth: no depth limit, so no record is refused for its nesting.
+        let buffers = Buffers::with_max_depth(128, usize::MAX);
+        Parser { input: Vec::new(), buffers, tape: Tape::null().reset() }
     }
 }
 
@@ -401,6 +405,30 @@ impl Stream<'_> {
         }
     }
 
+    /// Parses a record's JSON text into the event view; `Some(empty object?)`, or `None` when
+    /// it is not a JSON object. A text the parser refuses over a lone surrogate or an
+    /// out-of-range number is evaluated on a repaired copy ([`repair`]).
+    fn load(&mut self, json: &[u8]) -> Option<bool> {
+        let (view, catalog, key) =
+            (&mut self.view, self.tagger.rules.fields(), self.tagger.config.annotation_key.as_str());
+        let mut fill = |tape: &[Node<'_>]| match tape.first() {
+            Some(Node::Object { len, .. }) => {
+                view.load(tape, catalog, key);
+                Some(*len == 0)
+            }
+            _ => None,
+        };
+        match self.parser.parse(json, &mut fill) {
+            Some(parsed) => parsed,
+            None => {
+                let repaired = repair(json)?;
+                let parsed = self.parser.parse(&repaired, fill)??;
+                self.stats.repaired += 1;
+                Some(parsed)
+            }
+        }
+    }
+
     fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
         let tagger = self.tagger;
         self.candidates.clear();
@@ -420,15 +448,7 @@ impl Stream<'_> {
             return Verdict::Unchanged;
         };
         let json = &line[start..];
-        let (view, catalog, key) = (&mut self.view, tagger.rules.fields(), tagger.config.annotation_key.as_str());
-        let parsed = self.parser.parse(json, |tape| match tape.first() {
-            Some(Node::Object { len, .. }) => {
-                view.load(tape, catalog, key);
-                Some(*len == 0)
-            }
-            _ => None,
-        });
-        let Some(Some(empty)) = parsed else {
+        let Some(empty) = self.load(json) else {
             self.stats.not_inspected.invalid_json += 1;
             return Verdict::Unchanged;
         };
