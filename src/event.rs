@@ -9,7 +9,7 @@
 use simd_json::{Node, StaticNode};
 
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
-use crate::normalize::{self, FieldKind, Scratch, cmdline, fold_into, for_each_arg, path};
+use crate::normalize::{self, FieldKind, Scratch, cmdline, compat_into, fold_into, for_each_arg, path};
 
 /// The JSON type of an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -186,8 +186,10 @@ impl EventView {
         let Some(image) = catalog.id("Image") else { return false };
         let mut found = false;
         for occ in self.occurrences.iter().filter(|o| o.field == image && o.scalar == Scalar::Str) {
+            self.fold.clear();
+            compat_into(&self.text[occ.raw.0 as usize..occ.raw.1 as usize], &mut self.fold);
             self.raw.clear();
-            path::canonical_into(&self.text[occ.raw.0 as usize..occ.raw.1 as usize], &mut self.raw);
+            path::canonical_into(&self.fold, &mut self.raw);
             self.fold.clear();
             fold_into(&self.raw, &mut self.fold);
             found |= self.fold == "cmd.exe" || self.fold.ends_with("\\cmd.exe");
@@ -208,7 +210,7 @@ impl EventView {
                     continue;
                 }
                 source.clear();
-                source.push_str(&self.text[o.raw.0 as usize..o.raw.1 as usize]);
+                compat_into(&self.text[o.raw.0 as usize..o.raw.1 as usize], &mut source);
                 for_each_arg(&source, &mut arg, |a| self.push(field, Scalar::Str, a));
                 if cmd && source.contains('^') {
                     let mut uncareted = String::new();

@@ -1,11 +1,12 @@
 //! How a field value is turned into the forms rules compare against.
 //!
 //! Matching must see what Windows sees, not the bytes as typed. Every value a rule reads is
-//! first put in the canonical form of its field's kind — a path as Windows resolves it
-//! ([`path`]), a command line as the program receives it ([`cmdline`]), other text without
-//! surrounding quotes and whitespace — and then folded ([`unicode`]): lower case and
-//! compatibility forms, one character at a time. Rule values go through the same steps.
-//! Nothing here touches the bytes written out.
+//! first put in compatibility form (NFKC, one character at a time: a fullwidth `＼` is a
+//! separator, a fullwidth `％` opens a variable), then in the canonical form of its field's
+//! kind — a path as Windows resolves it ([`path`]), a command line as the program receives
+//! it ([`cmdline`]), other text without surrounding quotes and whitespace — and then folded
+//! ([`unicode`]): lower case, one character at a time. Rule values go through the same
+//! steps. Nothing here touches the bytes written out.
 
 pub mod cmdline;
 mod fold_table;
@@ -13,7 +14,7 @@ pub mod path;
 pub mod unicode;
 
 pub use cmdline::{for_each_arg, split_args};
-pub use unicode::{fold, fold_into, folds_to_ascii};
+pub use unicode::{compat, compat_into, fold, fold_into, folds_to_ascii};
 
 /// What kind of value a field holds; decides its canonical forms and how the prefilter
 /// may cut a rule's literals for it.
@@ -33,6 +34,13 @@ pub enum FieldKind {
 /// The canonical forms (case kept) of a value of `kind`, each passed to `view`. `cmd` says
 /// the process the value belongs to is cmd.exe (its carets are escapes).
 pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut view: impl FnMut(&str)) {
+    let raw = if raw.is_ascii() {
+        raw
+    } else {
+        scratch.compat.clear();
+        compat_into(raw, &mut scratch.compat);
+        scratch.compat.as_str()
+    };
     match kind {
         FieldKind::Path => {
             scratch.a.clear();
@@ -62,6 +70,7 @@ pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut v
 /// Reusable buffers for [`views`].
 #[derive(Debug, Default)]
 pub struct Scratch {
+    compat: String,
     a: String,
     b: String,
     arg: String,
@@ -77,6 +86,7 @@ pub fn compare_form(kind: FieldKind, s: &str) -> String {
 
 /// The case-kept canonical form of a piece of a rule value (for `cased` and `re`).
 pub fn canonical(kind: FieldKind, s: &str) -> String {
+    let s = &compat(s);
     match kind {
         FieldKind::Path => {
             let mut out = String::with_capacity(s.len());
@@ -105,6 +115,13 @@ mod tests {
         assert_eq!(all_views(FieldKind::CommandLine, "a b", false), vec!["a b"]);
         assert_eq!(all_views(FieldKind::CommandLine, "who^ami /a^ll", false), vec!["who^ami /a^ll"]);
         assert_eq!(all_views(FieldKind::CommandLine, "who^ami /a^ll", true), vec!["who^ami /a^ll", "whoami /all"]);
+        // Compatibility forms are resolved before the structure is read.
+        assert_eq!(
+            all_views(FieldKind::Path, "Ｃ：＼Ｘ＼＼％ＳｙｓｔｅｍＲｏｏｔ％＼Ｙ．ｅｘｅ．", false),
+            vec![r"C:\X\C:\Windows\Y.exe"]
+        );
+        assert_eq!(all_views(FieldKind::Text, "\u{3000}＂a.dll＂", false), vec!["a.dll"]);
+        assert_eq!(all_views(FieldKind::CommandLine, "a\u{3000}ｂ", false), vec!["a b"]);
     }
 
     #[test]

@@ -13,6 +13,29 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::fold_table::ASCII_FOLDING;
 
+/// Appends the compatibility form (NFKC) of `s` to `out`, one character at a time, case
+/// kept: what structure (separators, quotes, blanks, `%`) is read from.
+pub fn compat_into(s: &str, out: &mut String) {
+    if s.is_ascii() {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.extend(std::iter::once(c).nfkc());
+        }
+    }
+}
+
+/// The compatibility form of `s` (see [`compat_into`]).
+pub fn compat(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    compat_into(s, &mut out);
+    out
+}
+
 /// Appends the fold of `c` to `out`.
 pub fn fold_char_into(c: char, out: &mut String) {
     if c.is_ascii() {

@@ -230,7 +230,13 @@ impl Matcher {
                 other => other,
             })
             .collect();
-        let variants = if kind == FieldKind::Path && !cased { short_name_variants(&tokens) } else { Vec::new() };
+        let variants = if kind == FieldKind::Path && !cased {
+            let mut v = short_name_variants(&tokens);
+            v.extend(short_extension_variant(&tokens));
+            v
+        } else {
+            Vec::new()
+        };
         let first = Matcher::Str(StrPattern::new(tokens, kind, cased));
         if variants.is_empty() {
             return first;
@@ -331,6 +337,21 @@ fn short_name_variants(tokens: &[Token]) -> Vec<Vec<Token>> {
         variants.push(retokenize(out));
     }
     variants
+}
+
+/// The variant of a pattern ending in `*.ext` with an extension too long for 8.3 that
+/// matches the short form of such names: `*.phtml` → `*~?.pht` (a short name is the first
+/// six characters of the stem, `~N`, and three of the extension).
+fn short_extension_variant(tokens: &[Token]) -> Option<Vec<Token>> {
+    let [.., Token::Star, Token::Lit(last)] = tokens else { return None };
+    let ext = last.strip_prefix('.')?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c);
+    if ext.len() <= 3 || !ext.chars().all(valid) {
+        return None;
+    }
+    let mut out = tokens[..tokens.len() - 1].to_vec();
+    out.push(Token::Lit(format!("~?.{}", &ext[..3])));
+    Some(retokenize(out))
 }
 
 /// Splits the `?` of inserted short names out of literal tokens.
@@ -467,6 +488,9 @@ mod tests {
         let m = Matcher::string(tokenize(r"C:\Program Files\\*\trustedinstaller.exe"), FieldKind::Path, false);
         assert!(matches(&m, r"c:\progra~1\x\truste~2.exe"));
         assert!(matches(&m, r"c:\program files\x\truste~2.exe"));
+        let m = Matcher::string(tokenize("*.phtml"), FieldKind::Path, false);
+        assert!(matches(&m, r"c:\inetpub\wwwroot\index~1.pht") && matches(&m, r"c:\x\index.phtml"));
+        assert!(!matches(&m, r"c:\x\index.pht"), "only a short name (with its ~N) stands for the long one");
         let partial = Matcher::string(tokenize(r"*\tomcat*"), FieldKind::Path, false);
         assert!(matches!(partial, Matcher::Str(_)), "a name cut by a wildcard has no known short form");
     }

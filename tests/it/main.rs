@@ -3,6 +3,7 @@
 mod builtin_rules;
 mod cli;
 mod corpus;
+mod evasion;
 mod generated;
 mod language;
 mod properties;

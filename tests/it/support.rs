@@ -41,13 +41,23 @@ pub fn detections(output: &[u8], key: &str) -> Vec<Vec<String>> {
     split_lines(output)
         .iter()
         .map(|line| {
-            let Ok(v) = serde_json::from_slice::<Value>(json_part(line)) else { return Vec::new() };
-            v.get(key)
+            annotation(line, key)
                 .and_then(|a| a["detections"].as_array().cloned())
                 .map(|ds| ds.iter().map(|d| d["rule"].as_str().expect("rule slug").to_string()).collect())
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// The annotation of a line: the member `"<key>":{"risk_score":...}` that ends right before
+/// the final `}`. Read on its own, since the record around it may hold what serde_json
+/// refuses (a lone surrogate, `1e400`).
+pub fn annotation(line: &[u8], key: &str) -> Option<Value> {
+    let end = line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'))?;
+    let marker = format!("{}:{{\"risk_score\":", serde_json::to_string(key).expect("key"));
+    let start = line[..end].windows(marker.len()).rposition(|w| w == marker.as_bytes())?;
+    let object = &line[start + marker.len() - "{\"risk_score\":".len()..end];
+    serde_json::from_slice(object).ok()
 }
 
 /// The JSON part of a line (after a syslog header, if any).
