@@ -5,6 +5,7 @@ mod cli;
 mod corpus;
 mod evasion;
 mod generated;
+mod hostile;
 mod language;
 mod properties;
 mod support;
