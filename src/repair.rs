@@ -5,9 +5,10 @@
 //! is refused too. Either would let one hostile field hide a whole record from the rules.
 //!
 //! [`repair`] rewrites a *copy* of the JSON text: each lone surrogate escape becomes
-//! `\ufffd` (what Windows' own UTF-16 → UTF-8 conversion gives), and each out-of-range
-//! number becomes a string of its own digits (rules compare numbers and numeric strings
-//! alike, so `EventID: 18446744073709551616` still reads as that number). The copy is parsed
+//! `\ufffd` (what Windows' own UTF-16 → UTF-8 conversion gives); an integer beyond 64 bits
+//! becomes the float it is to serde_json and most JSON readers (`18446744073709551616.0`);
+//! a number beyond the float range (`1e400`), which those readers refuse, becomes the string
+//! of its own text. The copy is parsed
 //! and evaluated; the record written out is the original, byte for byte (plus the
 //! annotation if it matches). Anything else that fails to parse stays "not JSON". The
 //! rewrite is one pass, and the copy at most `len + 2 × numbers` bytes long.
@@ -27,9 +28,17 @@ pub fn repair(json: &[u8]) -> Option<Vec<u8>> {
                 let len = number_len(&json[i..]);
                 let token = &json[i..i + len];
                 if len > 0 && !representable(token) {
-                    out.push(b'"');
-                    out.extend_from_slice(token);
-                    out.push(b'"');
+                    if is_integer(token)
+                        && std::str::from_utf8(token).is_ok_and(|t| t.parse::<f64>().is_ok_and(f64::is_finite))
+                    {
+                        // As serde_json and most JSON readers take it: a float.
+                        out.extend_from_slice(token);
+                        out.extend_from_slice(b".0");
+                    } else {
+                        out.push(b'"');
+                        out.extend_from_slice(token);
+                        out.push(b'"');
+                    }
                     changed = true;
                 } else {
                     out.extend_from_slice(&json[i..i + len.max(1)]);
@@ -128,11 +137,15 @@ fn number_len(s: &[u8]) -> usize {
     i
 }
 
+fn is_integer(token: &[u8]) -> bool {
+    !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'))
+}
+
 /// Whether the parser represents a number token: an integer within `i64` / `u64`, or a
 /// finite float.
 fn representable(token: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(token) else { return true };
-    if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+    if !is_integer(token) {
         text.parse::<f64>().is_ok_and(f64::is_finite)
     } else {
         text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()
@@ -159,11 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_numbers_become_strings_of_their_text() {
+    fn out_of_range_numbers_become_floats_or_strings() {
         assert_eq!(
             fixed(r#"{"a":18446744073709551616,"b":1e400,"c":-9223372036854775809}"#).as_deref(),
-            Some(r#"{"a":"18446744073709551616","b":"1e400","c":"-9223372036854775809"}"#)
+            Some(r#"{"a":18446744073709551616.0,"b":"1e400","c":-9223372036854775809.0}"#)
         );
+        let digits = "9".repeat(400);
+        assert_eq!(fixed(&format!("[{digits}]")), Some(format!("[\"{digits}\"]")), "beyond the float range too");
         assert_eq!(fixed(r#"{"a":[1E+999, 2]}"#).as_deref(), Some(r#"{"a":["1E+999", 2]}"#));
         assert_eq!(fixed(r#"{"a":18446744073709551615,"b":-1.5e3,"c":"99999999999999999999","d":0}"#), None);
         assert_eq!(fixed(r#"{"a":-,"b":01}"#), None, "not numbers: left to the parser");

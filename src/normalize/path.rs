@@ -30,14 +30,14 @@ pub fn from_expansion(fragment: &str) -> bool {
     EXPANSIONS.iter().any(|(_, value)| value.to_ascii_lowercase().contains(fragment))
 }
 
-/// Strips surrounding whitespace, then one pair of surrounding double quotes, then
-/// whitespace again.
+/// Strips surrounding whitespace and pairs of surrounding double quotes, as many as there
+/// are (`  ""x"" ` → `x`).
 pub fn trim_wrapping(s: &str) -> &str {
-    let t = s.trim();
-    match t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) => inner.trim(),
-        None => t,
+    let mut t = s.trim();
+    while let Some(inner) = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        t = inner.trim();
     }
+    t
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -74,8 +74,35 @@ fn expand_into(s: &str, out: &mut String) {
 }
 
 /// Appends the canonical form of a path to `out` (case kept; see the module docs).
+///
+/// One pass can uncover what another would resolve (`x%\..\%windir%` leaves `%windir%`;
+/// `\\\?\C:` leaves `\\?\C:`), so passes repeat until the form is stable (a few at most;
+/// each but the first is a check that nothing changes).
 pub fn canonical_into(raw: &str, out: &mut String) {
-    let trimmed = trim_wrapping(raw);
+    let start = out.len();
+    canonical_pass(raw, out);
+    let mut next = String::new();
+    for _ in 0..MAX_PASSES {
+        next.clear();
+        canonical_pass(&out[start..], &mut next);
+        if next == out[start..] {
+            return;
+        }
+        out.truncate(start);
+        out.push_str(&next);
+    }
+}
+
+/// Passes of [`canonical_into`] before it gives up on stability: every pass after the first
+/// only strips a prefix, expands a variable left bare or removes a component, so in practice
+/// the second pass is stable.
+const MAX_PASSES: usize = 8;
+
+fn canonical_pass(raw: &str, out: &mut String) {
+    // No Windows file name holds a `"`; cmd and CreateProcess take `"C:\Program Files"\x.exe`
+    // for `C:\Program Files\x.exe`. Every quote goes, then the blanks around the path.
+    let unquoted: String = raw.chars().filter(|&c| c != '"').collect();
+    let trimmed = unquoted.trim();
     let slashed: String = trimmed.chars().map(|c| if c == '/' { '\\' } else { c }).collect();
     let mut s = slashed.as_str();
     let mut root = String::new();
@@ -101,17 +128,16 @@ pub fn canonical_into(raw: &str, out: &mut String) {
     let trailing = path.ends_with('\\') && path.len() > 1;
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('\\') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                // Never above a drive or the root.
-                if parts.last().is_some_and(|p| !p.ends_with(':')) {
-                    parts.pop();
-                }
-            }
-            _ => {
-                let stripped = part.trim_end_matches(['.', ' ']);
-                parts.push(if stripped.is_empty() { part } else { stripped });
+        // Windows drops trailing dots and spaces; other blanks cannot be in a name (and the
+        // path's own ends are trimmed of them), so they go too. What is left of a component
+        // of dots and blanks only is `.` (one dot), `..` (more) or nothing.
+        let stripped = part.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+        if !stripped.is_empty() {
+            parts.push(stripped);
+        } else if part.starts_with("..") {
+            // Never above a drive or the root.
+            if parts.last().is_some_and(|p| !p.ends_with(':')) {
+                parts.pop();
             }
         }
     }
@@ -198,6 +224,8 @@ mod tests {
         "C:/Windows/System32/cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r"C:\\Windows\\\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r#" "C:\Windows\System32\cmd.exe" "# => r"C:\Windows\System32\cmd.exe";
+        r#""C:\Program Files"\x.exe"# => r"C:\Program Files\x.exe";
+        r#" ""C:\x.exe"" "# => r"C:\x.exe";
         r"\\?\C:\Windows\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r"\??\C:\Windows\System32\conhost.exe" => r"C:\Windows\System32\conhost.exe";
         r"\\.\C:\x.exe" => r"C:\x.exe";
@@ -218,7 +246,10 @@ mod tests {
         r"\inetpub\wwwroot" => r"\inetpub\wwwroot";
         "/var/www/html/x.php" => r"\var\www\html\x.php";
         "" => "";
-        "..." => "...";
+        "..." => "";
+        r"C:\a\. \.. \b\ \c" => r"C:\b\c";
+        r"x%\..\%windir%\x" => r"C:\Windows\x";
+        r"\\\?\C:\x" => r"C:\x";
     }
 
     #[test]

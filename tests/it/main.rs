@@ -4,6 +4,10 @@ mod builtin_rules;
 mod cli;
 mod corpus;
 mod evasion;
+#[path = "../../fuzz/src/checks.rs"]
+#[allow(dead_code)]
+mod fuzz_checks;
+mod fuzz_regressions;
 mod generated;
 mod hostile;
 mod language;
