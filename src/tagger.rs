@@ -18,7 +18,7 @@ use simd_json::{Buffers, Node, Tape};
 
 use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
-use crate::prefilter::{self, HidingScan, Prefilter};
+use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::repair::repair;
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
@@ -105,7 +105,7 @@ impl Tagger {
             tagger: self,
             pending: Vec::new(),
             skipping: false,
-            lower: Vec::new(),
+            text: ScanText::default(),
             prefilter: prefilter::Scratch::default(),
             parser: Parser::default(),
             view: EventView::new(),
@@ -172,7 +172,7 @@ pub struct Stream<'t> {
     pending: Vec<u8>,
     /// Inside a line over the limit, passing it through until its `\n`.
     skipping: bool,
-    lower: Vec<u8>,
+    text: ScanText,
     prefilter: prefilter::Scratch,
     parser: Parser,
     view: EventView,
@@ -285,11 +285,11 @@ impl Stream<'_> {
             return self.every_line(region, out);
         }
         let pf = &tagger.prefilter;
-        let mut lower = std::mem::take(&mut self.lower);
-        lower.clear();
-        lower.extend(region.iter().map(u8::to_ascii_lowercase));
-        let mut escapes = HidingScan::new(region);
-        let mut next_trigger = pf.next_trigger(&lower, 0);
+        let mut text = std::mem::take(&mut self.text);
+        text.fill(region);
+        let lower = &text.lower;
+        let mut escapes = HidingScan::new(region, &text);
+        let mut next_trigger = pf.next_trigger(lower, 0);
         let mut next_escape = escapes.next_at_or_after(0);
         let mut run_start = 0;
         let mut pos = 0;
@@ -310,7 +310,7 @@ impl Stream<'_> {
                 run_start = end;
             }
             if next_trigger.is_some_and(|t| t < next) {
-                next_trigger = pf.next_trigger(&lower, next);
+                next_trigger = pf.next_trigger(lower, next);
             }
             if escaped {
                 next_escape = escapes.next_at_or_after(next);
@@ -319,7 +319,7 @@ impl Stream<'_> {
         }
         self.skipped(&region[pos..]);
         out.keep(region, run_start..region.len());
-        self.lower = lower;
+        self.text = text;
     }
 
     /// Without a prefilter: every line is inspected with every rule.

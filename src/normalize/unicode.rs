@@ -65,6 +65,11 @@ pub fn fold(s: &str) -> String {
     out
 }
 
+/// The ranges of non-ASCII characters whose fold holds ASCII (inclusive, sorted).
+pub fn ascii_folding_ranges() -> &'static [(u32, u32)] {
+    ASCII_FOLDING
+}
+
 /// Whether a non-ASCII character folds to something holding ASCII.
 pub fn folds_to_ascii(c: char) -> bool {
     let cp = c as u32;

@@ -25,12 +25,58 @@ fn hides(c: char) -> bool {
     c.is_ascii() || folds_to_ascii(c)
 }
 
-/// Finds, in order, what can hide a literal from a byte scan of a text (raw or
-/// lower-cased: they agree on backslashes and non-ASCII bytes): `\uXXXX` escapes of
+/// The lower-cased copy of a text the trigger scan reads, and which of its 64-byte blocks
+/// hold a byte above ASCII (one bit each), made in one pass.
+#[derive(Debug, Default)]
+pub struct ScanText {
+    /// The text, ASCII-lower-cased.
+    pub lower: Vec<u8>,
+    high_blocks: Vec<u64>,
+}
+
+impl ScanText {
+    /// Fills the copy and the block marks for `text`: the lower-casing and the marking are
+    /// separate passes (each is simple enough for the compiler to vectorize; fused, neither
+    /// was, measured slower).
+    pub fn fill(&mut self, text: &[u8]) {
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        self.lower.clear();
+        self.lower.extend(text.iter().map(u8::to_ascii_lowercase));
+        self.high_blocks.clear();
+        self.high_blocks.resize(text.len().div_ceil(64 * 64), 0);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let mut blocks = text.chunks_exact(64);
+        for (i, block) in blocks.by_ref().enumerate() {
+            if block.chunks_exact(8).fold(0, |acc, w| acc | word(w)) & HIGH != 0 {
+                self.high_blocks[i / 64] |= 1 << (i % 64);
+            }
+        }
+        if blocks.remainder().iter().any(|&b| b >= 0x80) {
+            let i = text.len() / 64;
+            self.high_blocks[i / 64] |= 1 << (i % 64);
+        }
+    }
+
+    /// The first 64-byte block at or after block `from` holding a high byte.
+    fn next_high_block(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = self.high_blocks.get(word)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.high_blocks.get(word)?;
+        }
+    }
+}
+
+/// Finds, in order, what can hide a literal from a byte scan of a text: `\uXXXX` escapes of
 /// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
 /// a `u`), and raw non-ASCII characters that fold to ASCII.
 pub struct HidingScan<'h> {
     hay: &'h [u8],
+    text: &'h ScanText,
     escapes: memmem::FindIter<'h, 'static>,
     next_escape: Option<usize>,
     /// Where the search for folding characters resumes.
@@ -39,10 +85,11 @@ pub struct HidingScan<'h> {
 }
 
 impl<'h> HidingScan<'h> {
-    /// A scan over `hay`.
-    pub fn new(hay: &'h [u8]) -> HidingScan<'h> {
+    /// A scan over `hay`, whose [`ScanText`] is `text`.
+    pub fn new(hay: &'h [u8], text: &'h ScanText) -> HidingScan<'h> {
         let mut scan = HidingScan {
             hay,
+            text,
             escapes: memmem::find_iter(hay, b"\\u"),
             next_escape: None,
             fold_from: 0,
@@ -71,34 +118,63 @@ impl<'h> HidingScan<'h> {
         })
     }
 
-    /// The next raw character at or after `from` that folds to ASCII. ASCII is skipped a
-    /// block at a time (an OR of the block's bytes has no high bit), 512 bytes, then 32.
+    /// The next raw character at or after `from` that folds to ASCII: only the 64-byte
+    /// blocks [`ScanText`] marked are looked at, and in them only possible lead bytes.
     fn fold_at_or_after(&mut self, from: usize) -> Option<usize> {
         let hay = self.hay;
-        let any_high = |bytes: &[u8]| bytes.iter().fold(0u8, |acc, &b| acc | b) >= 0x80;
-        let mut i = from.max(self.fold_from);
-        while i < hay.len() {
-            let end = (i + 512).min(hay.len());
-            if any_high(&hay[i..end]) {
-                let mut j = i;
-                while j < end {
-                    let sub_end = (j + 32).min(end);
-                    if any_high(&hay[j..sub_end]) {
-                        for k in j..sub_end {
-                            if hay[k] >= 0xC0 && folds_at(&hay[k..]) {
-                                self.fold_from = k + 1;
-                                return Some(k);
-                            }
-                        }
-                    }
-                    j = sub_end;
-                }
+        let mut at = from.max(self.fold_from);
+        while let Some(block) = self.text.next_high_block(at / 64) {
+            let start = (block * 64).max(at);
+            let end = ((block + 1) * 64).min(hay.len());
+            if let Some(k) = fold_in(hay, start, end) {
+                self.fold_from = k + 1;
+                return Some(k);
             }
-            i = end;
+            at = (block + 1) * 64;
         }
         self.fold_from = hay.len();
         None
     }
+}
+
+/// Lead bytes of the UTF-8 encodings of the characters that fold to ASCII (derived from
+/// the fold table when first used).
+fn fold_leads() -> &'static [bool; 256] {
+    static LEADS: std::sync::OnceLock<[bool; 256]> = std::sync::OnceLock::new();
+    LEADS.get_or_init(|| {
+        let mut leads = [false; 256];
+        for &(lo, hi) in crate::normalize::unicode::ascii_folding_ranges() {
+            for cp in lo..=hi {
+                if let Some(c) = char::from_u32(cp) {
+                    leads[usize::from(c.encode_utf8(&mut [0u8; 4]).as_bytes()[0])] = true;
+                }
+            }
+        }
+        leads
+    })
+}
+
+/// The first character in `hay[from..to]` that folds to ASCII: high bytes are found eight
+/// at a time, and only possible lead bytes are decoded.
+fn fold_in(hay: &[u8], from: usize, to: usize) -> Option<usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let leads = fold_leads();
+    let mut w = from;
+    while w < to {
+        let word_end = (w + 8).min(to);
+        let mut bytes = [0u8; 8];
+        bytes[..word_end - w].copy_from_slice(&hay[w..word_end]);
+        let mut high = u64::from_le_bytes(bytes) & HIGH;
+        while high != 0 {
+            let k = w + (high.trailing_zeros() / 8) as usize;
+            if leads[usize::from(hay[k])] && folds_at(&hay[k..]) {
+                return Some(k);
+            }
+            high &= high - 1;
+        }
+        w = word_end;
+    }
+    None
 }
 
 /// Whether the character starting `bytes` (a UTF-8 lead byte) folds to ASCII. Two-byte
@@ -257,8 +333,14 @@ mod tests {
         assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"a":"appcmd.exe \" \\ fi"}"#);
     }
 
+    fn scan(line: &[u8]) -> Option<usize> {
+        let mut text = ScanText::default();
+        text.fill(line);
+        HidingScan::new(line, &text).next_at_or_after(0)
+    }
+
     fn hides_something(line: &[u8]) -> bool {
-        HidingScan::new(line).next_at_or_after(0).is_some()
+        scan(line).is_some()
     }
 
     #[test]
@@ -272,6 +354,14 @@ mod tests {
         assert!(!hides_something("Microsoft® Windows® Operating System élan".as_bytes()));
         assert!(hides_something(r#"\ud835\udc1a"#.as_bytes()), "mathematical bold a, as a surrogate pair");
         let far = format!("{}ａ", "x".repeat(200));
-        assert_eq!(HidingScan::new(far.as_bytes()).next_at_or_after(0), Some(200));
+        assert_eq!(scan(far.as_bytes()), Some(200));
+        // Across block boundaries, and after a non-folding character in the same block.
+        for at in [0, 1, 62, 63, 64, 65, 127, 128, 4095, 4096, 4097] {
+            let line = format!("{}®{}ａ", "x".repeat(at), "y".repeat(at % 7));
+            assert_eq!(scan(line.as_bytes()), Some(at + 2 + at % 7), "at {at}");
+            let mut text = ScanText::default();
+            text.fill(line.as_bytes());
+            assert_eq!(text.lower, line.to_ascii_lowercase().as_bytes());
+        }
     }
 }

@@ -33,7 +33,7 @@ mod literals;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
-pub use canonical::{HidingScan, canonicalize, escape_literal};
+pub use canonical::{HidingScan, ScanText, canonicalize, escape_literal};
 pub use literals::{MIN_LITERAL_BYTES, regex_literals};
 
 use crate::rules::RuleSet;
