@@ -281,9 +281,12 @@ impl Stream<'_> {
     /// Tags a run of lines; every line but possibly the last ends with `\n`.
     fn lines<S: Sink + ?Sized>(&mut self, region: &[u8], out: &mut Out<'_, S>) {
         let tagger = self.tagger;
-        if !tagger.config.prefilter || tagger.prefilter.examines_every_line() {
+        if !tagger.config.prefilter {
             return self.every_line(region, out);
         }
+        // A rule with no literal makes every line an event; the trigger scan still picks
+        // the other rules each line is worth.
+        let every = tagger.prefilter.examines_every_line();
         let pf = &tagger.prefilter;
         let mut text = std::mem::take(&mut self.text);
         text.fill(region);
@@ -295,7 +298,9 @@ impl Stream<'_> {
         let mut pos = 0;
         // Jump from one line with an event (a trigger, or an escape that could hide one) to
         // the next; the lines in between are only counted and passed on.
-        while let Some(event) = next_trigger.into_iter().chain(next_escape).min() {
+        while let Some(event) =
+            next_trigger.into_iter().chain(next_escape).chain(Some(pos).filter(|&p| every && p < region.len())).min()
+        {
             let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
             let end = memchr::memchr(b'\n', &region[event..]).map_or(region.len(), |i| event + i);
             let next = (end + 1).min(region.len());

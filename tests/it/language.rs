@@ -128,3 +128,25 @@ fn log_sources_route_by_event_and_channel() {
     );
     check_in("  service: security\n  product: windows", d, &[&ev(4624, "Security", "")], &[&ev(4624, "System", "")]);
 }
+
+/// A rule the prefilter can derive no literal from makes every line a candidate; the other
+/// rules must still be evaluated on the lines their literals pick (they once were not).
+#[test]
+fn a_rule_without_literals_leaves_the_others_working() {
+    let text = "title: T\nname: no_literal\nlevel: low\nlogsource:\n  product: windows\ndetection:\n  s:\n    Foo: null\n  condition: s\n";
+    let mut b = RuleSetBuilder::new();
+    b.add_builtin().expect("built-ins");
+    b.add_source("t.yml", "no_literal", text).expect("rule");
+    let t = Tagger::new(b.build(), Config::default()).expect("tagger");
+    assert!(t.prefilter().examines_every_line());
+    let record = format!(
+        r#"{{"EventID":1,"Channel":"{SYSMON}","Image":"C:\\Windows\\System32\\cmd.exe","ParentImage":"C:\\w3wp.exe","Foo":1}}"#
+    );
+    let input = format!("{record}\n{{\"x\":1}}\n{record}");
+    let (out, stats) = t.tag_all(input.as_bytes());
+    let found = detections(&out, "iis_tagger");
+    assert_eq!(found[0], ["webshell_child_process"]);
+    assert_eq!(found[1], ["no_literal"]);
+    assert_eq!(found[2], ["webshell_child_process"]);
+    assert_eq!(stats.lines, 3);
+}
