@@ -99,10 +99,10 @@ pub fn canonical_into(raw: &str, out: &mut String) {
 const MAX_PASSES: usize = 8;
 
 fn canonical_pass(raw: &str, out: &mut String) {
-    // No Windows file name holds a `"`; cmd and CreateProcess take `"C:\Program Files"\x.exe`
-    // for `C:\Program Files\x.exe`. Every quote goes, then the blanks around the path.
-    let unquoted: String = raw.chars().filter(|&c| c != '"').collect();
-    let trimmed = unquoted.trim();
+    // Quotes and blanks around the path go; a quote inside one is kept (no file name holds
+    // one, and no Windows component writes one there, so removing it would only let the
+    // prefilter, which reads the raw text, miss a literal the rule then finds).
+    let trimmed = trim_wrapping(raw);
     let slashed: String = trimmed.chars().map(|c| if c == '/' { '\\' } else { c }).collect();
     let mut s = slashed.as_str();
     let mut root = String::new();
@@ -224,7 +224,6 @@ mod tests {
         "C:/Windows/System32/cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r"C:\\Windows\\\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r#" "C:\Windows\System32\cmd.exe" "# => r"C:\Windows\System32\cmd.exe";
-        r#""C:\Program Files"\x.exe"# => r"C:\Program Files\x.exe";
         r#" ""C:\x.exe"" "# => r"C:\x.exe";
         r"\\?\C:\Windows\System32\cmd.exe" => r"C:\Windows\System32\cmd.exe";
         r"\??\C:\Windows\System32\conhost.exe" => r"C:\Windows\System32\conhost.exe";
