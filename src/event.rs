@@ -59,6 +59,10 @@ pub struct EventView {
     arg: String,
     norm: Scratch,
     has_key: bool,
+    /// The record's process is cmd.exe.
+    cmd: bool,
+    /// Per field, whether its views are made.
+    viewed: Vec<bool>,
 }
 
 impl EventView {
@@ -103,6 +107,18 @@ impl EventView {
         }
     }
 
+    /// The number an occurrence holds: a JSON number, or a string holding a decimal
+    /// number (surrounding blanks allowed).
+    pub fn number(&self, occ: &Occurrence) -> Option<f64> {
+        match occ.scalar {
+            Scalar::Int(i) => Some(i as f64),
+            Scalar::UInt(u) => Some(u as f64),
+            Scalar::Float(f) => Some(f),
+            Scalar::Str => self.raw(occ).trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        }
+    }
+
     /// Whether the record's top-level object has the annotation key.
     pub fn has_annotation_key(&self) -> bool {
         self.has_key
@@ -111,9 +127,48 @@ impl EventView {
     /// Fills the view from the tape of a record whose root is an object.
     pub fn load(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, annotation_key: &str) {
         self.clear();
-        let mut walk = Walk { view: self, catalog, annotation_key };
+        let mut walk = Walk { view: self, trie: catalog.trie(), annotation_key };
+        walk.object(tape, PathTrie::ROOT, true);
+        if let Some(keywords) = catalog.keyword_field() {
+            self.every_scalar(tape, keywords);
+        }
+        self.finish(catalog);
+    }
+
+    /// [`EventView::load`], collecting only the fields `trie` holds (a sub-trie of the
+    /// catalog's, [`FieldCatalog::trie_of`]).
+    pub fn load_from(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, trie: &PathTrie, annotation_key: &str) {
+        self.clear();
+        let mut walk = Walk { view: self, trie, annotation_key };
         walk.object(tape, PathTrie::ROOT, true);
         self.finish(catalog);
+    }
+
+    /// Adds every string and number of the record, at any depth (keys excepted), as an
+    /// occurrence of `field`. The walk keeps its own stack: nesting costs heap, not calls.
+    fn every_scalar(&mut self, tape: &[Node<'_>], field: FieldId) {
+        // Per open container: (is an object, items left; an object's items are its keys
+        // and values in turn).
+        let mut open: Vec<(bool, usize)> = Vec::new();
+        let mut buf = String::new();
+        for node in tape {
+            let is_key = matches!(open.last(), Some(&(true, left)) if left % 2 == 0);
+            if let Some((_, left)) = open.last_mut() {
+                *left -= 1;
+            }
+            match node {
+                Node::Object { len, .. } => open.push((true, 2 * len)),
+                Node::Array { len, .. } => open.push((false, *len)),
+                Node::String(s) if !is_key => self.push(field, Scalar::Str, s),
+                Node::Static(StaticNode::I64(i)) => self.push(field, Scalar::Int(*i), fmt_into(&mut buf, *i)),
+                Node::Static(StaticNode::U64(u)) => self.push(field, Scalar::UInt(*u), fmt_into(&mut buf, *u)),
+                Node::Static(StaticNode::F64(f)) => self.push(field, Scalar::Float(*f), fmt_into(&mut buf, *f)),
+                _ => {}
+            }
+            while open.last().is_some_and(|&(_, left)| left == 0) {
+                open.pop();
+            }
+        }
     }
 
     /// Forgets the current record.
@@ -133,41 +188,16 @@ impl EventView {
         self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0) });
     }
 
-    /// Once every occurrence is in: derives fields, makes every view, and indexes by field.
+    /// Once every occurrence is in: derives fields and indexes by field. Views are made
+    /// per field when first asked for ([`EventView::make_views`]).
     pub fn finish(&mut self, catalog: &FieldCatalog) {
-        let cmd = self.process_is_cmd(catalog);
-        self.derive(catalog, cmd);
-        for i in 0..self.occurrences.len() {
-            let occ = self.occurrences[i];
-            let start = self.views.len() as u32;
-            if occ.scalar == Scalar::Null {
-                self.occurrences[i].views = (start, start);
-                continue;
-            }
-            self.raw.clear();
-            self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
-            let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
-            let EventView { views, text, fold, norm, raw, .. } = self;
-            normalize::views(kind, raw, cmd, norm, |v| {
-                let canon_start = text.len();
-                text.push_str(v);
-                let canon = (canon_start as u32, text.len() as u32);
-                fold.clear();
-                fold_into(v, fold);
-                let folded = if fold.as_str() == v {
-                    canon
-                } else {
-                    let folded_start = text.len();
-                    text.push_str(fold);
-                    (folded_start as u32, text.len() as u32)
-                };
-                views.push(View { canon, folded });
-            });
-            self.occurrences[i].views = (start, self.views.len() as u32);
-        }
+        self.cmd = self.process_is_cmd(catalog);
+        self.derive(catalog, self.cmd);
         self.occurrences.sort_by_key(|o| o.field);
         self.index.clear();
         self.index.resize(catalog.len(), (0, 0));
+        self.viewed.clear();
+        self.viewed.resize(catalog.len(), false);
         let mut i = 0;
         while i < self.occurrences.len() {
             let field = self.occurrences[i].field;
@@ -179,6 +209,57 @@ impl EventView {
                 *slot = (start as u32, i as u32);
             }
         }
+    }
+
+    /// Makes the views of every occurrence of `fields` that has none yet. Rules may only
+    /// read the views of fields made here ([`EventView::views`] of another is empty).
+    pub fn make_views(&mut self, catalog: &FieldCatalog, fields: &[FieldId]) {
+        for &field in fields {
+            let Some(done) = self.viewed.get_mut(field as usize) else { continue };
+            if std::mem::replace(done, true) {
+                continue;
+            }
+            let (from, to) = self.index[field as usize];
+            for i in from as usize..to as usize {
+                self.make_occurrence_views(catalog, i);
+            }
+        }
+    }
+
+    /// Makes the views of every occurrence (for tests and tools).
+    pub fn make_all_views(&mut self, catalog: &FieldCatalog) {
+        let all: Vec<FieldId> = (0..catalog.len() as FieldId).collect();
+        self.make_views(catalog, &all);
+    }
+
+    fn make_occurrence_views(&mut self, catalog: &FieldCatalog, i: usize) {
+        let occ = self.occurrences[i];
+        let start = self.views.len() as u32;
+        if occ.scalar == Scalar::Null {
+            self.occurrences[i].views = (start, start);
+            return;
+        }
+        self.raw.clear();
+        self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
+        let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
+        let cmd = self.cmd;
+        let EventView { views, text, fold, norm, raw, .. } = self;
+        normalize::views(kind, raw, cmd, norm, |v| {
+            let canon_start = text.len();
+            text.push_str(v);
+            let canon = (canon_start as u32, text.len() as u32);
+            fold.clear();
+            fold_into(v, fold);
+            let folded = if fold.as_str() == v {
+                canon
+            } else {
+                let folded_start = text.len();
+                text.push_str(fold);
+                (folded_start as u32, text.len() as u32)
+            };
+            views.push(View { canon, folded });
+        });
+        self.occurrences[i].views = (start, self.views.len() as u32);
     }
 
     /// Whether the record's process (`Image`) is cmd.exe, whose carets are escapes.
@@ -243,7 +324,7 @@ fn span(node: &Node<'_>) -> usize {
 
 struct Walk<'v, 'c> {
     view: &'v mut EventView,
-    catalog: &'c FieldCatalog,
+    trie: &'c PathTrie,
     annotation_key: &'c str,
 }
 
@@ -251,7 +332,7 @@ impl Walk<'_, '_> {
     /// Walks the object at `nodes[0]` whose path is trie node `at`.
     fn object(&mut self, nodes: &[Node<'_>], at: u32, top: bool) {
         let Some(&Node::Object { len, .. }) = nodes.first() else { return };
-        let trie = self.catalog.trie();
+        let trie = self.trie;
         let mut i = 1;
         for _ in 0..len {
             let (Some(Node::String(key)), Some(value)) = (nodes.get(i), nodes.get(i + 1)) else { return };
@@ -327,6 +408,7 @@ mod tests {
         let tape = simd_json::to_tape(&mut bytes).expect("valid json");
         let mut v = EventView::new();
         v.load(&tape.0, &catalog, "iis_tagger");
+        v.make_all_views(&catalog);
         (v, catalog)
     }
 

@@ -93,11 +93,73 @@ const KNOWN: &[Known] = &[
     Known { name: "TargetFilename", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
     Known { name: "ImageLoaded", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
     Known { name: "CurrentDirectory", kind: FieldKind::Path, extra_paths: &[&["process", "working_directory"]] },
-    Known { name: "SourceImage", kind: FieldKind::Path, extra_paths: &[] },
+    Known { name: "SourceImage", kind: FieldKind::Path, extra_paths: &[&["process", "executable"]] },
     Known { name: "TargetImage", kind: FieldKind::Path, extra_paths: &[] },
     Known { name: "TargetObject", kind: FieldKind::Text, extra_paths: &[&["registry", "path"]] },
     Known { name: "Details", kind: FieldKind::Text, extra_paths: &[&["registry", "data", "strings"]] },
+    // The rest of pySigma's `ecs_windows` mapping (Winlogbeat 7+ and Elastic Agent).
+    Known { name: "User", kind: FieldKind::Text, extra_paths: &[&["user", "name"]] },
+    Known { name: "ProcessId", kind: FieldKind::Text, extra_paths: &[&["process", "pid"]] },
+    Known { name: "ProcessGuid", kind: FieldKind::Text, extra_paths: &[&["process", "entity_id"]] },
+    Known { name: "ParentProcessId", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "pid"]] },
+    Known { name: "ParentProcessGuid", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "entity_id"]] },
+    Known {
+        name: "Description",
+        kind: FieldKind::Text,
+        extra_paths: &[&["process", "pe", "description"], &["file", "pe", "description"]],
+    },
+    Known {
+        name: "Product",
+        kind: FieldKind::Text,
+        extra_paths: &[&["process", "pe", "product"], &["file", "pe", "product"]],
+    },
+    Known {
+        name: "Company",
+        kind: FieldKind::Text,
+        extra_paths: &[&["process", "pe", "company"], &["file", "pe", "company"]],
+    },
+    Known {
+        name: "FileVersion",
+        kind: FieldKind::Text,
+        extra_paths: &[&["process", "pe", "file_version"], &["file", "pe", "file_version"]],
+    },
+    Known { name: "Imphash", kind: FieldKind::Text, extra_paths: &[&["file", "pe", "imphash"]] },
+    Known { name: "Signed", kind: FieldKind::Text, extra_paths: &[&["file", "code_signature", "signed"]] },
+    Known { name: "SignatureStatus", kind: FieldKind::Text, extra_paths: &[&["file", "code_signature", "status"]] },
+    Known { name: "PipeName", kind: FieldKind::Text, extra_paths: &[&["file", "name"]] },
+    Known { name: "QueryName", kind: FieldKind::Text, extra_paths: &[&["dns", "question", "name"]] },
+    Known { name: "QueryStatus", kind: FieldKind::Text, extra_paths: &[&["sysmon", "dns", "status"]] },
+    Known { name: "SourceIp", kind: FieldKind::Text, extra_paths: &[&["source", "ip"]] },
+    Known { name: "SourcePort", kind: FieldKind::Text, extra_paths: &[&["source", "port"]] },
+    Known { name: "SourceHostname", kind: FieldKind::Text, extra_paths: &[&["source", "domain"]] },
+    Known { name: "DestinationIp", kind: FieldKind::Text, extra_paths: &[&["destination", "ip"]] },
+    Known { name: "DestinationPort", kind: FieldKind::Text, extra_paths: &[&["destination", "port"]] },
+    Known { name: "DestinationHostname", kind: FieldKind::Text, extra_paths: &[&["destination", "domain"]] },
+    Known { name: "DestinationPortName", kind: FieldKind::Text, extra_paths: &[&["network", "protocol"]] },
+    Known { name: "Protocol", kind: FieldKind::Text, extra_paths: &[&["network", "transport"]] },
+    Known { name: "Initiated", kind: FieldKind::Text, extra_paths: &[&["network", "direction"]] },
+    Known { name: "ComputerName", kind: FieldKind::Text, extra_paths: &[&["winlog", "computer_name"]] },
+    Known {
+        name: "ScriptBlockText",
+        kind: FieldKind::Text,
+        extra_paths: &[&["powershell", "file", "script_block_text"]],
+    },
+    Known { name: "Payload", kind: FieldKind::Text, extra_paths: &[&["powershell", "file", "script_block_text"]] },
+    Known { name: "CommandName", kind: FieldKind::Text, extra_paths: &[&["powershell", "command", "name"]] },
+    Known { name: "CommandPath", kind: FieldKind::Text, extra_paths: &[&["powershell", "command", "path"]] },
+    Known { name: "HostApplication", kind: FieldKind::CommandLine, extra_paths: &[&["process", "command_line"]] },
+    Known { name: "SubjectUserName", kind: FieldKind::Text, extra_paths: &[&["user", "name"]] },
+    Known { name: "SubjectDomainName", kind: FieldKind::Text, extra_paths: &[&["user", "domain"]] },
+    Known { name: "SubjectUserSid", kind: FieldKind::Text, extra_paths: &[&["user", "id"]] },
+    Known { name: "SubjectLogonId", kind: FieldKind::Text, extra_paths: &[&["winlog", "logon", "id"]] },
+    Known { name: "ServiceName", kind: FieldKind::Text, extra_paths: &[&["service", "name"]] },
+    Known { name: "IpAddress", kind: FieldKind::Text, extra_paths: &[&["source", "ip"]] },
+    Known { name: "IpPort", kind: FieldKind::Text, extra_paths: &[&["source", "port"]] },
+    Known { name: "WorkstationName", kind: FieldKind::Text, extra_paths: &[&["source", "domain"]] },
 ];
+
+/// The name of the keyword pseudo-field (not a JSON key: no path leads to it).
+pub const KEYWORDS: &str = "|keywords";
 
 /// The derived field holding the arguments of `CommandLine`.
 pub const COMMAND_LINE_ARGS: &str = "CommandLineArgs";
@@ -113,6 +175,10 @@ pub struct FieldCatalog {
     derived: Vec<Option<Derivation>>,
     by_name: HashMap<String, FieldId>,
     trie: PathTrie,
+    /// Per field, the JSON paths it is read from.
+    paths: Vec<Vec<Vec<String>>>,
+    /// The pseudo-field of keyword searches: every string and number of a record.
+    keywords: Option<FieldId>,
 }
 
 impl FieldCatalog {
@@ -132,16 +198,33 @@ impl FieldCatalog {
         }
         let known = KNOWN.iter().find(|k| k.name == name);
         let id = self.push(name, known.map_or(FieldKind::Text, |k| k.kind), None);
-        self.trie.insert(&[name], id);
+        self.add_path(&[name], id);
         for container in CONTAINERS {
             let mut path: Vec<&str> = container.to_vec();
             path.push(name);
-            self.trie.insert(&path, id);
+            self.add_path(&path, id);
         }
         for path in known.map_or(&[][..], |k| k.extra_paths) {
-            self.trie.insert(path, id);
+            self.add_path(path, id);
         }
         id
+    }
+
+    fn add_path(&mut self, path: &[&str], id: FieldId) {
+        self.trie.insert(path, id);
+        self.paths[id as usize].push(path.iter().map(|k| k.to_string()).collect());
+    }
+
+    /// A trie of just the paths of `fields` (a walk that collects only them).
+    pub fn trie_of(&self, fields: &[FieldId]) -> PathTrie {
+        let mut trie = PathTrie::default();
+        for &f in fields {
+            for path in &self.paths[f as usize] {
+                let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+                trie.insert(&keys, f);
+            }
+        }
+        trie
     }
 
     fn push(&mut self, name: &str, kind: FieldKind, derivation: Option<Derivation>) -> FieldId {
@@ -149,8 +232,25 @@ impl FieldCatalog {
         self.names.push(name.to_string());
         self.kinds.push(kind);
         self.derived.push(derivation);
+        self.paths.push(Vec::new());
         self.by_name.insert(name.to_string(), id);
         id
+    }
+
+    /// The pseudo-field keyword searches read: every string and number of a record, at
+    /// any depth.
+    pub fn keywords(&mut self) -> FieldId {
+        if let Some(id) = self.keywords {
+            return id;
+        }
+        let id = self.push(KEYWORDS, FieldKind::Text, None);
+        self.keywords = Some(id);
+        id
+    }
+
+    /// The keyword pseudo-field, if a rule searches keywords.
+    pub fn keyword_field(&self) -> Option<FieldId> {
+        self.keywords
     }
 
     /// The id of `name`, if a rule uses it.
@@ -192,9 +292,9 @@ impl FieldCatalog {
 /// A node of the [`PathTrie`].
 #[derive(Debug, Default)]
 pub struct TrieNode {
-    /// Child keys (lower-cased) and nodes, sorted by key length; a key is compared only
-    /// with the children of its length, without hashing.
-    children: Vec<(Box<[u8]>, u32)>,
+    /// Child keys (lower-cased), their hashes ([`key_hash`]) and nodes, sorted by key
+    /// length; a key is compared only with the children of its length and hash.
+    children: Vec<(Box<[u8]>, u64, u32)>,
     /// Bit `n - 1` set when some child key is `n` bytes long: most JSON keys of a record
     /// are rejected by their length and first byte before any hashing.
     key_lengths: u128,
@@ -227,6 +327,14 @@ impl Default for PathTrie {
     }
 }
 
+/// FNV-1a over the ASCII-lower-cased bytes of a key (never 0).
+fn key_hash(key: &[u8]) -> u64 {
+    let h = key
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3));
+    h | 1
+}
+
 /// Longest key the trie can hold (rules naming a longer field are refused at load time).
 pub const MAX_KEY_BYTES: usize = 128;
 
@@ -242,13 +350,14 @@ impl PathTrie {
             let parent = &mut self.nodes[node];
             parent.key_lengths |= 1u128 << (key.len() - 1);
             parent.first_bytes[usize::from(key[0] >> 6)] |= 1u64 << (key[0] & 63);
-            let child = match parent.children.iter().find(|(k, _)| *k == key) {
-                Some(&(_, child)) => child,
+            let child = match parent.children.iter().find(|(k, _, _)| *k == key) {
+                Some(&(_, _, child)) => child,
                 None => {
                     let next = self.nodes.len() as u32;
                     let children = &mut self.nodes[node].children;
-                    children.push((key, next));
-                    children.sort_by_key(|(k, _)| k.len());
+                    let hash = key_hash(&key);
+                    children.push((key, hash, next));
+                    children.sort_by_key(|(k, _, _)| k.len());
                     self.nodes.push(TrieNode::default());
                     next
                 }
@@ -279,12 +388,13 @@ impl PathTrie {
             return None;
         }
         let key = key.as_bytes();
-        let from = node.children.partition_point(|(k, _)| k.len() < len);
-        node.children[from..]
-            .iter()
-            .take_while(|(k, _)| k.len() == len)
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|&(_, child)| child)
+        let from = node.children.partition_point(|(k, _, _)| k.len() < len);
+        let mut same_length = node.children[from..].iter().take_while(|(k, _, _)| k.len() == len).peekable();
+        // One child of this length (the usual case): compare at once; else by hash first.
+        let hash = if same_length.clone().nth(1).is_some() { key_hash(key) } else { 0 };
+        same_length
+            .find(|(k, h, _)| (hash == 0 || *h == hash) && k.eq_ignore_ascii_case(key))
+            .map(|&(_, _, child)| child)
     }
 }
 

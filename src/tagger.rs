@@ -18,6 +18,7 @@ use simd_json::{Buffers, Node, Tape};
 
 use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
+use crate::fields::{FieldId, PathTrie};
 use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::repair::repair;
 use crate::rules::RuleSet;
@@ -68,6 +69,12 @@ pub struct Tagger {
     prefilter: Prefilter,
     annotator: Annotator,
     config: Config,
+    /// The fields any rule's log source reads.
+    route_fields: Vec<FieldId>,
+    /// Where those fields are, alone: a record is first walked for them only.
+    route_trie: PathTrie,
+    /// Per rule, the fields its detection reads.
+    detection_fields: Vec<Vec<FieldId>>,
 }
 
 impl Tagger {
@@ -81,7 +88,21 @@ impl Tagger {
         }
         let prefilter = Prefilter::new(&rules);
         let annotator = Annotator::new(&config.annotation_key, rules.rules());
-        Ok(Tagger { rules, prefilter, annotator, config })
+        let mut route_fields = Vec::new();
+        for rule in rules.rules() {
+            rule.route.fields(&mut route_fields);
+        }
+        let detection_fields = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                let mut f = Vec::new();
+                r.detection.fields(&mut f);
+                f
+            })
+            .collect();
+        let route_trie = rules.fields().trie_of(&route_fields);
+        Ok(Tagger { rules, prefilter, annotator, config, route_fields, route_trie, detection_fields })
     }
 
     /// The rules.
@@ -110,6 +131,7 @@ impl Tagger {
             parser: Parser::default(),
             view: EventView::new(),
             candidates: Vec::new(),
+            groups: Vec::new(),
             matched: Vec::new(),
             member: Vec::new(),
             stats: Stats::new(self.rules.rules().len()),
@@ -177,6 +199,7 @@ pub struct Stream<'t> {
     parser: Parser,
     view: EventView,
     candidates: Vec<u32>,
+    groups: Vec<u32>,
     matched: Vec<u32>,
     member: Vec<u8>,
     stats: Stats,
@@ -290,7 +313,13 @@ impl Stream<'_> {
         let pf = &tagger.prefilter;
         let mut text = std::mem::take(&mut self.text);
         text.fill(region);
+        text.deleted_lines.clear();
+        if pf.uses_deleted_text() {
+            let ScanText { lower, deleted, deleted_lines, .. } = &mut text;
+            pf.deleted_trigger_lines(region, lower, deleted, deleted_lines);
+        }
         let lower = &text.lower;
+        let mut deleted_lines = text.deleted_lines.iter().copied().peekable();
         let mut escapes = HidingScan::new(region, &text);
         let mut next_trigger = pf.next_trigger(lower, 0);
         let mut next_escape = escapes.next_at_or_after(0);
@@ -298,8 +327,12 @@ impl Stream<'_> {
         let mut pos = 0;
         // Jump from one line with an event (a trigger, or an escape that could hide one) to
         // the next; the lines in between are only counted and passed on.
-        while let Some(event) =
-            next_trigger.into_iter().chain(next_escape).chain(Some(pos).filter(|&p| every && p < region.len())).min()
+        while let Some(event) = next_trigger
+            .into_iter()
+            .chain(next_escape)
+            .chain(deleted_lines.peek().copied())
+            .chain(Some(pos).filter(|&p| every && p < region.len()))
+            .min()
         {
             let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
             let end = memchr::memchr(b'\n', &region[event..]).map_or(region.len(), |i| event + i);
@@ -320,6 +353,7 @@ impl Stream<'_> {
             if escaped {
                 next_escape = escapes.next_at_or_after(next);
             }
+            while deleted_lines.next_if(|&l| l < next).is_some() {}
             pos = next;
         }
         self.skipped(&region[pos..]);
@@ -436,6 +470,9 @@ impl Stream<'_> {
 
     fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
         let tagger = self.tagger;
+        if tagger.config.prefilter && tagger.prefilter.examines_every_line() {
+            return self.inspect_routed(line);
+        }
         self.candidates.clear();
         if tagger.config.prefilter {
             let rules = tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter);
@@ -458,9 +495,83 @@ impl Stream<'_> {
             return Verdict::Unchanged;
         };
         self.stats.parsed += 1;
+        let (rules, catalog) = (tagger.rules.rules(), tagger.rules.fields());
+        // Log sources first: most candidates of a record are rules for other events. Then
+        // only the fields the remaining rules read get their views.
+        self.view.make_views(catalog, &tagger.route_fields);
+        let view = &self.view;
+        self.candidates.retain(|&r| rules[r as usize].route.eval(view));
+        self.evaluate(json, start, empty)
+    }
+
+    /// When every line is examined: the record is parsed first, its log sources decide
+    /// which rule groups it is worth (read from a walk for the log source fields alone, so
+    /// that a record no group wants costs no more), and the prefilter picks among their
+    /// rules.
+    fn inspect_routed(&mut self, line: &[u8]) -> Verdict {
+        let tagger = self.tagger;
+        let Some(start) = json_start(line) else {
+            self.classify(line);
+            return Verdict::Unchanged;
+        };
+        self.stats.candidates += 1;
+        let json = &line[start..];
+        let Some(empty) = self.load_routed(json) else {
+            self.stats.not_inspected.invalid_json += 1;
+            return Verdict::Unchanged;
+        };
+        self.stats.parsed += 1;
+        if self.groups.is_empty() {
+            return Verdict::Unchanged;
+        }
+        let rules = tagger.prefilter.rules_for_routed_line(&self.groups, &self.view, &mut self.prefilter);
+        self.candidates.clear();
+        self.candidates.extend_from_slice(rules);
+        self.evaluate(json, start, empty)
+    }
+
+    /// Parses a record, finds the rule groups its log sources belong to (in `groups`) and,
+    /// when there are any, loads every field the rules read.
+    fn load_routed(&mut self, json: &[u8]) -> Option<bool> {
+        let tagger = self.tagger;
+        let (view, groups, catalog, key) =
+            (&mut self.view, &mut self.groups, tagger.rules.fields(), tagger.config.annotation_key.as_str());
+        let mut fill = |tape: &[Node<'_>]| match tape.first() {
+            Some(Node::Object { len, .. }) => {
+                view.load_from(tape, catalog, &tagger.route_trie, key);
+                view.make_views(catalog, &tagger.route_fields);
+                groups.clear();
+                let routes = tagger.prefilter.group_routes().enumerate();
+                groups.extend(routes.filter(|(_, route)| route.eval(view)).map(|(g, _)| g as u32));
+                if !groups.is_empty() {
+                    view.load(tape, catalog, key);
+                }
+                Some(*len == 0)
+            }
+            _ => None,
+        };
+        match self.parser.parse(json, &mut fill) {
+            Some(parsed) => parsed,
+            None => {
+                let repaired = repair(json)?;
+                let parsed = self.parser.parse(&repaired, fill)??;
+                self.stats.repaired += 1;
+                Some(parsed)
+            }
+        }
+    }
+
+    /// Evaluates the detections of the candidate rules (whose log sources hold) on the
+    /// parsed record.
+    fn evaluate(&mut self, json: &[u8], start: usize, empty: bool) -> Verdict {
+        let tagger = self.tagger;
+        let (rules, catalog) = (tagger.rules.rules(), tagger.rules.fields());
         self.matched.clear();
-        let rules = tagger.rules.rules();
-        self.matched.extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].expr.eval(&self.view)));
+        for &r in &self.candidates {
+            self.view.make_views(catalog, &tagger.detection_fields[r as usize]);
+        }
+        let view = &self.view;
+        self.matched.extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].detection.eval(view)));
         if self.matched.is_empty() {
             return Verdict::Unchanged;
         }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use iis_tagger::Config;
+use iis_tagger::prefilter::Literal;
 use iis_tagger::rules::RuleMeta;
 
 use super::args::{RuleArgs, RulesArgs, StatsFormat};
@@ -13,9 +14,25 @@ pub fn list(rules: &RuleArgs, args: &RulesArgs) -> Result<String, Failure> {
     let tagger = build_tagger(rules, Config::default())?;
     let metas: Vec<&RuleMeta> = tagger.rules().rules().iter().map(|r| &r.meta).collect();
     Ok(match args.format {
-        StatsFormat::Json => serde_json::to_string_pretty(&metas).expect("metadata serializes") + "\n",
+        StatsFormat::Json => {
+            let listed: Vec<Listed<'_>> = metas
+                .iter()
+                .enumerate()
+                .map(|(i, meta)| Listed { meta, trigger: tagger.prefilter().rule_trigger(i).collect() })
+                .collect();
+            serde_json::to_string_pretty(&listed).expect("metadata serializes") + "\n"
+        }
         StatsFormat::Text => table(&metas),
     })
+}
+
+/// A rule in the JSON listing: its metadata and the literals that make a line worth
+/// evaluating for it (empty: every line is).
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    meta: &'a RuleMeta,
+    trigger: Vec<&'a Literal>,
 }
 
 fn table(metas: &[&RuleMeta]) -> String {

@@ -50,7 +50,9 @@ pub fn fold_char_into(c: char, out: &mut String) {
 /// Appends the fold of `s` to `out`.
 pub fn fold_into(s: &str, out: &mut String) {
     if s.is_ascii() {
-        out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
         return;
     }
     for c in s.chars() {

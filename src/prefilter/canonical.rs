@@ -32,6 +32,10 @@ pub struct ScanText {
     /// The text, ASCII-lower-cased.
     pub lower: Vec<u8>,
     high_blocks: Vec<u64>,
+    /// Its deleted text, when the prefilter reads one (see [`super::Prefilter`]).
+    pub deleted: Vec<u8>,
+    /// Starts of the lines whose deleted text holds a trigger.
+    pub deleted_lines: Vec<usize>,
 }
 
 impl ScanText {

@@ -4,14 +4,19 @@
 //! literals are a list of clauses, all required. An atom gives one clause (the best
 //! literal of each of its values); `and` joins clauses; `or` unites the best clause of each
 //! branch into one; `not` and anything without a usable literal give no clause.
+//!
+//! Each literal belongs to a [`Space`]: the text it is looked for in. Command lines and
+//! their arguments are looked for in the *deleted* text (the line without `\`, `"` and
+//! `^`), every other field in the lower-cased line itself. A clause mixing both is moved
+//! to the deleted space whole: deleting bytes keeps every substring a substring.
 
 use std::collections::HashMap;
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 use super::canonical::escape_literal;
-use crate::fields::FieldCatalog;
-use crate::normalize::fold;
+use crate::fields::{FieldCatalog, FieldId};
+use crate::normalize::{FieldKind, fold};
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::pattern::RegexFlags;
 
@@ -104,20 +109,133 @@ fn literal_text(hir: &Hir) -> Option<String> {
     }
 }
 
+/// The text a literal is looked for in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Space {
+    /// The lower-cased line (or its canonical copy).
+    Raw,
+    /// The same without any `\\`, `"` or `^` ([`delete_into`]).
+    Deleted,
+}
+
+/// A literal and where it is looked for (lower-cased; JSON-escaped for [`Space::Raw`]),
+/// and the field whose values it comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Literal {
+    /// Where.
+    pub space: Space,
+    /// The bytes looked for.
+    pub text: String,
+    /// The field of the rule value it was taken from.
+    #[serde(skip)]
+    pub field: FieldId,
+}
+
+impl Literal {
+    /// The same literal in the deleted space; `None` when its text holds an escape other
+    /// than `\\` and `\"`, whose bytes the deleted text of a decoded value would not have.
+    fn deleted(&self) -> Option<Literal> {
+        if self.text.contains(|c: char| c.is_ascii_control()) || has_control_escape(&self.text) {
+            return None;
+        }
+        let mut text = Vec::new();
+        delete_into(self.text.as_bytes(), &mut text);
+        let text = String::from_utf8(text).expect("deleting ASCII bytes keeps UTF-8");
+        Some(Literal { space: Space::Deleted, text, field: self.field })
+    }
+
+    /// The text as it is in a decoded value: a raw literal without its JSON escaping.
+    pub fn decoded(&self) -> String {
+        match self.space {
+            Space::Deleted => self.text.clone(),
+            Space::Raw => unescape(&self.text),
+        }
+    }
+}
+
+/// Whether JSON-escaped text holds an escape other than `\\` or `\"`.
+fn has_control_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\\' {
+            if !matches!(b[i + 1], b'\\' | b'"') {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Reverses [`escape_literal`].
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.extend(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32));
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Whether the prefilter deletes a byte of the lower-cased line in the deleted space.
+pub fn is_deleted(b: u8) -> bool {
+    matches!(b, b'\\' | b'"' | b'^')
+}
+
+/// Appends `text` without its `\\`, `"` and `^` bytes to `out` (cleared first).
+pub fn delete_into(text: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(text.len(), 0);
+    let mut n = 0;
+    // Every byte is written, and the write position moves on only past kept ones.
+    for &b in text {
+        out[n] = b;
+        n += usize::from(!is_deleted(b));
+    }
+    out.truncate(n);
+}
+
 #[derive(Default)]
 pub(super) struct LiteralTable {
-    pub(super) literals: Vec<String>,
-    index: HashMap<String, u32>,
+    pub(super) literals: Vec<Literal>,
+    index: HashMap<Literal, u32>,
+    /// Per literal: found in a log source condition (a channel name, an event id).
+    pub(super) structural: Vec<bool>,
 }
 
 impl LiteralTable {
-    pub(super) fn id(&mut self, literal: &str) -> u32 {
+    pub(super) fn mark_structural(&mut self, id: u32) {
+        self.structural[id as usize] = true;
+    }
+
+    pub(super) fn id(&mut self, literal: &Literal) -> u32 {
         if let Some(&id) = self.index.get(literal) {
             return id;
         }
         let id = self.literals.len() as u32;
-        self.literals.push(literal.to_string());
-        self.index.insert(literal.to_string(), id);
+        self.literals.push(literal.clone());
+        self.structural.push(false);
+        self.index.insert(literal.clone(), id);
         id
     }
 }
@@ -130,31 +248,94 @@ fn is_common(literal: &str) -> bool {
 /// bytes as its shortest pattern has (up to four).
 const GOOD_TRIGGER_BYTES: usize = 4;
 
-fn literal_cost(literal: &str) -> f64 {
-    let len = literal.len() as f64;
-    let common = is_common(literal) || literal.len() < GOOD_TRIGGER_BYTES;
-    1.0 / (len * len) + if common { 1.0 } else { 0.0 }
+/// Bytes of a typical event record, for turning byte frequencies into per-line odds.
+const TYPICAL_LINE_BYTES: f64 = 1200.0;
+
+/// Occurrences per million of a trigram missing from the table (it holds those above 59).
+const RARE_TRIGRAM_PPM: f64 = 20.0;
+
+pub(super) fn literal_cost(literal: &Literal) -> f64 {
+    text_cost(&literal.text)
 }
 
-pub(super) fn clause_cost(clause: &[u32], literals: &[String]) -> f64 {
-    clause.iter().map(|&l| literal_cost(&literals[l as usize])).sum()
+/// The estimated chance that a line holds `literal`: its rarest trigram's frequency over a
+/// typical line, less for every byte beyond three; at least one half for the literals
+/// every Windows log is full of, and a third for ones too short to scan fast.
+fn text_cost(literal: &str) -> f64 {
+    let b = literal.as_bytes();
+    let rarest = b
+        .windows(3)
+        .map(|t| {
+            let t = [t[0], t[1], t[2]];
+            super::TRIGRAM_PPM
+                .binary_search_by_key(&t, |&(k, _)| k)
+                .map_or(RARE_TRIGRAM_PPM, |i| f64::from(super::TRIGRAM_PPM[i].1))
+        })
+        .fold(1e6, f64::min);
+    let longer = b.len().saturating_sub(3) as i32;
+    let mut p = (TYPICAL_LINE_BYTES * rarest / 1e6 * 0.7f64.powi(longer)).min(1.0);
+    if is_common(literal) {
+        p = p.max(0.5);
+    }
+    if b.len() < GOOD_TRIGGER_BYTES {
+        p = p.max(0.3);
+    }
+    p
 }
 
-fn string_clause_cost(clause: &[String]) -> f64 {
-    clause.iter().map(|l| literal_cost(l)).sum()
+/// The estimated chance that a line satisfies a clause (its literals taken as
+/// independent), plus a little per literal: fewer patterns make a faster scan. A literal
+/// of a log source condition counts as certain.
+pub(super) fn clause_cost(clause: &[u32], literals: &[Literal], structural: &[bool]) -> f64 {
+    let odds = clause.iter().map(|&l| if structural[l as usize] { 1.0 } else { literal_cost(&literals[l as usize]) });
+    either(odds) + 0.001 * clause.len() as f64
+}
+
+fn literal_clause_cost(clause: &[Literal]) -> f64 {
+    either(clause.iter().map(literal_cost)) + 0.001 * clause.len() as f64
+}
+
+/// The chance that at least one of independent events happens.
+fn either(odds: impl Iterator<Item = f64>) -> f64 {
+    1.0 - odds.fold(1.0, |none, p| none * (1.0 - p))
 }
 
 /// The best literal for one value: its longest required fragment, escaped.
-fn value_literal(fragments: &[String]) -> Option<String> {
-    fragments
+fn value_literal(fragments: &[String], space: Space, field: FieldId) -> Option<Literal> {
+    let best = fragments
         .iter()
         .filter(|f| f.len() >= MIN_LITERAL_BYTES)
-        .max_by(|a, b| literal_cost(b).total_cmp(&literal_cost(a)))
-        .map(|f| escape_literal(f))
+        .max_by(|a, b| text_cost(b).total_cmp(&text_cost(a)))?;
+    let text = match space {
+        Space::Raw => escape_literal(best),
+        // Deleted-space fragments hold no `\`, `"` or control characters: nothing to escape.
+        Space::Deleted => best.clone(),
+    };
+    Some(Literal { space, text, field })
+}
+
+/// One clause in one space: a mixed one goes to the deleted space whole. Empty when some
+/// alternative is too short to look for there.
+fn one_space(mut clause: Vec<Literal>) -> Vec<Literal> {
+    if clause.iter().any(|l| l.space == Space::Deleted) {
+        let moved: Option<Vec<Literal>> =
+            clause.iter().map(|l| if l.space == Space::Raw { l.deleted() } else { Some(l.clone()) }).collect();
+        match moved {
+            Some(m) => clause = m,
+            None => return Vec::new(),
+        }
+    }
+    // An alternative is never dropped: a clause missing one would be wrong, not weaker.
+    if clause.iter().any(|l| l.text.len() < MIN_LITERAL_BYTES) {
+        return Vec::new();
+    }
+    clause.sort();
+    clause.dedup();
+    clause
 }
 
 /// Conjunctive normal form of the literals an expression requires (no clause: nothing).
-pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<String>> {
+pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<Literal>> {
     match expr {
         Expr::And(children) => children.iter().flat_map(|c| cnf(c, fields)).collect(),
         Expr::Or(children) => {
@@ -162,15 +343,15 @@ pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<String>> {
             for child in children {
                 let clauses = cnf(child, fields);
                 let Some(best) =
-                    clauses.into_iter().min_by(|a, b| string_clause_cost(a).total_cmp(&string_clause_cost(b)))
+                    clauses.into_iter().min_by(|a, b| literal_clause_cost(a).total_cmp(&literal_clause_cost(b)))
                 else {
                     return Vec::new();
                 };
                 union.extend(best);
             }
-            union.sort();
-            union.dedup();
-            vec![union]
+            let union = one_space(union);
+            // A literal shortened below the minimum by the move leaves the clause unusable.
+            if union.is_empty() { Vec::new() } else { vec![union] }
         }
         Expr::Not(inner) => match inner.as_ref() {
             Expr::Not(x) => cnf(x, fields),
@@ -181,23 +362,29 @@ pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<String>> {
     }
 }
 
-fn atom_cnf(atom: &Atom, fields: &FieldCatalog) -> Vec<Vec<String>> {
+fn atom_cnf(atom: &Atom, fields: &FieldCatalog) -> Vec<Vec<Literal>> {
     let kind = fields.kind(atom.field);
+    let space = match kind {
+        FieldKind::CommandLine | FieldKind::Argument => Space::Deleted,
+        FieldKind::Path | FieldKind::Text => Space::Raw,
+    };
     // Per value: one literal per way it can match (all of them, or none usable).
-    let per_value: Vec<Option<Vec<String>>> = atom
+    let per_value: Vec<Option<Vec<Literal>>> = atom
         .matchers
         .iter()
-        .map(|m| m.required_fragments(kind).and_then(|alts| alts.iter().map(|f| value_literal(f)).collect()))
+        .map(|m| {
+            m.required_fragments(kind)
+                .and_then(|alts| alts.iter().map(|f| value_literal(f, space, atom.field)).collect())
+        })
         .collect();
     if atom.all {
-        return per_value.into_iter().flatten().collect();
+        return per_value.into_iter().flatten().map(one_space).filter(|c| !c.is_empty()).collect();
     }
-    let mut clause: Vec<String> = match per_value.into_iter().collect::<Option<Vec<Vec<String>>>>() {
+    let clause: Vec<Literal> = match per_value.into_iter().collect::<Option<Vec<Vec<Literal>>>>() {
         Some(lits) => lits.into_iter().flatten().collect(),
         None => return Vec::new(),
     };
-    clause.sort();
-    clause.dedup();
+    let clause = one_space(clause);
     if clause.is_empty() { Vec::new() } else { vec![clause] }
 }
 

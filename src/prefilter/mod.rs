@@ -6,15 +6,20 @@
 //! appear in JSON text (a backslash doubled) and lower-cased; the line is lower-cased
 //! (ASCII only) before it is scanned.
 //!
+//! Literals live in one of two texts ([`Space`]): the lower-cased line, or the *deleted*
+//! line — the same without any `\`, `"` or `^` — where command lines are read, since
+//! quotes and carets may be inserted anywhere in one and are gone by the time the program
+//! sees it (`ins"tall"`, `who^ami`), and backslashes come and go with the quotes.
+//!
 //! The *trigger* is one clause per rule, the rarest by a simple estimate. For each of its
-//! literals the trigger searcher holds the suffix that starts at the literal's rarest three
-//! bytes (any substring of a required literal is required too, and a Teddy scan spends its
-//! time on candidates sharing a pattern's first bytes), minus anchors that contain another.
-//! It scans whole chunks of the stream; most lines hold none of its patterns and are never
-//! looked at again. On a line where an anchor is found, every clause of the rules that
-//! anchor stands for is checked (each distinct clause once per line: one packed search for
-//! "any of these literals" when it has three or more, substring searches otherwise); only
-//! when some rule's clauses all hold is the line parsed.
+//! literals the trigger searcher of its space holds the suffix that starts at the
+//! literal's rarest three bytes (any substring of a required literal is required too, and a
+//! Teddy scan spends its time on candidates sharing a pattern's first bytes), minus anchors
+//! that contain another. The searchers scan whole chunks of the stream (the deleted text
+//! is made only when some rule's trigger lives there); most lines hold none of the patterns
+//! and are never looked at again. On a line where an anchor is found, every clause of the
+//! rules that anchor stands for is checked (each distinct clause once per line); only when
+//! some rule's clauses all hold is the line parsed.
 //!
 //! Soundness: the prefilter may only pass over a line the rules could not match.
 //! * Case: literals and line are both ASCII-lower-cased, and field values are folded so
@@ -22,59 +27,127 @@
 //!   ASCII text.
 //! * JSON escapes: `\u0061ppcmd` can hide a literal from a byte scan. A line with such an
 //!   escape is always examined, on a canonical copy where escapes are decoded (see
-//!   `canonical.rs`). `\/` needs no scan: no literal holds `/`.
+//!   `canonical.rs`). `\/` needs no scan: no raw literal holds `/` (in the deleted text
+//!   `\/` is `/`).
 //! * Paths: `/` and `\` are the same separator, so path literals contain neither.
-//! * Arguments (quotes removed) and negations contribute no literal.
+//! * Command lines: their literals hold no blank, `\`, `"` or `^` and are looked for in
+//!   the deleted text, so no inserted quote, caret or backslash and no run of blanks can
+//!   hide one ([`crate::rules::pattern::split_fragments`]).
+//! * Negations contribute no literal.
 
 mod canonical;
 mod frequencies;
 mod literals;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use memchr::memmem;
 
 pub use canonical::{HidingScan, ScanText, canonicalize, escape_literal};
-pub use literals::{MIN_LITERAL_BYTES, regex_literals};
+pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
+use crate::event::EventView;
+use crate::fields::{Derivation, FieldId};
+use crate::normalize::fold_into;
 use crate::rules::RuleSet;
+use crate::rules::expr::Expr;
 use frequencies::TRIGRAM_PPM;
 use literals::{LiteralTable, clause_cost, cnf};
 
 /// A clause: literal ids, at least one of which must be present.
 type Clause = Vec<u32>;
 
-/// What a rule needs to be evaluated: indices into the distinct clauses.
-#[derive(Debug, Clone)]
-struct Plan {
-    clauses: Vec<u32>,
+/// A trigger clause estimated to hold in at least this share of lines makes scanning for
+/// triggers pointless: every line is examined instead.
+const EXAMINE_ALL_ODDS: f64 = 0.5;
+
+/// The trigger searcher of one space and the rules each of its anchors stands for.
+#[derive(Debug)]
+struct Triggers {
+    searcher: Trigger,
 }
+
+/// One search for many literals of a space at once.
+#[derive(Debug)]
+struct Presence {
+    search: PresenceSearch,
+    /// Pattern index → the literal ids with that text.
+    literals: Vec<Vec<u32>>,
+}
+
+/// How every occurrence of every pattern is found.
+#[derive(Debug)]
+enum PresenceSearch {
+    /// Few patterns: a packed (Teddy) search, restarted one byte after each match.
+    Packed(aho_corasick::packed::Searcher),
+    /// An automaton, searched for overlapping matches.
+    Automaton(AhoCorasick),
+}
+
+/// Up to this many patterns, a packed search beats an automaton's overlapping search.
+const PACKED_PRESENCE_MAX: usize = 32;
 
 /// The compiled prefilter for a rule set.
 #[derive(Debug)]
 pub struct Prefilter {
-    literals: Vec<String>,
-    /// The distinct clauses of all rules, each with its check.
-    clauses: Vec<ClauseCheck>,
-    plans: Vec<Plan>,
+    literals: Vec<Literal>,
+    /// The distinct clauses of all rules.
+    clauses: Vec<Clause>,
+    /// Per rule, its clauses (indices into `clauses`).
+    plans: Vec<Vec<u32>>,
     /// Literal ids of the trigger clauses.
     trigger_literals: Vec<u32>,
-    trigger: Option<Trigger>,
-    /// Anchor → rules whose trigger clause holds a literal containing it.
-    anchor_rules: Vec<Vec<u32>>,
+    /// Per literal, the rules whose trigger clause holds it.
+    trigger_rules: Vec<Vec<u32>>,
+    raw: Option<Triggers>,
+    deleted: Option<Triggers>,
+    /// Searches for every literal, for lines picked by the triggers.
+    presence: [Option<Presence>; 2],
+    /// When every line is examined: the rules grouped by log source, each group with
+    /// searches for its own literals only.
+    groups: Vec<Group>,
     /// Rules with no literal at all: evaluated on every line.
     always: Vec<u32>,
+    /// Some trigger is so common that every line is examined.
+    examine_all: bool,
+    /// Per rule, the literal ids of its trigger clause (empty: none).
+    rule_triggers: Vec<Vec<u32>>,
+}
+
+/// The rules of one log source.
+#[derive(Debug)]
+struct Group {
+    route: Expr,
+    /// Per field its rules read literals of: searches over the field's decoded values.
+    scans: Vec<FieldScan>,
+    /// Its rules with no literal: candidates on every record of the group.
+    always: Vec<u32>,
+    /// Per rule of the whole set: in this group.
+    member: Vec<bool>,
+}
+
+/// The literals a group takes from one field, searched in that field's values (folded;
+/// and deleted for the deleted space).
+#[derive(Debug)]
+struct FieldScan {
+    /// The field whose values are read (for a derived field, the one it comes from).
+    field: FieldId,
+    presence: [Option<Presence>; 2],
 }
 
 /// Per-stream scratch space of the prefilter.
 #[derive(Debug, Default)]
 pub struct Scratch {
+    /// Per literal, one bit: present in the current line.
+    present: Vec<u64>,
+    present_list: Vec<u32>,
     /// Per clause, for the current line: 0 not checked yet, 1 holds, 2 does not.
-    presence: Vec<u8>,
+    clause_state: Vec<u8>,
     touched: Vec<u32>,
     rule_stamp: Vec<u32>,
     stamp: u32,
     rules: Vec<u32>,
     canonical: Vec<u8>,
+    deleted: Vec<u8>,
+    value: String,
 }
 
 impl Prefilter {
@@ -83,62 +156,167 @@ impl Prefilter {
         let mut table = LiteralTable::default();
         let mut rule_clauses: Vec<Vec<Clause>> = Vec::with_capacity(set.rules().len());
         for rule in set.rules() {
-            let cnf = cnf(&rule.expr, set.fields());
-            rule_clauses.push(cnf.into_iter().map(|c| c.iter().map(|l| table.id(l)).collect()).collect());
+            // The log source's literals (channel names, event ids) are in nearly every line
+            // of that source: marked, so that a detection literal is always preferred.
+            let route = cnf(&rule.route, set.fields());
+            for clause in &route {
+                for l in clause {
+                    let id = table.id(l);
+                    table.mark_structural(id);
+                }
+            }
+            let mut clauses = route;
+            clauses.extend(cnf(&rule.detection, set.fields()));
+            rule_clauses.push(clauses.iter().map(|c| c.iter().map(|l| table.id(l)).collect()).collect());
         }
+        let structural = table.structural.clone();
         let literals = table.literals;
-        let mut rules_of_literal = vec![Vec::new(); literals.len()];
+        // Choosing among a rule's clauses, a log source literal counts as certain (any
+        // detection literal is better); whether triggers are worth scanning for at all is
+        // judged on the plain estimate (a rare channel is a fine trigger).
+        let cost = |c: &Clause| clause_cost(c, &literals, &structural);
+        let no_structure = vec![false; literals.len()];
+        let odds = |c: &Clause| clause_cost(c, &literals, &no_structure);
+        let mut trigger_rules = vec![Vec::new(); literals.len()];
         let mut always = Vec::new();
+        let mut examine_all = false;
+        let mut rule_triggers = Vec::with_capacity(rule_clauses.len());
         for (r, clauses) in rule_clauses.iter().enumerate() {
-            match clauses.iter().min_by(|a, b| clause_cost(a, &literals).total_cmp(&clause_cost(b, &literals))) {
-                Some(best) => best.iter().for_each(|&l| rules_of_literal[l as usize].push(r as u32)),
-                None => always.push(r as u32),
+            match clauses.iter().min_by(|a, b| cost(a).total_cmp(&cost(b))) {
+                Some(best) => {
+                    examine_all |= odds(best) >= EXAMINE_ALL_ODDS;
+                    best.iter().for_each(|&l| trigger_rules[l as usize].push(r as u32));
+                    rule_triggers.push(best.clone());
+                }
+                None => {
+                    always.push(r as u32);
+                    rule_triggers.push(Vec::new());
+                }
             }
         }
         let trigger_literals: Vec<u32> =
-            (0..literals.len() as u32).filter(|&l| !rules_of_literal[l as usize].is_empty()).collect();
-        let anchors = anchors(trigger_literals.iter().map(|&l| literals[l as usize].as_str()));
-        let anchor_rules = anchors
-            .iter()
-            .map(|a| {
-                let mut rules: Vec<u32> = trigger_literals
-                    .iter()
-                    .filter(|&&l| literals[l as usize].contains(a.as_str()))
-                    .flat_map(|&l| rules_of_literal[l as usize].iter().copied())
-                    .collect();
-                rules.sort_unstable();
-                rules.dedup();
-                rules
-            })
-            .collect();
+            (0..literals.len() as u32).filter(|&l| !trigger_rules[l as usize].is_empty()).collect();
+        let triggers = |space: Space| {
+            let of_space: Vec<&str> = trigger_literals
+                .iter()
+                .map(|&l| &literals[l as usize])
+                .filter(|l| l.space == space)
+                .map(|l| l.text.as_str())
+                .collect();
+            Trigger::new(&anchors(of_space.into_iter())).map(|searcher| Triggers { searcher })
+        };
+        examine_all |= !always.is_empty();
+        let (raw, deleted) = if examine_all { (None, None) } else { (triggers(Space::Raw), triggers(Space::Deleted)) };
+        let everything: Vec<u32> = (0..literals.len() as u32).collect();
+        let (presence, groups) = if examine_all {
+            ([None, None], groups(set, &rule_clauses, &always, &literals))
+        } else {
+            ([Space::Raw, Space::Deleted].map(|space| Presence::new(&literals, &everything, space, false)), Vec::new())
+        };
         let mut distinct: Vec<Clause> = Vec::new();
         let plans = rule_clauses
             .into_iter()
             .map(|clauses| {
-                let ids = clauses.into_iter().map(|mut c| {
-                    c.sort_unstable();
-                    match distinct.iter().position(|d| *d == c) {
-                        Some(i) => i as u32,
-                        None => {
-                            distinct.push(c);
-                            (distinct.len() - 1) as u32
+                clauses
+                    .into_iter()
+                    .map(|mut c| {
+                        c.sort_unstable();
+                        match distinct.iter().position(|d| *d == c) {
+                            Some(i) => i as u32,
+                            None => {
+                                distinct.push(c);
+                                (distinct.len() - 1) as u32
+                            }
                         }
-                    }
-                });
-                Plan { clauses: ids.collect() }
+                    })
+                    .collect()
             })
             .collect();
-        let clauses = distinct
-            .iter()
-            .map(|c| ClauseCheck::new(&c.iter().map(|&l| &literals[l as usize]).collect::<Vec<_>>()))
-            .collect();
-        let trigger = Trigger::new(&anchors);
-        Prefilter { literals, clauses, plans, trigger_literals, trigger, anchor_rules, always }
+        Prefilter {
+            groups,
+            literals,
+            clauses: distinct,
+            plans,
+            trigger_literals,
+            trigger_rules,
+            raw,
+            deleted,
+            presence,
+            always,
+            examine_all,
+            rule_triggers,
+        }
     }
 
-    /// True when some rule has no literal: then every line must be examined.
+    /// True when every line must be examined: some rule has no literal, or a trigger so
+    /// common that scanning for it would pick nearly every line anyway. Then each line is
+    /// parsed first, and [`Prefilter::rules_for_routed_line`] picks its rules among those of
+    /// the log sources it belongs to.
     pub fn examines_every_line(&self) -> bool {
-        !self.always.is_empty()
+        self.examine_all
+    }
+
+    /// The log sources of the rule groups, when every line is examined (else none).
+    pub fn group_routes(&self) -> impl Iterator<Item = &Expr> {
+        self.groups.iter().map(|g| &g.route)
+    }
+
+    /// The rules worth evaluating on a parsed record that belongs to the log sources
+    /// `groups` (indices into [`Prefilter::group_routes`]): each group's literals are
+    /// looked for in the decoded, folded values of the fields they come from.
+    pub fn rules_for_routed_line<'s>(&self, groups: &[u32], view: &EventView, scratch: &'s mut Scratch) -> &'s [u32] {
+        scratch.begin(self.literals.len(), self.clauses.len(), self.plans.len());
+        for &g in groups {
+            for scan in &self.groups[g as usize].scans {
+                for occ in view.occurrences(scan.field) {
+                    scratch.value.clear();
+                    fold_into(view.raw(occ), &mut scratch.value);
+                    let value = scratch.value.as_bytes();
+                    if let Some(p) = &scan.presence[0] {
+                        p.mark(value, &mut scratch.present, &mut scratch.present_list);
+                    }
+                    if let Some(p) = &scan.presence[1] {
+                        delete_into(value, &mut scratch.deleted);
+                        p.mark(&scratch.deleted, &mut scratch.present, &mut scratch.present_list);
+                    }
+                }
+            }
+        }
+        let member = |r: u32| groups.iter().any(|&g| self.groups[g as usize].member[r as usize]);
+        self.collect_rules(scratch, member);
+        for &g in groups {
+            scratch.rules.extend_from_slice(&self.groups[g as usize].always);
+        }
+        scratch.rules.sort_unstable();
+        scratch.rules.dedup();
+        &scratch.rules
+    }
+
+    /// Adds to `scratch.rules` each rule `keep` allows whose trigger holds a present
+    /// literal and all of whose clauses hold.
+    fn collect_rules(&self, scratch: &mut Scratch, keep: impl Fn(u32) -> bool) {
+        let Scratch { present, present_list, clause_state, touched, rule_stamp, stamp, rules, .. } = scratch;
+        for &l in present_list.iter() {
+            for &r in &self.trigger_rules[l as usize] {
+                if rule_stamp[r as usize] == *stamp || !keep(r) {
+                    continue;
+                }
+                rule_stamp[r as usize] = *stamp;
+                let all = self.plans[r as usize].iter().all(|&c| {
+                    let state = &mut clause_state[c as usize];
+                    if *state == 0 {
+                        let holds =
+                            self.clauses[c as usize].iter().any(|&l| present[l as usize / 64] >> (l % 64) & 1 == 1);
+                        *state = if holds { 1 } else { 2 };
+                        touched.push(c);
+                    }
+                    *state == 1
+                });
+                if all {
+                    rules.push(r);
+                }
+            }
+        }
     }
 
     /// Rules with no literal, evaluated on every record.
@@ -147,17 +325,61 @@ impl Prefilter {
     }
 
     /// The literals of the trigger clauses (for tests and diagnostics).
-    pub fn trigger_literals(&self) -> impl Iterator<Item = &str> {
-        self.trigger_literals.iter().map(|&l| self.literals[l as usize].as_str())
+    pub fn trigger_literals(&self) -> impl Iterator<Item = &Literal> {
+        self.trigger_literals.iter().map(|&l| &self.literals[l as usize])
     }
 
-    /// Offset of the next trigger anchor at or after `from` in the ASCII-lower-cased text.
+    /// The trigger clause of rule `r` (empty when it has none and is evaluated on every
+    /// line): a line holding none of these literals is never evaluated for it.
+    pub fn rule_trigger(&self, r: usize) -> impl Iterator<Item = &Literal> {
+        self.rule_triggers[r].iter().map(|&l| &self.literals[l as usize])
+    }
+
+    /// True when some rule's trigger lives in the deleted text, which must then be made
+    /// for every chunk.
+    pub fn uses_deleted_text(&self) -> bool {
+        self.deleted.is_some()
+    }
+
+    /// Offset of the next raw trigger anchor at or after `from` in the ASCII-lower-cased
+    /// text.
     pub fn next_trigger(&self, lower: &[u8], from: usize) -> Option<usize> {
-        self.trigger.as_ref()?.find_from(lower, from).map(|(start, _)| start)
+        self.raw.as_ref()?.searcher.find_from(lower, from).map(|(start, _)| start)
+    }
+
+    /// The starts (offsets in `region`) of the lines whose deleted text holds a trigger
+    /// anchor of that space, in order. `lower` is `region` lower-cased; `deleted` receives
+    /// its deleted text (newlines are kept, so line `k` of one is line `k` of the other).
+    pub fn deleted_trigger_lines(&self, region: &[u8], lower: &[u8], deleted: &mut Vec<u8>, out: &mut Vec<usize>) {
+        out.clear();
+        let Some(triggers) = &self.deleted else { return };
+        delete_into(lower, deleted);
+        let (mut d_cursor, mut line) = (0, 0usize);
+        let (mut r_start, mut r_line) = (0, 0usize);
+        let mut at = 0;
+        while let Some((hit, _)) = triggers.searcher.find_from(deleted, at) {
+            let d_start = memchr::memrchr(b'\n', &deleted[d_cursor..hit]).map_or(d_cursor, |i| d_cursor + i + 1);
+            line += memchr::memchr_iter(b'\n', &deleted[d_cursor..d_start]).count();
+            d_cursor = d_start;
+            while r_line < line {
+                let Some(nl) = memchr::memchr(b'\n', &region[r_start..]) else { return };
+                r_start += nl + 1;
+                r_line += 1;
+            }
+            out.push(r_start);
+            // The rest of this line is not searched: it is a candidate already.
+            match memchr::memchr(b'\n', &deleted[hit..]) {
+                Some(nl) => at = hit + nl + 1,
+                None => return,
+            }
+        }
     }
 
     /// The rules worth evaluating on one line. `raw` is the line as read, `lower` its
     /// ASCII-lower-cased copy; `has_escape` says the line holds a hiding escape.
+    ///
+    /// Every literal present in the line is found in one search per space; then each rule
+    /// whose trigger holds a present literal is kept if all its clauses hold.
     pub fn rules_for_line<'s>(
         &self,
         raw: &[u8],
@@ -165,56 +387,185 @@ impl Prefilter {
         has_escape: bool,
         scratch: &'s mut Scratch,
     ) -> &'s [u32] {
-        scratch.begin(self.clauses.len(), self.plans.len());
-        let text: &[u8] = if has_escape {
-            canonicalize(raw, &mut scratch.canonical);
-            &scratch.canonical
-        } else {
-            lower
-        };
-        let Scratch { presence, touched, rule_stamp, stamp, rules, .. } = scratch;
-        if let Some(trigger) = &self.trigger {
-            // Every start position is searched: no anchor contains another, so two anchors
-            // never start at the same offset and none is hidden by a longer match.
-            let mut at = 0;
-            while let Some((start, anchor)) = trigger.find_from(text, at) {
-                for &r in &self.anchor_rules[anchor] {
-                    if rule_stamp[r as usize] != *stamp {
-                        rule_stamp[r as usize] = *stamp;
-                        if self.satisfied(r, text, presence, touched) {
-                            rules.push(r);
-                        }
+        scratch.begin(self.literals.len(), self.clauses.len(), self.plans.len());
+        let text = line_text(raw, lower, has_escape, &mut scratch.canonical);
+        if let Some(p) = &self.presence[0] {
+            p.mark(text, &mut scratch.present, &mut scratch.present_list);
+        }
+        if let Some(p) = &self.presence[1] {
+            delete_into(text, &mut scratch.deleted);
+            p.mark(&scratch.deleted, &mut scratch.present, &mut scratch.present_list);
+        }
+        self.collect_rules(scratch, |_| true);
+        scratch.rules.extend_from_slice(&self.always);
+        scratch.rules.sort_unstable();
+        scratch.rules.dedup();
+        &scratch.rules
+    }
+}
+
+/// The text a line's raw-space literals are looked for in: its lower-cased copy, or, when
+/// it holds an escape that could hide one, its canonical form.
+fn line_text<'a>(raw: &[u8], lower: &'a [u8], has_escape: bool, canonical: &'a mut Vec<u8>) -> &'a [u8] {
+    if has_escape {
+        canonicalize(raw, canonical);
+        canonical
+    } else {
+        lower
+    }
+}
+
+/// The rules grouped by log source (rules with the same `route`), each group with
+/// searches for its literals in the values of their fields.
+fn groups(set: &RuleSet, rule_clauses: &[Vec<Clause>], always: &[u32], literals: &[Literal]) -> Vec<Group> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut members: Vec<Vec<u32>> = Vec::new();
+    for (r, rule) in set.rules().iter().enumerate() {
+        let key = format!("{:?}", rule.route);
+        let g = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            keys.push(key);
+            members.push(Vec::new());
+            keys.len() - 1
+        });
+        members[g].push(r as u32);
+    }
+    // Derived fields are read through the field they come from.
+    let source = |f: FieldId| {
+        set.fields().derivations().find(|&(d, _)| d == f).map_or(f, |(_, Derivation::Arguments { from })| from)
+    };
+    members
+        .into_iter()
+        .map(|rules| {
+            let mut lits: Vec<u32> =
+                rules.iter().flat_map(|&r| rule_clauses[r as usize].iter().flatten().copied()).collect();
+            lits.sort_unstable();
+            lits.dedup();
+            let mut fields: Vec<FieldId> = lits.iter().map(|&l| source(literals[l as usize].field)).collect();
+            fields.sort_unstable();
+            fields.dedup();
+            let scans = fields
+                .into_iter()
+                .map(|field| {
+                    let of: Vec<u32> =
+                        lits.iter().copied().filter(|&l| source(literals[l as usize].field) == field).collect();
+                    FieldScan {
+                        field,
+                        presence: [Space::Raw, Space::Deleted].map(|sp| Presence::new(literals, &of, sp, true)),
                     }
+                })
+                .collect();
+            let mut member = vec![false; set.rules().len()];
+            rules.iter().for_each(|&r| member[r as usize] = true);
+            Group {
+                route: set.rules()[rules[0] as usize].route.clone(),
+                scans,
+                always: rules.iter().copied().filter(|r| always.contains(r)).collect(),
+                member,
+            }
+        })
+        .collect()
+}
+
+impl Presence {
+    /// A search for the literals `of` (ids) that live in `space`; in their decoded form
+    /// (for values) or as written in JSON (for lines).
+    fn new(literals: &[Literal], of: &[u32], space: Space, decoded: bool) -> Option<Presence> {
+        let mut texts: Vec<String> = Vec::new();
+        let mut ids: Vec<Vec<u32>> = Vec::new();
+        for &l in of.iter().filter(|&&l| literals[l as usize].space == space) {
+            let lit = &literals[l as usize];
+            let text = if decoded { lit.decoded() } else { lit.text.clone() };
+            match texts.iter().position(|t| *t == text) {
+                Some(i) => ids[i].push(l),
+                None => {
+                    texts.push(text);
+                    ids.push(vec![l]);
                 }
-                at = start + 1;
             }
         }
-        rules.extend_from_slice(&self.always);
-        rules.sort_unstable();
-        rules
+        if texts.is_empty() {
+            return None;
+        }
+        // Every occurrence is reported: a literal inside another must not be hidden by it.
+        let packed = (texts.len() <= PACKED_PRESENCE_MAX)
+            .then(|| {
+                aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostLongest)
+                    .builder()
+                    .extend(&texts)
+                    .build()
+            })
+            .flatten();
+        let search = match packed {
+            Some(p) => PresenceSearch::Packed(p),
+            None => PresenceSearch::Automaton(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&texts)
+                    .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(&texts))
+                    .expect("literal automaton builds (literals are short and bounded in number)"),
+            ),
+        };
+        // A packed search reports the longest pattern at each start; the patterns that are
+        // prefixes of it start there too and come with it.
+        let mut literals = ids;
+        if matches!(search, PresenceSearch::Packed(_)) {
+            let extra: Vec<Vec<u32>> = texts
+                .iter()
+                .map(|t| {
+                    texts
+                        .iter()
+                        .zip(&literals)
+                        .filter(|(other, _)| other.len() < t.len() && t.starts_with(other.as_str()))
+                        .flat_map(|(_, l)| l.iter().copied())
+                        .collect()
+                })
+                .collect();
+            literals.iter_mut().zip(extra).for_each(|(l, e)| l.extend(e));
+        }
+        Some(Presence { search, literals })
     }
 
-    /// Whether every clause of `rule` holds in `text`; clause results are remembered for
-    /// the line in `presence`.
-    fn satisfied(&self, rule: u32, text: &[u8], presence: &mut [u8], touched: &mut Vec<u32>) -> bool {
-        self.plans[rule as usize].clauses.iter().all(|&c| {
-            let state = &mut presence[c as usize];
-            if *state == 0 {
-                *state = if self.clauses[c as usize].holds(text) { 1 } else { 2 };
-                touched.push(c);
+    /// Sets the bit of every literal present in `text`, listing each once.
+    fn mark(&self, text: &[u8], present: &mut [u64], list: &mut Vec<u32>) {
+        let mut found = |pattern: usize| {
+            for &l in &self.literals[pattern] {
+                let (word, bit) = (l as usize / 64, 1u64 << (l % 64));
+                if present[word] & bit == 0 {
+                    present[word] |= bit;
+                    list.push(l);
+                }
             }
-            *state == 1
-        })
+        };
+        match &self.search {
+            PresenceSearch::Automaton(ac) => ac.find_overlapping_iter(text).for_each(|m| found(m.pattern().as_usize())),
+            PresenceSearch::Packed(p) => {
+                let mut at = 0;
+                while let Some(m) = p.find_in(text, aho_corasick::Span::from(at..text.len())) {
+                    found(m.pattern().as_usize());
+                    at = m.start() + 1;
+                }
+            }
+        }
     }
 }
 
 impl Scratch {
-    fn begin(&mut self, clauses: usize, rules: usize) {
-        if self.presence.len() != clauses {
-            self.presence = vec![0; clauses];
+    fn begin(&mut self, literals: usize, clauses: usize, rules: usize) {
+        let words = literals.div_ceil(64);
+        if self.present.len() != words {
+            self.present = vec![0; words];
         }
-        for &l in &self.touched {
-            self.presence[l as usize] = 0;
+        for &l in &self.present_list {
+            self.present[l as usize / 64] = 0;
+        }
+        self.present_list.clear();
+        if self.clause_state.len() != clauses {
+            self.clause_state = vec![0; clauses];
+        }
+        for &c in &self.touched {
+            self.clause_state[c as usize] = 0;
         }
         self.touched.clear();
         self.rules.clear();
@@ -225,34 +576,6 @@ impl Scratch {
         if self.stamp == 0 {
             self.rule_stamp.iter_mut().for_each(|s| *s = 0);
             self.stamp = 1;
-        }
-    }
-}
-
-/// One clause, ready to be checked on a line: "does any of these literals occur?"
-#[derive(Debug)]
-enum ClauseCheck {
-    /// A few literals: a substring search each.
-    Finders(Vec<memmem::Finder<'static>>),
-    /// More: one packed (Teddy) search for any of them.
-    Packed(aho_corasick::packed::Searcher),
-}
-
-impl ClauseCheck {
-    fn new(literals: &[&String]) -> ClauseCheck {
-        let finders =
-            || ClauseCheck::Finders(literals.iter().map(|l| memmem::Finder::new(l.as_bytes()).into_owned()).collect());
-        if literals.len() <= 2 {
-            return finders();
-        }
-        let packed = aho_corasick::packed::Config::new().builder().extend(literals).build();
-        packed.map_or_else(finders, ClauseCheck::Packed)
-    }
-
-    fn holds(&self, text: &[u8]) -> bool {
-        match self {
-            ClauseCheck::Finders(fs) => fs.iter().any(|f| f.find(text).is_some()),
-            ClauseCheck::Packed(s) => s.find(text).is_some(),
         }
     }
 }
@@ -363,7 +686,7 @@ mod tests {
         let set = RuleSet::builtin().expect("built-ins load");
         let p = Prefilter::new(&set);
         assert!(!p.examines_every_line(), "every built-in rule has a literal");
-        let triggers: Vec<&str> = p.trigger_literals().collect();
+        let triggers: Vec<&str> = p.trigger_literals().map(|l| l.text.as_str()).collect();
         for common in ["cmd.exe", "powershell.exe", "microsoft-windows-sysmon/operational", "security"] {
             assert!(!triggers.contains(&common), "{common} must not be a trigger: {triggers:?}");
         }

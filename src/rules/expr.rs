@@ -10,7 +10,7 @@
 
 use crate::event::{EventView, Occurrence, Scalar};
 use crate::fields::FieldId;
-use crate::rules::pattern::Matcher;
+use crate::rules::pattern::{Matcher, TextOp};
 
 /// A test on one field: its values are compared with the patterns.
 #[derive(Clone, Debug)]
@@ -21,7 +21,21 @@ pub struct Atom {
     pub matchers: Vec<Matcher>,
     /// Sigma's `all` modifier: one occurrence must match every pattern.
     pub all: bool,
+    /// The plain `contains` values of `matchers` as one search, when they are several
+    /// alternatives (a long list of substrings is one pass over a value, not one each).
+    contains: Option<std::sync::Arc<ContainsAny>>,
 }
+
+/// Several `contains` alternatives, searched at once.
+#[derive(Debug)]
+struct ContainsAny {
+    search: aho_corasick::AhoCorasick,
+    /// Indices into `matchers` the search stands for.
+    covered: Vec<bool>,
+}
+
+/// Fewer `contains` alternatives than this are searched one by one.
+const CONTAINS_ANY_MIN: usize = 3;
 
 /// A compiled condition.
 #[derive(Clone, Debug)]
@@ -39,29 +53,68 @@ pub enum Expr {
 }
 
 impl Atom {
+    /// A test of `field` against `matchers` (any of them, or all when `all`).
+    pub fn new(field: FieldId, matchers: Vec<Matcher>, all: bool) -> Atom {
+        let mut covered = vec![false; matchers.len()];
+        let mut needles: Vec<&str> = Vec::new();
+        for (i, m) in matchers.iter().enumerate() {
+            if let Some(n) = m.plain_contains() {
+                covered[i] = true;
+                needles.extend(n);
+            }
+        }
+        let contains = (!all && needles.len() >= CONTAINS_ANY_MIN)
+            .then(|| {
+                let search = aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                    .build(&needles)
+                    .ok()?;
+                Some(std::sync::Arc::new(ContainsAny { search, covered }))
+            })
+            .flatten();
+        Atom { field, matchers, all, contains }
+    }
+
     /// Whether one view of an occurrence passes the test.
-    fn test_view(&self, view: &EventView, occ: &Occurrence, forms: (&str, &str)) -> bool {
-        let one = |m: &Matcher| matcher_matches(m, view, occ, forms);
-        if self.all { self.matchers.iter().all(one) } else { self.matchers.iter().any(one) }
+    fn test_view(&self, view: &EventView, occ: &Occurrence, forms: (&str, &str), positive: bool) -> bool {
+        let one = |m: &Matcher| matcher_matches(m, view, occ, forms, positive);
+        if self.all {
+            return self.matchers.iter().all(one);
+        }
+        match &self.contains {
+            Some(any) => {
+                (occ.scalar != Scalar::Null && any.search.is_match(forms.1))
+                    || self.matchers.iter().zip(&any.covered).any(|(m, &covered)| !covered && one(m))
+            }
+            None => self.matchers.iter().any(one),
+        }
     }
 
     /// A null occurrence has no views; it is tested as null.
     fn test(&self, view: &EventView, occ: &Occurrence, positive: bool) -> bool {
         if occ.scalar == Scalar::Null {
-            return self.test_view(view, occ, ("", ""));
+            return self.test_view(view, occ, ("", ""), positive);
         }
         // The views are readings of one value: positive, any of them will do; under `not`,
         // every one must pass for the filter to apply.
         if positive {
-            view.views(occ).any(|forms| self.test_view(view, occ, forms))
+            view.views(occ).any(|forms| self.test_view(view, occ, forms, true))
         } else {
-            view.views(occ).all(|forms| self.test_view(view, occ, forms))
+            view.views(occ).all(|forms| self.test_view(view, occ, forms, false))
+        }
+    }
+
+    /// The fields the test reads.
+    fn fields(&self, out: &mut Vec<FieldId>) {
+        out.push(self.field);
+        for m in &self.matchers {
+            m.referenced_fields(out);
         }
     }
 
     /// Whether the test holds on a record where the field is absent.
     fn holds_when_absent(&self) -> bool {
-        let null = |m: &Matcher| matches!(m, Matcher::Null);
+        let null = |m: &Matcher| matches!(m, Matcher::Null | Matcher::Exists(false));
         if self.all { self.matchers.iter().all(null) } else { self.matchers.iter().any(null) }
     }
 
@@ -78,15 +131,35 @@ impl Atom {
     }
 }
 
-/// Whether one view (case kept, folded) of an occurrence matches.
-fn matcher_matches(matcher: &Matcher, view: &EventView, occ: &Occurrence, (canon, folded): (&str, &str)) -> bool {
+/// Whether one view (case kept, folded) of an occurrence matches. `positive` is the
+/// polarity of the test: a `fieldref` under `not` must hold for every occurrence of the
+/// other field (a duplicate of it cannot switch a filter on).
+fn matcher_matches(
+    matcher: &Matcher,
+    view: &EventView,
+    occ: &Occurrence,
+    (canon, folded): (&str, &str),
+    positive: bool,
+) -> bool {
     match matcher {
         Matcher::Null => occ.scalar == Scalar::Null,
+        Matcher::Exists(present) => *present,
         _ if occ.scalar == Scalar::Null => false,
         Matcher::Str(p) => p.matches(if p.cased() { canon } else { folded }),
         Matcher::Int(n) => view.integer(occ) == Some(i128::from(*n)),
         Matcher::Regex(p) => p.re.is_match(canon),
-        Matcher::Any(alternatives) => alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded))),
+        Matcher::Any(alternatives) => {
+            alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded), positive))
+        }
+        Matcher::Compare(op, bound) => view.number(occ).is_some_and(|v| op.holds(v, *bound)),
+        Matcher::Cidr(net) => net.contains(canon),
+        Matcher::FieldRef { field, op } => {
+            let others = view.occurrences(*field);
+            let one = |o: &Occurrence| {
+                o.scalar != Scalar::Null && view.views(o).any(|(_, other)| TextOp::holds(*op, folded, other))
+            };
+            if positive { others.iter().any(one) } else { !others.is_empty() && others.iter().all(one) }
+        }
     }
 }
 
@@ -104,6 +177,21 @@ impl Expr {
             Expr::Atom(atom) => atom.eval(view, positive),
             Expr::Const(b) => *b,
         }
+    }
+
+    /// Adds every field the expression reads to `out` (sorted, without duplicates).
+    pub fn fields(&self, out: &mut Vec<FieldId>) {
+        fn walk(e: &Expr, out: &mut Vec<FieldId>) {
+            match e {
+                Expr::And(children) | Expr::Or(children) => children.iter().for_each(|c| walk(c, out)),
+                Expr::Not(child) => walk(child, out),
+                Expr::Atom(atom) => atom.fields(out),
+                Expr::Const(_) => {}
+            }
+        }
+        walk(self, out);
+        out.sort_unstable();
+        out.dedup();
     }
 
     /// `a and b`, flattening nested `and`s.
@@ -150,7 +238,7 @@ mod tests {
 
     fn atom(field: FieldId, value: &str) -> Expr {
         let m = Matcher::string(tokenize(value), FieldKind::Path, false);
-        Expr::Atom(Atom { field, matchers: vec![m], all: false })
+        Expr::Atom(Atom::new(field, vec![m], false))
     }
 
     fn view_of(values: &[(FieldId, &str)], catalog: &FieldCatalog) -> EventView {
@@ -159,6 +247,7 @@ mod tests {
             v.push(f, Scalar::Str, text);
         }
         v.finish(catalog);
+        v.make_all_views(catalog);
         v
     }
 
@@ -190,12 +279,13 @@ mod tests {
     fn null_means_absent_or_null() {
         let mut c = FieldCatalog::new();
         let f = c.intern("Image");
-        let rule = Expr::Atom(Atom { field: f, matchers: vec![Matcher::Null], all: false });
+        let rule = Expr::Atom(Atom::new(f, vec![Matcher::Null], false));
         assert!(rule.eval(&view_of(&[], &c)));
         assert!(!rule.eval(&view_of(&[(f, "x")], &c)));
         let mut v = EventView::new();
         v.push(f, Scalar::Null, "");
         v.finish(&c);
+        v.make_all_views(&c);
         assert!(rule.eval(&v));
     }
 }

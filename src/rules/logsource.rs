@@ -43,47 +43,84 @@ const CATEGORIES: &[(&str, &[Source])] = &[
     ("file_block_executable", &[(SYSMON, &[27], &[])]),
     ("file_block_shredding", &[(SYSMON, &[28], &[])]),
     ("file_executable_detected", &[(SYSMON, &[29], &[])]),
+    ("file_delete_detected", &[(SYSMON, &[26], &[])]),
+    ("sysmon_status", &[(SYSMON, &[4, 16], &[])]),
+    ("sysmon_error", &[(SYSMON, &[255], &[])]),
+    ("ps_module", &[(POWERSHELL, &[4103], &[]), (POWERSHELL_CORE, &[4103], &[])]),
+    ("ps_script", &[(POWERSHELL, &[4104], &[]), (POWERSHELL_CORE, &[4104], &[])]),
+    ("ps_classic_start", &[(POWERSHELL_CLASSIC, &[400], &[])]),
+    ("ps_classic_provider_start", &[(POWERSHELL_CLASSIC, &[600], &[])]),
+    ("ps_classic_script", &[(POWERSHELL_CLASSIC, &[800], &[])]),
 ];
 
-const SERVICES: &[(&str, &str)] = &[
-    ("iis-configuration", "Microsoft-IIS-Configuration/Operational"),
-    ("sysmon", SYSMON),
-    ("security", "Security"),
-    ("system", "System"),
-    ("application", "Application"),
-    ("powershell", "Microsoft-Windows-PowerShell/Operational"),
-    ("powershell-classic", "Windows PowerShell"),
-    ("taskscheduler", "Microsoft-Windows-TaskScheduler/Operational"),
-    ("wmi", "Microsoft-Windows-WMI-Activity/Operational"),
-    ("windefend", "Microsoft-Windows-Windows Defender/Operational"),
-    ("bits-client", "Microsoft-Windows-Bits-Client/Operational"),
-    ("codeintegrity-operational", "Microsoft-Windows-CodeIntegrity/Operational"),
-    ("dns-server", "DNS Server"),
-    ("driver-framework", "Microsoft-Windows-DriverFrameworks-UserMode/Operational"),
-    ("firewall-as", "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"),
-    ("msexchange-management", "MSExchange Management"),
-    ("ntlm", "Microsoft-Windows-NTLM/Operational"),
-    ("printservice-admin", "Microsoft-Windows-PrintService/Admin"),
-    ("printservice-operational", "Microsoft-Windows-PrintService/Operational"),
-    ("smbclient-security", "Microsoft-Windows-SmbClient/Security"),
-    ("terminalservices-localsessionmanager", "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"),
-    ("appxdeployment-server", "Microsoft-Windows-AppXDeploymentServer/Operational"),
-    ("applocker", "Microsoft-Windows-AppLocker/EXE and DLL"),
-    ("openssh", "OpenSSH/Operational"),
-    ("shell-core", "Microsoft-Windows-Shell-Core/Operational"),
-    ("diagnosis-scripted", "Microsoft-Windows-Diagnosis-Scripted/Operational"),
-    ("ldap_debug", "Microsoft-Windows-LDAP-Client/Debug"),
-    ("lsa-server", "Microsoft-Windows-LSA/Operational"),
-    ("capi2", "Microsoft-Windows-CAPI2/Operational"),
+const POWERSHELL: &str = "Microsoft-Windows-PowerShell/Operational";
+const POWERSHELL_CORE: &str = "PowerShellCore/Operational";
+const POWERSHELL_CLASSIC: &str = "Windows PowerShell";
+
+/// Services and their channels (pySigma's `windows_logsource_mapping`; iis-configuration
+/// and the last few from SigmaHQ's own logsource table).
+const SERVICES: &[(&str, &[&str])] = &[
+    ("iis-configuration", &["Microsoft-IIS-Configuration/Operational"]),
+    ("sysmon", &[SYSMON]),
+    ("security", &["Security"]),
+    ("system", &["System"]),
+    ("application", &["Application"]),
+    ("powershell", &[POWERSHELL, POWERSHELL_CORE]),
+    ("powershell-classic", &[POWERSHELL_CLASSIC]),
+    ("dns-server-audit", &["Microsoft-Windows-DNS-Server/Audit"]),
+    ("dns-server-analytic", &["Microsoft-Windows-DNS-Server/Analytical"]),
+    (
+        "security-mitigations",
+        &["Microsoft-Windows-Security-Mitigations/Kernel Mode", "Microsoft-Windows-Security-Mitigations/User Mode"],
+    ),
+    ("bitlocker", &["Microsoft-Windows-BitLocker/BitLocker Management"]),
+    ("appxpackaging-om", &["Microsoft-Windows-AppxPackaging/Operational"]),
+    ("dns-client", &["Microsoft-Windows-DNS Client Events/Operational"]),
+    ("appmodel-runtime", &["Microsoft-Windows-AppModel-Runtime/Admin"]),
+    ("smbclient-connectivity", &["Microsoft-Windows-SmbClient/Connectivity"]),
+    ("application-experience", &["Microsoft-Windows-Application-Experience/Program-Telemetry"]),
+    ("ntfs", &["Microsoft-Windows-Ntfs/Operational"]),
+    ("kernel-event-tracing", &["Microsoft-Windows-Kernel-EventTracing/Admin"]),
+    ("sense", &["Microsoft-Windows-SENSE/Operational"]),
+    ("taskscheduler", &["Microsoft-Windows-TaskScheduler/Operational"]),
+    ("wmi", &["Microsoft-Windows-WMI-Activity/Operational"]),
+    ("windefend", &["Microsoft-Windows-Windows Defender/Operational"]),
+    ("bits-client", &["Microsoft-Windows-Bits-Client/Operational"]),
+    ("codeintegrity-operational", &["Microsoft-Windows-CodeIntegrity/Operational"]),
+    ("dns-server", &["DNS Server"]),
+    ("driver-framework", &["Microsoft-Windows-DriverFrameworks-UserMode/Operational"]),
+    ("firewall-as", &["Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"]),
+    ("msexchange-management", &["MSExchange Management"]),
+    ("ntlm", &["Microsoft-Windows-NTLM/Operational"]),
+    ("printservice-admin", &["Microsoft-Windows-PrintService/Admin"]),
+    ("printservice-operational", &["Microsoft-Windows-PrintService/Operational"]),
+    ("smbclient-security", &["Microsoft-Windows-SmbClient/Security"]),
+    ("terminalservices-localsessionmanager", &["Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"]),
+    ("appxdeployment-server", &["Microsoft-Windows-AppXDeploymentServer/Operational"]),
+    (
+        "applocker",
+        &[
+            "Microsoft-Windows-AppLocker/MSI and Script",
+            "Microsoft-Windows-AppLocker/EXE and DLL",
+            "Microsoft-Windows-AppLocker/Packaged app-Deployment",
+            "Microsoft-Windows-AppLocker/Packaged app-Execution",
+        ],
+    ),
+    ("openssh", &["OpenSSH/Operational"]),
+    ("shell-core", &["Microsoft-Windows-Shell-Core/Operational"]),
+    ("diagnosis-scripted", &["Microsoft-Windows-Diagnosis-Scripted/Operational"]),
+    ("ldap_debug", &["Microsoft-Windows-LDAP-Client/Debug"]),
+    ("lsa-server", &["Microsoft-Windows-LSA/Operational"]),
+    ("capi2", &["Microsoft-Windows-CAPI2/Operational"]),
     (
         "certificateservicesclient-lifecycle-system",
-        "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational",
+        &["Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational"],
     ),
-    ("dhcp", "Microsoft-Windows-DHCP-Server/Operational"),
-    ("vhdmp", "Microsoft-Windows-VHDMP-Operational"),
-    ("hyper-v-worker", "Microsoft-Windows-Hyper-V-Worker"),
-    ("kernel-shimengine", "Microsoft-Windows-Kernel-ShimEngine/Operational"),
-    ("microsoft-servicebus-client", "Microsoft-ServiceBus-Client"),
+    ("dhcp", &["Microsoft-Windows-DHCP-Server/Operational"]),
+    ("vhdmp", &["Microsoft-Windows-VHDMP/Operational"]),
+    ("hyper-v-worker", &["Microsoft-Windows-Hyper-V-Worker"]),
+    ("kernel-shimengine", &["Microsoft-Windows-Kernel-ShimEngine/Operational"]),
+    ("microsoft-servicebus-client", &["Microsoft-ServiceBus-Client"]),
 ];
 
 /// Why a log source was refused, and which key is at fault.
@@ -108,20 +145,20 @@ fn text_of<'a>(node: &'a Node, key: &'static str) -> Result<Option<&'a str>, Log
 fn equals(catalog: &mut FieldCatalog, field: &str, value: &str) -> Expr {
     let id = catalog.intern(field);
     let m = Matcher::string(vec![Token::Lit(value.to_string())], FieldKind::Text, false);
-    Expr::Atom(Atom { field: id, matchers: vec![m], all: false })
+    Expr::Atom(Atom::new(id, vec![m], false))
 }
 
 fn source_expr(catalog: &mut FieldCatalog, (channel, ids, types): &Source) -> Expr {
     let eid = catalog.intern("EventID");
     let mut parts = vec![
-        Expr::Atom(Atom { field: eid, matchers: ids.iter().map(|&i| Matcher::Int(i)).collect(), all: false }),
+        Expr::Atom(Atom::new(eid, ids.iter().map(|&i| Matcher::Int(i)).collect(), false)),
         equals(catalog, "Channel", channel),
     ];
     if !types.is_empty() {
         let field = catalog.intern("EventType");
         let matchers =
             types.iter().map(|t| Matcher::string(vec![Token::Lit((*t).to_string())], FieldKind::Text, false)).collect();
-        parts.push(Expr::Atom(Atom { field, matchers, all: false }));
+        parts.push(Expr::Atom(Atom::new(field, matchers, false)));
     }
     Expr::and(parts)
 }
@@ -161,13 +198,13 @@ pub fn compile(logsource: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Log
         parts.push(Expr::or(sources.iter().map(|s| source_expr(catalog, s)).collect()));
     }
     if let Some(service) = text_of(logsource, "service")? {
-        let Some((_, channel)) = SERVICES.iter().find(|(s, _)| s.eq_ignore_ascii_case(service)) else {
+        let Some((_, channels)) = SERVICES.iter().find(|(s, _)| s.eq_ignore_ascii_case(service)) else {
             return Err(LogsourceError {
                 key: "service",
                 message: format!("unsupported logsource service `{service}`"),
             });
         };
-        parts.push(equals(catalog, "Channel", channel));
+        parts.push(Expr::or(channels.iter().map(|c| equals(catalog, "Channel", c)).collect()));
     }
     Ok(Expr::and(parts))
 }

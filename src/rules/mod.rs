@@ -9,6 +9,7 @@
 pub mod condition;
 pub mod expr;
 pub mod logsource;
+pub mod modifiers;
 pub mod pattern;
 pub mod sigma;
 pub mod yaml;
@@ -92,8 +93,22 @@ pub struct RuleMeta {
 pub struct Rule {
     /// Metadata.
     pub meta: RuleMeta,
-    /// The logic (log source and detection together).
-    pub expr: Expr,
+    /// The events its log source means (a condition on `EventID`, `Channel`, ...).
+    pub route: Expr,
+    /// The detection.
+    pub detection: Expr,
+}
+
+impl Rule {
+    /// Whether the rule matches the record in `view`: its log source, then its detection.
+    pub fn matches(&self, view: &crate::event::EventView) -> bool {
+        self.route.eval(view) && self.detection.eval(view)
+    }
+
+    /// The whole logic as one expression (log source and detection).
+    pub fn expr(&self) -> Expr {
+        Expr::and(vec![self.route.clone(), self.detection.clone()])
+    }
 }
 
 /// A rule file that could not be loaded.

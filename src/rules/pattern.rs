@@ -143,23 +143,35 @@ impl Glob {
     }
 
     fn matches(&self, value: &str) -> bool {
+        if value.is_ascii() {
+            // One byte, one character: no decoding, no allocation.
+            return self.matches_units(value.as_bytes(), |p, b| p == char::from(*b));
+        }
         let chars: Vec<char> = value.chars().collect();
+        self.matches_units(&chars, |p, c| p == *c)
+    }
+
+    /// The match over a value as a slice of characters (`eq` compares a pattern character).
+    fn matches_units<T>(&self, chars: &[T], eq: impl Fn(char, &T) -> bool + Copy) -> bool {
+        let seg_at = |seg: &[Option<char>], at: usize| seg_at(seg, chars, at, eq);
         let n = self.segments.len();
         if n == 1 {
-            return seg_at(&self.segments[0], &chars, 0) == Some(chars.len());
+            return seg_at(&self.segments[0], 0) == Some(chars.len());
         }
         // First segment anchored at the start, last anchored at the end.
-        let Some(mut pos) = seg_at(&self.segments[0], &chars, 0) else { return false };
+        let Some(mut pos) = seg_at(&self.segments[0], 0) else { return false };
         let last = &self.segments[n - 1];
         if last.len() > chars.len() - pos {
             return false;
         }
         let end = chars.len() - last.len();
-        if seg_at(last, &chars, end).is_none() {
+        if seg_at(last, end).is_none() {
             return false;
         }
         for seg in &self.segments[1..n - 1] {
-            match seg_find(seg, &chars[..end], pos) {
+            // The leftmost match at or after `pos` that ends by `end`.
+            let Some(last_start) = end.checked_sub(seg.len()) else { return false };
+            match (pos..=last_start).find_map(|at| seg_at(seg, at)) {
                 Some(next) => pos = next,
                 None => return false,
             }
@@ -169,14 +181,9 @@ impl Glob {
 }
 
 /// If `seg` matches `chars` at `at`, the index after it.
-fn seg_at(seg: &[Option<char>], chars: &[char], at: usize) -> Option<usize> {
+fn seg_at<T>(seg: &[Option<char>], chars: &[T], at: usize, eq: impl Fn(char, &T) -> bool) -> Option<usize> {
     let window = chars.get(at..at + seg.len())?;
-    seg.iter().zip(window).all(|(p, c)| p.is_none_or(|p| p == *c)).then_some(at + seg.len())
-}
-
-/// The end of the leftmost match of `seg` in `chars` at or after `from`.
-fn seg_find(seg: &[Option<char>], chars: &[char], from: usize) -> Option<usize> {
-    (from..=chars.len().checked_sub(seg.len())?).find_map(|at| seg_at(seg, chars, at))
+    seg.iter().zip(window).all(|(p, c)| p.is_none_or(|p| eq(p, c))).then_some(at + seg.len())
 }
 
 /// A compiled rule value.
@@ -190,12 +197,135 @@ pub enum Matcher {
     Regex(Box<RegexPattern>),
     /// `null`: the field is absent or JSON null.
     Null,
-    /// Any of these (spellings of one rule value: 8.3 short names, `windash`).
+    /// Any of these (spellings of one rule value: 8.3 short names, `windash`, the three
+    /// `base64offset` forms).
     Any(Vec<Matcher>),
+    /// `exists`: the field is present (`true`, even when null) or absent (`false`).
+    Exists(bool),
+    /// `lt` / `lte` / `gt` / `gte`: the value is a number (or a string holding one) that
+    /// compares so with this one.
+    Compare(Compare, f64),
+    /// `cidr`: the value is an IP address in this network.
+    Cidr(Cidr),
+    /// `fieldref`: the value equals (or contains, starts or ends with) a value of another
+    /// field of the same record, compared in folded form.
+    FieldRef {
+        /// The other field.
+        field: crate::fields::FieldId,
+        /// `contains` / `startswith` / `endswith`, or equality.
+        op: Option<TextOp>,
+    },
 }
 
-/// Largest compiled size allowed for one rule regex (bounds memory and start-up time).
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// A numeric comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// `lt`
+    Lt,
+    /// `lte`
+    Lte,
+    /// `gt`
+    Gt,
+    /// `gte`
+    Gte,
+}
+
+impl Compare {
+    /// Whether `value` compares so with `bound`.
+    pub fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Compare::Lt => value < bound,
+            Compare::Lte => value <= bound,
+            Compare::Gt => value > bound,
+            Compare::Gte => value >= bound,
+        }
+    }
+}
+
+/// `contains`, `startswith`, `endswith`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextOp {
+    /// `contains`
+    Contains,
+    /// `startswith`
+    StartsWith,
+    /// `endswith`
+    EndsWith,
+}
+
+impl TextOp {
+    /// Whether `value` relates so to `other`.
+    pub fn holds(op: Option<TextOp>, value: &str, other: &str) -> bool {
+        match op {
+            None => value == other,
+            Some(TextOp::Contains) => value.contains(other),
+            Some(TextOp::StartsWith) => value.starts_with(other),
+            Some(TextOp::EndsWith) => value.ends_with(other),
+        }
+    }
+}
+
+/// An IP network (`cidr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The address, as 128 bits (IPv4 in the low 32).
+    addr: u128,
+    prefix: u8,
+    v6: bool,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x:y::/n`; host bits set are refused, as the Sigma tools do.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = match text.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (text.trim(), None),
+        };
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("`{text}` is not an IP network"))?;
+        let (addr, bits, v6) = match ip {
+            std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8, false),
+            std::net::IpAddr::V6(a) => (u128::from(a), 128u8, true),
+        };
+        let prefix = match prefix {
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|&p| p <= bits).ok_or_else(|| format!("`{text}`: bad prefix length"))?
+            }
+            None => bits,
+        };
+        let net = Cidr { addr, prefix, v6 };
+        if net.mask() & addr != addr {
+            return Err(format!("`{text}` has host bits set"));
+        }
+        Ok(net)
+    }
+
+    fn mask(self) -> u128 {
+        let bits = if self.v6 { 128 } else { 32 };
+        if self.prefix == 0 {
+            0
+        } else {
+            (u128::MAX << (bits - u32::from(self.prefix))) & if self.v6 { u128::MAX } else { u128::from(u32::MAX) }
+        }
+    }
+
+    /// Whether the text is an address in the network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(self, text: &str) -> bool {
+        let Ok(ip) = text.trim().parse::<std::net::IpAddr>() else { return false };
+        let (addr, v6) = match ip {
+            std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => (u128::from(u32::from(v4)), false),
+                None => (u128::from(a), true),
+            },
+        };
+        v6 == self.v6 && addr & self.mask() == self.addr
+    }
+}
+
+/// Largest compiled size allowed for one rule regex (bounds memory and start-up time;
+/// `\w{1,64}`, Unicode-aware, needs a few MiB).
+pub const REGEX_SIZE_LIMIT: usize = 16 << 20;
 
 /// A compiled `re` value and the flags it was built with.
 #[derive(Clone, Debug)]
@@ -246,6 +376,30 @@ impl Matcher {
         Matcher::Any(all)
     }
 
+    /// The needles (compare form) of a value that is plain, case-insensitive `contains`
+    /// through and through (itself, or alternatives that all are), or `None`.
+    pub fn plain_contains(&self) -> Option<Vec<&str>> {
+        match self {
+            Matcher::Str(StrPattern { op: StrOp::Contains(f), cased: false, .. }) => {
+                Some(vec![std::str::from_utf8(f.needle()).ok()?])
+            }
+            Matcher::Any(alternatives) => {
+                let per: Option<Vec<Vec<&str>>> = alternatives.iter().map(Matcher::plain_contains).collect();
+                per.map(|p| p.into_iter().flatten().collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// Fields other than its own that a value reads (`fieldref`).
+    pub fn referenced_fields(&self, out: &mut Vec<crate::fields::FieldId>) {
+        match self {
+            Matcher::Any(alternatives) => alternatives.iter().for_each(|m| m.referenced_fields(out)),
+            Matcher::FieldRef { field, .. } => out.push(*field),
+            _ => {}
+        }
+    }
+
     /// A regular expression; the error is the engine's message.
     pub fn regex(pattern: &str, flags: RegexFlags) -> Result<Matcher, String> {
         RegexBuilder::new(pattern)
@@ -266,15 +420,17 @@ impl Matcher {
     /// The literal text a matching value must contain, per way of matching: one list of
     /// fragments (in compare form) for each alternative, every fragment of which a value
     /// matching through that alternative contains. `None` when some alternative requires
-    /// nothing (the empty string, `*`, `null`) or the field's values are re-read before
-    /// matching so that no raw text is guaranteed (command lines and arguments: quotes may
-    /// be inserted anywhere and are removed before the program sees them).
+    /// nothing (the empty string, `*`, `null`).
+    ///
+    /// How a run of literal text is cut depends on the field ([`split_fragments`]); for
+    /// command lines and arguments the fragments are only found in the prefilter's
+    /// *deleted* text, where quotes, backslashes and carets are gone (they may be inserted
+    /// anywhere and are removed before the program sees the line).
     pub fn required_fragments(&self, kind: FieldKind) -> Option<Vec<Vec<String>>> {
-        if matches!(kind, FieldKind::CommandLine | FieldKind::Argument) {
-            return None;
-        }
         let runs: Vec<String> = match self {
-            Matcher::Null => return None,
+            Matcher::Null | Matcher::Exists(_) | Matcher::Compare(..) | Matcher::Cidr(_) | Matcher::FieldRef { .. } => {
+                return None;
+            }
             Matcher::Any(alternatives) => {
                 let per: Option<Vec<Vec<Vec<String>>>> =
                     alternatives.iter().map(|m| m.required_fragments(kind)).collect();
@@ -376,14 +532,21 @@ fn retokenize(tokens: Vec<Token>) -> Vec<Token> {
 }
 
 /// Cuts a run of text into the pieces that appear verbatim (modulo ASCII case and JSON
-/// escaping) in the raw line: non-ASCII characters are cut out (their case fold is not
-/// byte-stable), and so is `/` (JSON may write it `\/`, so no literal holds one and no
-/// scan for `\/` is needed), and in paths `\` too (either separator may be written).
-fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
-    run.split(|c: char| !c.is_ascii() || c == '/' || (kind == FieldKind::Path && c == '\\'))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// escaping) in the prefilter's text: non-ASCII characters are cut out (their case fold is
+/// not byte-stable). In paths and other text `/` is cut out (JSON may write it `\/`, so no
+/// raw literal holds one and no scan for `\/` is needed), and in paths `\` too (either
+/// separator may be written). Command lines and arguments are found in the deleted text
+/// (no `\`, `"`, `^`; `\/` there is `/`): they are cut at those and at blanks and control
+/// characters (runs of blanks are one blank to the program).
+pub fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
+    let cut = |c: char| match kind {
+        FieldKind::CommandLine | FieldKind::Argument => {
+            !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control() || matches!(c, '\\' | '"' | '^')
+        }
+        FieldKind::Path => !c.is_ascii() || c == '/' || c == '\\',
+        FieldKind::Text => !c.is_ascii() || c == '/',
+    };
+    run.split(cut).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -515,9 +678,13 @@ mod tests {
         assert_eq!(Matcher::Null.required_fragments(FieldKind::Text), None);
         assert_eq!(Matcher::Int(-29).required_fragments(FieldKind::Text), one(&["29"]));
         let m = Matcher::string(tokenize("list"), FieldKind::Argument, false);
-        assert_eq!(m.required_fragments(FieldKind::Argument), None);
-        let m = Matcher::string(tokenize("*install *"), FieldKind::CommandLine, false);
-        assert_eq!(m.required_fragments(FieldKind::CommandLine), None, "quotes may be inserted into a command line");
+        assert_eq!(m.required_fragments(FieldKind::Argument), one(&["list"]));
+        let m = Matcher::string(tokenize(r#"*install "x\y^z  /c*"#), FieldKind::CommandLine, false);
+        assert_eq!(
+            m.required_fragments(FieldKind::CommandLine),
+            one(&["install", "x", "y", "z", "/c"]),
+            "command lines: cut at blanks, quotes, backslashes, carets"
+        );
         let m = Matcher::string(tokenize(r"C:\Windows\System32\\*"), FieldKind::Path, false);
         assert_eq!(
             m.required_fragments(FieldKind::Path),

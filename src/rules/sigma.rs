@@ -8,11 +8,12 @@
 //! `risk_score` (0–100) and `source`. Anything else in `detection` is refused with its
 //! line: a clause that were silently ignored would change what the rule detects.
 
-use crate::fields::FieldCatalog;
+use crate::fields::{FieldCatalog, FieldId};
 use crate::rules::condition::{self, ConditionError};
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::logsource;
-use crate::rules::pattern::{Matcher, RegexFlags, Token, tokenize};
+use crate::rules::modifiers::{self, Modifiers};
+use crate::rules::pattern::TextOp;
 use crate::rules::yaml::{Key, Node, Pos, Scalar, Value};
 use crate::rules::{Rule, RuleMeta, Severity};
 
@@ -48,7 +49,7 @@ pub fn compile(doc: &Node, stem: &str, origin: &str, catalog: &mut FieldCatalog)
     let route = logsource::compile(logsource, catalog)
         .map_err(|e| Problem { pos: logsource.get(e.key).map_or(logsource.pos, |n| n.pos), message: e.message })?;
     let detection = detection(required(doc, "detection")?, catalog)?;
-    Ok(Rule { meta, expr: Expr::and(vec![route, detection]) })
+    Ok(Rule { meta, route, detection })
 }
 
 fn required<'a>(doc: &'a Node, key: &str) -> Result<&'a Node, Problem> {
@@ -202,84 +203,44 @@ fn selection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
             let alts = items.iter().map(|i| selection(i, catalog)).collect::<Result<Vec<_>, _>>()?;
             Ok(Expr::or(alts))
         }
-        Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Scalar(_))) => {
-            problem(node.pos, "keyword selections (a list of values without a field) are not supported yet")
+        // A list of plain values, or one: keywords, searched for in the whole record.
+        Value::Seq(items) if !items.is_empty() && items.iter().all(|i| matches!(i.value, Value::Scalar(_))) => {
+            keyword_test(node, &Modifiers::default(), catalog)
         }
-        _ => problem(node.pos, "a selection must be a mapping of fields, or a list of such mappings"),
+        Value::Scalar(Scalar::Str(_) | Scalar::Int(_)) => keyword_test(node, &Modifiers::default(), catalog),
+        _ => problem(node.pos, "a selection must be a mapping of fields, a list of such mappings, or keywords"),
     }
 }
 
-/// Modifiers of one `Field|mod|mod` key.
-#[derive(Default)]
-struct Modifiers {
-    op: Option<&'static str>,
-    all: bool,
-    cased: bool,
-    windash: bool,
-    re: Option<RegexFlags>,
+/// Keywords: each value (with Sigma wildcards) is looked for in every string and number
+/// of the record, at any depth (the specification's "search across the entire event").
+fn keyword_test(values: &Node, mods: &Modifiers, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
+    let field = catalog.keywords();
+    let mut mods = mods.clone();
+    if mods.re.is_none() && mods.op.is_none() {
+        mods.op = Some(TextOp::Contains);
+    }
+    let atom = test_of(field, values, &mods, catalog)?;
+    Ok(atom)
 }
 
-fn modifiers(key: &Key) -> Result<(String, Modifiers), Problem> {
-    let mut parts = key.text.split('|');
-    let field = parts.next().unwrap_or_default().trim().to_string();
-    if field.is_empty() {
-        return problem(key.pos, "a field name is required before the modifiers (keyword search is not supported yet)");
+fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
+    let (name, mods) = modifiers::parse(&key.text).map_err(|message| Problem { pos: key.pos, message })?;
+    if name.is_empty() {
+        return keyword_test(value, &mods, catalog);
     }
-    if field.len() > crate::fields::MAX_KEY_BYTES {
+    if name.len() > crate::fields::MAX_KEY_BYTES {
         return problem(
             key.pos,
             format!("field names longer than {} bytes are not supported", crate::fields::MAX_KEY_BYTES),
         );
     }
-    let mut m = Modifiers::default();
-    for modifier in parts {
-        match modifier {
-            "contains" | "startswith" | "endswith" => {
-                let op = match modifier {
-                    "contains" => "contains",
-                    "startswith" => "startswith",
-                    _ => "endswith",
-                };
-                if let Some(prev) = m.op.replace(op) {
-                    return problem(key.pos, format!("`{modifier}` cannot be combined with `{prev}`"));
-                }
-            }
-            "all" => m.all = true,
-            "cased" => m.cased = true,
-            "windash" => m.windash = true,
-            "re" => m.re = Some(RegexFlags::default()),
-            "i" | "m" | "s" => {
-                let Some(flags) = m.re.as_mut() else {
-                    return problem(key.pos, format!("`{modifier}` is a flag of `re` and must follow it"));
-                };
-                match modifier {
-                    "i" => flags.ignore_case = true,
-                    "m" => flags.multi_line = true,
-                    _ => flags.dot_all = true,
-                }
-            }
-            "expand" => {
-                return problem(key.pos, "modifier `expand` needs placeholder values from a pipeline; not supported");
-            }
-            "base64" | "base64offset" | "utf16le" | "utf16be" | "wide" | "utf16" | "cidr" | "exists" | "fieldref"
-            | "neq" | "lt" | "lte" | "gt" | "gte" => {
-                return problem(key.pos, format!("modifier `{modifier}` is not supported yet"));
-            }
-            other => return problem(key.pos, format!("unknown modifier `{other}`")),
-        }
-    }
-    if let (Some(_), Some(op)) = (m.re, m.op) {
-        return problem(key.pos, format!("`re` cannot be combined with `{op}`"));
-    }
-    if m.re.is_some() && m.windash {
-        return problem(key.pos, "`re` cannot be combined with `windash`");
-    }
-    Ok((field, m))
+    let field = catalog.intern(&name);
+    test_of(field, value, &mods, catalog)
 }
 
-fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
-    let (name, mods) = modifiers(key)?;
-    let field = catalog.intern(&name);
+/// The test of `field` against the value(s) in `value`; `neq` negates the whole of it.
+fn test_of(field: FieldId, value: &Node, mods: &Modifiers, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
     let kind = catalog.kind(field);
     let values: Vec<&Node> = match &value.value {
         Value::Seq(items) if items.is_empty() => return problem(value.pos, "an empty list of values matches nothing"),
@@ -292,109 +253,10 @@ fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Exp
         let Value::Scalar(scalar) = &v.value else {
             return problem(v.pos, "a list of values must hold plain values");
         };
-        let text = match scalar {
-            Scalar::Null if mods.op.is_some() || mods.re.is_some() || mods.cased => {
-                return problem(v.pos, "`null` cannot take modifiers");
-            }
-            Scalar::Null => {
-                matchers.push(Matcher::Null);
-                continue;
-            }
-            Scalar::Int(i) if mods.op.is_none() && mods.re.is_none() && !mods.cased => {
-                matchers.push(Matcher::Int(*i));
-                continue;
-            }
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Float(f) => f.to_string(),
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Str(s) => s.clone(),
-        };
-        if let Some(flags) = mods.re {
-            matchers.push(
-                Matcher::regex(&text, flags)
-                    .map_err(|e| Problem { pos: v.pos, message: format!("bad regular expression `{text}`: {e}") })?,
-            );
-            continue;
-        }
-        if mods.windash {
-            let variants: Vec<Matcher> = windash_variants(&text)
-                .iter()
-                .map(|v| Matcher::string(wrap(tokenize(v), mods.op), kind, mods.cased))
-                .collect();
-            matchers.push(Matcher::Any(variants));
-        } else {
-            matchers.push(Matcher::string(wrap(tokenize(&text), mods.op), kind, mods.cased));
-        }
+        let matcher =
+            modifiers::value_matcher(scalar, mods, kind, catalog).map_err(|message| Problem { pos: v.pos, message })?;
+        matchers.push(matcher);
     }
-    Ok(Expr::Atom(Atom { field, matchers, all: mods.all }))
-}
-
-/// The characters Windows programs accept where an option starts with `-` or `/`.
-const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
-
-/// Sigma's `windash`: the value with each option character (a `-` or `/` at the start or
-/// after a non-word character, and before a word character) written every way Windows
-/// programs accept: `-`, `/`, en dash, em dash, horizontal bar. With up to two option
-/// characters every combination is produced; with more, each way for all of them at once.
-fn windash_variants(value: &str) -> Vec<String> {
-    let chars: Vec<char> = value.chars().collect();
-    let word = |c: char| c.is_alphanumeric() || c == '_';
-    let positions: Vec<usize> = (0..chars.len())
-        .filter(|&i| {
-            (chars[i] == '-' || chars[i] == '/')
-                && (i == 0 || !word(chars[i - 1]))
-                && chars.get(i + 1).is_some_and(|&c| word(c))
-        })
-        .collect();
-    let spell = |choice: &dyn Fn(usize) -> char| {
-        let mut out = chars.clone();
-        for (k, &p) in positions.iter().enumerate() {
-            out[p] = choice(k);
-        }
-        out.into_iter().collect::<String>()
-    };
-    let mut variants: Vec<String> = if positions.len() <= 2 {
-        (0..DASHES.len().pow(positions.len() as u32))
-            .map(|n| spell(&|k| DASHES[(n / DASHES.len().pow(k as u32)) % DASHES.len()]))
-            .collect()
-    } else {
-        DASHES.iter().map(|&d| spell(&|_| d)).collect()
-    };
-    variants.sort();
-    variants.dedup();
-    variants
-}
-
-/// Adds the implicit wildcards of `contains` / `startswith` / `endswith`.
-fn wrap(tokens: Vec<Token>, op: Option<&str>) -> Vec<Token> {
-    let (lead, trail) = match op {
-        Some("contains") => (true, true),
-        Some("startswith") => (false, true),
-        Some("endswith") => (true, false),
-        _ => (false, false),
-    };
-    let mut out = Vec::with_capacity(tokens.len() + 2);
-    if lead && tokens.first() != Some(&Token::Star) {
-        out.push(Token::Star);
-    }
-    out.extend(tokens);
-    if trail && out.last() != Some(&Token::Star) {
-        out.push(Token::Star);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windash_spellings() {
-        let v = windash_variants("-text");
-        assert_eq!(v.len(), 5);
-        assert!(v.contains(&"/text".to_string()) && v.contains(&"\u{2013}text".to_string()));
-        assert_eq!(windash_variants(" -a -b").len(), 25);
-        assert_eq!(windash_variants("x-y"), vec!["x-y"], "a dash inside a word is not an option");
-        assert_eq!(windash_variants("-a -b -c").len(), 5);
-    }
+    let atom = Expr::Atom(Atom::new(field, matchers, mods.all));
+    Ok(if mods.neq { Expr::Not(Box::new(atom)) } else { atom })
 }

@@ -59,6 +59,19 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        expect: "test_command_line_only",
+        process: true,
+        eid: 1,
+        channel: SYSMON,
+        fields: &[
+            ("Image", r"C:\Users\Public\m.exe"),
+            ("CommandLine", r#"m.exe "privilege::debug" "sekurlsa::logonpasswords" exit"#),
+        ],
+        decoys: &[("CommandLine", "m.exe coffee")],
+        cmd: false,
+        windash: false,
+    },
+    Case {
         expect: "webshell_child_process",
         process: true,
         eid: 1,
@@ -229,6 +242,23 @@ detection:
   condition: selection
 ";
 
+/// A rule that reads nothing but the command line: the prefilter's only literals for it
+/// are in the deleted text.
+const CMDLINE_RULE: &str = r"
+title: Test command line only
+name: test_command_line_only
+level: high
+logsource:
+  category: process_creation
+  product: windows
+detection:
+  selection:
+    CommandLine|contains|all:
+      - 'sekurlsa::logonpasswords'
+      - 'privilege::debug'
+  condition: selection
+";
+
 /// The built-ins and the test rule, with the prefilter on and off.
 fn taggers() -> &'static [Tagger; 2] {
     static TAGGERS: std::sync::OnceLock<[Tagger; 2]> = std::sync::OnceLock::new();
@@ -237,6 +267,7 @@ fn taggers() -> &'static [Tagger; 2] {
             let mut b = RuleSetBuilder::new();
             b.add_builtin().expect("built-ins");
             b.add_source("cmd.yml", "cmd", CMD_RULE).expect("test rule");
+            b.add_source("cmdline.yml", "cmdline", CMDLINE_RULE).expect("test rule");
             Tagger::new(b.build(), Config { prefilter, ..Config::default() }).expect("tagger")
         })
     })
