@@ -259,16 +259,36 @@ detection:
   condition: selection
 ";
 
-/// The built-ins and the test rule, with the prefilter on and off.
-fn taggers() -> &'static [Tagger; 2] {
-    static TAGGERS: std::sync::OnceLock<[Tagger; 2]> = std::sync::OnceLock::new();
+/// A rule the prefilter gets no literal from: with it loaded, every line is parsed and
+/// routed by log source first (the path the SigmaHQ rule set takes). It never matches.
+const NO_LITERAL_RULE: &str = r"
+title: Test no literal
+name: test_no_literal
+level: low
+logsource:
+  product: windows
+detection:
+  selection:
+    NoSuchField|exists: true
+  condition: selection
+";
+
+/// The built-ins and the test rules: with the prefilter on, off, and on in its
+/// every-line (routed) mode.
+fn taggers() -> &'static [Tagger; 3] {
+    static TAGGERS: std::sync::OnceLock<[Tagger; 3]> = std::sync::OnceLock::new();
     TAGGERS.get_or_init(|| {
-        [true, false].map(|prefilter| {
+        [(true, false), (false, false), (true, true)].map(|(prefilter, routed)| {
             let mut b = RuleSetBuilder::new();
             b.add_builtin().expect("built-ins");
             b.add_source("cmd.yml", "cmd", CMD_RULE).expect("test rule");
             b.add_source("cmdline.yml", "cmdline", CMDLINE_RULE).expect("test rule");
-            Tagger::new(b.build(), Config { prefilter, ..Config::default() }).expect("tagger")
+            if routed {
+                b.add_source("none.yml", "none", NO_LITERAL_RULE).expect("test rule");
+            }
+            let t = Tagger::new(b.build(), Config { prefilter, ..Config::default() }).expect("tagger");
+            assert_eq!(t.prefilter().examines_every_line(), routed);
+            t
         })
     })
 }
@@ -856,10 +876,13 @@ fn json_rewrites() -> impl Strategy<Value = Json> {
         })
 }
 
-fn detected(taggers: &[Tagger; 2], line: &str, expect: &str) -> Result<(), String> {
+fn detected(taggers: &[Tagger; 3], line: &str, expect: &str) -> Result<(), String> {
     let outputs: Vec<Vec<u8>> = taggers.iter().map(|t| t.tag_all(line.as_bytes()).0).collect();
     if outputs[0] != outputs[1] {
         return Err("the prefilter changed the output".into());
+    }
+    if outputs[0] != outputs[2] {
+        return Err("the routed prefilter changed the output".into());
     }
     let found = detections(&outputs[0], "iis_tagger");
     if found.len() != 1 || !found[0].iter().any(|d| d == expect) {

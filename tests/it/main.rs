@@ -12,4 +12,5 @@ mod generated;
 mod hostile;
 mod language;
 mod properties;
+mod sigma;
 mod support;
