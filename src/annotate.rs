@@ -20,6 +20,11 @@ struct Detection<'a> {
     tactics: &'a [String],
     risk_score: u8,
     severity: Severity,
+    /// The rule's authors, for rules loaded with `--rules` (the Detection Rule License of
+    /// SigmaHQ's rules asks that they travel with every match). The built-ins keep the
+    /// DESIGN §2 shape: their vendors are in `source`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<&'a str>,
 }
 
 /// Builds annotations for one rule set and key.
@@ -50,6 +55,7 @@ impl Annotator {
                     tactics: &m.tactics,
                     risk_score: m.risk_score,
                     severity: m.severity,
+                    author: m.author.as_deref().filter(|_| !m.origin.starts_with("builtin:")),
                 };
                 serde_json::to_vec(&d).expect("a detection serializes")
             })

@@ -13,14 +13,15 @@ use cli::run::Failure;
 fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match &args.command {
-        Some(Command::Rules(rules)) => cli::rules_cmd::list(&args.tag.rules, rules).and_then(|text| {
+        Some(Command::Rules(rules)) => cli::rules_cmd::run(&args.tag.rules, rules).and_then(|(text, failed)| {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(Failure::Io(format!("writing output: {e}")))
+                    return Err(Failure::Io(format!("writing output: {e}")));
                 }
-                _ => Ok(()),
+                _ => {}
             }
+            if failed { Err(Failure::Check("some rules were refused (--strict)".into())) } else { Ok(()) }
         }),
         None => cli::run::tag(&args.tag),
     };
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
             eprintln!("iis-tagger: {failure}");
             ExitCode::from(match failure {
                 Failure::Setup(_) => 2,
-                Failure::Io(_) => 1,
+                Failure::Io(_) | Failure::Check(_) => 1,
             })
         }
     }

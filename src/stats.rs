@@ -88,6 +88,7 @@ impl Stats {
                 .map(|(r, &n)| RuleCount { rule: &r.meta.slug, count: n })
                 .collect(),
             not_inspected: &self.not_inspected,
+            skipped_rules: Vec::new(),
         }
     }
 }
@@ -120,6 +121,10 @@ pub struct Report<'a> {
     pub matches: Vec<RuleCount<'a>>,
     /// See [`Stats::not_inspected`].
     pub not_inspected: &'a NotInspected,
+    /// Rule files that could not be loaded and were skipped (`--skip-invalid-rules`), as
+    /// `file:line:col: reason`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_rules: Vec<String>,
 }
 
 impl Report<'_> {
@@ -146,6 +151,12 @@ impl Report<'_> {
             "  not inspected: {} empty, {} not JSON, {} invalid JSON, {} over the line limit, {} already annotated",
             n.empty, n.not_json, n.invalid_json, n.oversized, n.already_annotated
         );
+        if !self.skipped_rules.is_empty() {
+            let _ = writeln!(s, "  {} rule files skipped:", self.skipped_rules.len());
+            for r in &self.skipped_rules {
+                let _ = writeln!(s, "    {r}");
+            }
+        }
         s
     }
 }

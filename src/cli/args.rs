@@ -42,6 +42,10 @@ pub struct RuleArgs {
     /// Do not load the built-in rules.
     #[arg(long, global = true)]
     pub no_builtin: bool,
+    /// Load every rule of --rules that can be loaded; list the others on stderr (and in
+    /// --stats) instead of stopping.
+    #[arg(long, global = true)]
+    pub skip_invalid_rules: bool,
 }
 
 /// Output format of `--stats`.
@@ -88,6 +92,31 @@ pub struct TagArgs {
 /// Options of `iis-tagger rules` (which rules: the global --rules / --no-builtin).
 #[derive(Debug, Args)]
 pub struct RulesArgs {
+    /// What to do with rules (default: list the loaded ones).
+    #[command(subcommand)]
+    pub action: Option<RulesAction>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatsFormat,
+}
+
+/// `iis-tagger rules <action>`.
+#[derive(Debug, Subcommand)]
+pub enum RulesAction {
+    /// Load every rule under PATHs and report, per rule, what was refused and why, then a
+    /// summary by reason, and how many rules the prefilter gets no literal from.
+    Check(CheckArgs),
+}
+
+/// Options of `iis-tagger rules check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rule files or folders.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Exit with status 1 when any rule is refused.
+    #[arg(long)]
+    pub strict: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: StatsFormat,

@@ -1,17 +1,139 @@
-//! `iis-tagger rules`: what is loaded.
+//! `iis-tagger rules`: what is loaded; `iis-tagger rules check`: what would load.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Instant;
 
-use iis_tagger::Config;
 use iis_tagger::prefilter::Literal;
 use iis_tagger::rules::RuleMeta;
+use iis_tagger::{Config, RuleSetBuilder, Tagger};
+use serde::Serialize;
 
-use super::args::{RuleArgs, RulesArgs, StatsFormat};
+use super::args::{CheckArgs, RuleArgs, RulesAction, RulesArgs, StatsFormat};
 use super::run::{Failure, build_tagger};
 
+/// What `iis-tagger rules ...` prints, and whether it failed (`check --strict`).
+pub fn run(rules: &RuleArgs, args: &RulesArgs) -> Result<(String, bool), Failure> {
+    match &args.action {
+        None => list(rules, args).map(|text| (text, false)),
+        Some(RulesAction::Check(check_args)) => Ok(check(rules, check_args)),
+    }
+}
+
+/// The report of `rules check`.
+#[derive(Serialize)]
+struct CheckReport {
+    loaded: usize,
+    refused: Vec<Refusal>,
+    /// Reason (its variable parts elided) → how many rules.
+    by_reason: BTreeMap<String, usize>,
+    /// Loaded rules the prefilter gets no literal from (evaluated on every record of
+    /// their log source).
+    without_literal: Vec<String>,
+    load_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Refusal {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+    reason: String,
+}
+
+/// Loads every rule under the paths (each on its own: one refusal does not stop the rest)
+/// and reports.
+fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
+    let started = Instant::now();
+    let mut builder = RuleSetBuilder::new();
+    if !rules.no_builtin {
+        // The built-ins always load; they are here so that clashes with them show.
+        let _ = builder.add_builtin();
+    }
+    let mut errors = Vec::new();
+    for path in &args.paths {
+        if let Err(e) = builder.add_path_skipping(path, &mut errors) {
+            errors.push(e);
+        }
+    }
+    let set = builder.build();
+    let loaded = set.rules().len();
+    let tagger = Tagger::new(set, Config::default()).expect("the default configuration is valid");
+    let load_seconds = started.elapsed().as_secs_f64();
+    let without_literal = (0..loaded)
+        .filter(|&r| tagger.prefilter().rule_trigger(r).next().is_none())
+        .map(|r| tagger.rules().rules()[r].meta.origin.clone())
+        .collect();
+    let mut by_reason = BTreeMap::new();
+    let refused: Vec<Refusal> = errors
+        .iter()
+        .map(|e| {
+            *by_reason.entry(elide(&e.message)).or_insert(0) += 1;
+            Refusal {
+                file: e.origin.clone(),
+                line: e.pos.map(|p| p.line),
+                column: e.pos.map(|p| p.col),
+                reason: e.message.clone(),
+            }
+        })
+        .collect();
+    let failed = args.strict && !refused.is_empty();
+    let report = CheckReport { loaded, refused, by_reason, without_literal, load_seconds };
+    let text = match args.format {
+        StatsFormat::Json => serde_json::to_string_pretty(&report).expect("the report serializes") + "\n",
+        StatsFormat::Text => check_text(&report, &errors),
+    };
+    (text, failed)
+}
+
+fn check_text(report: &CheckReport, errors: &[iis_tagger::RuleError]) -> String {
+    let mut s = String::new();
+    for e in errors {
+        let _ = writeln!(s, "refused: {e}");
+    }
+    let _ = writeln!(
+        s,
+        "{} rules loaded, {} refused, in {:.3} s",
+        report.loaded,
+        report.refused.len(),
+        report.load_seconds
+    );
+    for (reason, n) in &report.by_reason {
+        let _ = writeln!(s, "  {n:>5}  {reason}");
+    }
+    if !report.without_literal.is_empty() {
+        let _ = writeln!(
+            s,
+            "{} loaded rules give the prefilter no literal (evaluated on every record of their log source):",
+            report.without_literal.len()
+        );
+        for origin in &report.without_literal {
+            let _ = writeln!(s, "  {origin}");
+        }
+    }
+    s
+}
+
+/// A reason with its variable parts (what is between backticks) elided, for grouping.
+fn elide(message: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '`' {
+            inside = !inside;
+            out.push_str(if inside { "`…" } else { "`" });
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The listing of the loaded rules.
-pub fn list(rules: &RuleArgs, args: &RulesArgs) -> Result<String, Failure> {
-    let tagger = build_tagger(rules, Config::default())?;
+fn list(rules: &RuleArgs, args: &RulesArgs) -> Result<String, Failure> {
+    let (tagger, _) = build_tagger(rules, Config::default())?;
     let metas: Vec<&RuleMeta> = tagger.rules().rules().iter().map(|r| &r.meta).collect();
     Ok(match args.format {
         StatsFormat::Json => {

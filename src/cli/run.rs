@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use iis_tagger::{Config, RuleSetBuilder, Stats, Tagger};
+use iis_tagger::{Config, RuleError, RuleSetBuilder, Stats, Tagger};
 
 use super::args::{RuleArgs, StatsFormat, TagArgs};
 use super::output::Vectored;
@@ -23,30 +23,42 @@ pub enum Failure {
     Setup(String),
     /// An I/O error while running (exit 1).
     Io(String),
+    /// `rules check --strict` found rules that do not load (exit 1).
+    Check(String),
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Setup(m) | Failure::Io(m) => f.write_str(m),
+            Failure::Setup(m) | Failure::Io(m) | Failure::Check(m) => f.write_str(m),
         }
     }
 }
 
-/// Loads the rules and builds the tagger.
-pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<Tagger, Failure> {
+/// Loads the rules and builds the tagger. With --skip-invalid-rules, the rules that could
+/// not be loaded are listed on stderr and returned.
+pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<RuleError>), Failure> {
     let mut builder = RuleSetBuilder::new();
     if !rules.no_builtin {
         builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
     }
+    let mut skipped = Vec::new();
     for path in &rules.rules {
-        builder.add_path(path).map_err(|e| Failure::Setup(e.to_string()))?;
+        let added = if rules.skip_invalid_rules {
+            builder.add_path_skipping(path, &mut skipped)
+        } else {
+            builder.add_path(path)
+        };
+        added.map_err(|e| Failure::Setup(e.to_string()))?;
+    }
+    for e in &skipped {
+        eprintln!("iis-tagger: skipped {e}");
     }
     let set = builder.build();
     if set.rules().is_empty() {
-        return Err(Failure::Setup("no rules loaded (--no-builtin without --rules)".into()));
+        return Err(Failure::Setup("no rules loaded (--no-builtin without --rules, or every rule skipped)".into()));
     }
-    Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))
+    Ok((Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))?, skipped))
 }
 
 struct Input {
@@ -107,7 +119,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         max_line_bytes: args.max_line_bytes,
         prefilter: !args.no_prefilter,
     };
-    let tagger = build_tagger(&args.rules, config)?;
+    let (tagger, skipped) = build_tagger(&args.rules, config)?;
     for &r in tagger.prefilter().unconstrained_rules() {
         let slug = &tagger.rules().rules()[r as usize].meta.slug;
         eprintln!("iis-tagger: note: rule `{slug}` gives the prefilter no literal; every JSON line is parsed for it");
@@ -118,7 +130,8 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     let mut total = Stats::new(tagger.rules().rules().len());
     let result = run(&tagger, inputs, &mut output, &mut total);
     if args.stats || args.stats_format.is_some() {
-        let report = total.report(tagger.rules().rules());
+        let mut report = total.report(tagger.rules().rules());
+        report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
         match args.stats_format.unwrap_or(StatsFormat::Text) {
             StatsFormat::Text => eprint!("{}", report.to_text()),
             StatsFormat::Json => eprintln!("{}", report.to_json()),

@@ -206,8 +206,27 @@ impl RuleSetBuilder {
     }
 
     /// Adds a rule file, or every `*.yml` / `*.yaml` file under a folder (sorted by path).
-    /// Returns how many rules were added; a folder without rule files is an error.
+    /// Returns how many rules were added; a folder without rule files is an error, and so
+    /// is the first rule that cannot be loaded.
     pub fn add_path(&mut self, path: &Path) -> Result<usize, RuleError> {
+        self.add_path_with(path, &mut Err)
+    }
+
+    /// [`RuleSetBuilder::add_path`], loading every rule it can: each rule file that cannot
+    /// be loaded is handed to `skipped` and the others are added. Errors about the path
+    /// itself (missing, unreadable, no rule files) still fail.
+    pub fn add_path_skipping(&mut self, path: &Path, skipped: &mut Vec<RuleError>) -> Result<usize, RuleError> {
+        self.add_path_with(path, &mut |e| {
+            skipped.push(e);
+            Ok(())
+        })
+    }
+
+    fn add_path_with(
+        &mut self,
+        path: &Path,
+        on_error: &mut dyn FnMut(RuleError) -> Result<(), RuleError>,
+    ) -> Result<usize, RuleError> {
         let origin = path.display().to_string();
         let meta = std::fs::metadata(path).map_err(|e| RuleError {
             origin: origin.clone(),
@@ -215,8 +234,10 @@ impl RuleSetBuilder {
             message: e.to_string(),
         })?;
         if meta.is_file() {
-            self.add_file(path)?;
-            return Ok(1);
+            return match self.add_file(path) {
+                Ok(()) => Ok(1),
+                Err(e) => on_error(e).map(|()| 0),
+            };
         }
         let mut files = Vec::new();
         collect_rule_files(path, 0, &mut files)?;
@@ -228,10 +249,14 @@ impl RuleSetBuilder {
                 message: "no rule files (*.yml, *.yaml) in this folder".into(),
             });
         }
+        let mut added = 0;
         for file in &files {
-            self.add_file(file)?;
+            match self.add_file(file) {
+                Ok(()) => added += 1,
+                Err(e) => on_error(e)?,
+            }
         }
-        Ok(files.len())
+        Ok(added)
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {

@@ -226,3 +226,70 @@ fn sigterm_drains_whole_lines_and_exits_zero() {
     expected_input.push(b'\n');
     assert_contract(&expected_input, &out.stdout, "iis_tagger");
 }
+
+#[test]
+fn skip_invalid_rules_loads_the_rest_and_says_what_it_skipped() {
+    let out = run(&[
+        "--rules",
+        "tests/fixtures/bad-rules",
+        "--rules",
+        "tests/fixtures/good-rules",
+        "--skip-invalid-rules",
+        "--stats-format",
+        "json",
+        "examples/sample.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8(out.stderr).expect("utf8");
+    let bad = std::fs::read_dir(repo("tests/fixtures/bad-rules")).expect("fixtures").count();
+    assert_eq!(stderr.matches("iis-tagger: skipped tests/fixtures/bad-rules/").count(), bad, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(stderr.lines().last().expect("stats")).expect("json");
+    assert_eq!(stats["skipped_rules"].as_array().map(Vec::len), Some(bad));
+    assert!(stats["skipped_rules"][0].as_str().expect("text").contains("aggregation.yml:9:14"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""rule":"webshell_child_process""#), "the rest still runs");
+    // Without the option the first bad file stops start-up.
+    assert_eq!(run(&["--rules", "tests/fixtures/bad-rules", "examples/sample.jsonl"]).status.code(), Some(2));
+}
+
+#[test]
+fn rules_check_reports_each_refusal_and_a_summary() {
+    let out = run(&["rules", "check", "--format", "json", "tests/fixtures/bad-rules", "tests/fixtures/good-rules"]);
+    assert_eq!(out.status.code(), Some(0), "without --strict a refusal is a report, not a failure");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let bad = std::fs::read_dir(repo("tests/fixtures/bad-rules")).expect("fixtures").count();
+    assert_eq!(report["refused"].as_array().map(Vec::len), Some(bad));
+    assert_eq!(report["loaded"], 9, "8 built-ins and the good rule");
+    let regex = report["refused"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["file"].as_str().is_some_and(|f| f.ends_with("bad_regex.yml")))
+        .expect("bad_regex");
+    assert_eq!((regex["line"].as_u64(), regex["column"].as_u64()), (Some(8), Some(15)));
+    assert_eq!(report["by_reason"]["unknown modifier `…`"], 1);
+    let strict = run(&["rules", "check", "--strict", "tests/fixtures/bad-rules"]);
+    assert_eq!(strict.status.code(), Some(1));
+    let clean = run(&["rules", "check", "--strict", "tests/fixtures/good-rules"]);
+    assert_eq!(clean.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("9 rules loaded, 0 refused"));
+}
+
+#[test]
+fn authors_of_loaded_rules_travel_with_their_detections() {
+    let record = r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"C:\\Windows\\System32\\whoami.exe","CommandLine":"whoami","ParentImage":"C:\\Windows\\explorer.exe"}"#;
+    let mut child = bin()
+        .args(["--rules", "tests/fixtures/good-rules"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(record.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let d = &line["iis_tagger"]["detections"][0];
+    assert_eq!(d["rule"], "custom_whoami_service");
+    assert_eq!(d["author"], "Example SOC");
+    // Built-in detections keep the DESIGN §2 shape (their vendor is `source`).
+    let sample = run(&["examples/sample.jsonl"]);
+    assert!(!String::from_utf8_lossy(&sample.stdout).contains("\"author\""));
+}
