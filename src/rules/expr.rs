@@ -21,6 +21,8 @@ pub struct Atom {
     pub matchers: Vec<Matcher>,
     /// Sigma's `all` modifier: one occurrence must match every pattern.
     pub all: bool,
+    /// A keyword search: its occurrences are every value of the record.
+    keyword: bool,
     /// The plain `contains` values of `matchers` as one search, when they are several
     /// alternatives (a long list of substrings is one pass over a value, not one each).
     contains: Option<std::sync::Arc<ContainsAny>>,
@@ -72,7 +74,13 @@ impl Atom {
                 Some(std::sync::Arc::new(ContainsAny { search, covered }))
             })
             .flatten();
-        Atom { field, matchers, all, contains }
+        Atom { field, matchers, all, keyword: false, contains }
+    }
+
+    /// The same test as a keyword search (see the `keyword` field).
+    pub fn keyword(mut self) -> Atom {
+        self.keyword = true;
+        self
     }
 
     /// Whether one view of an occurrence passes the test.
@@ -123,7 +131,10 @@ impl Atom {
         if occurrences.is_empty() {
             return self.holds_when_absent();
         }
-        if positive {
+        // The values of a keyword search are every value of the record, not readings of
+        // one: "the record holds the keyword" is true when any of them does, under `not`
+        // too.
+        if positive || self.keyword {
             occurrences.iter().any(|o| self.test(view, o, true))
         } else {
             occurrences.iter().all(|o| self.test(view, o, false))

@@ -220,8 +220,21 @@ fn keyword_test(values: &Node, mods: &Modifiers, catalog: &mut FieldCatalog) -> 
     if mods.re.is_none() && mods.op.is_none() {
         mods.op = Some(TextOp::Contains);
     }
-    let atom = test_of(field, values, &mods, catalog)?;
-    Ok(atom)
+    // `|all`: every keyword somewhere in the record (not all in one value).
+    if std::mem::take(&mut mods.all) {
+        if let Value::Seq(items) = &values.value {
+            let each = items.iter().map(|v| keyword_atom(field, v, &mods, catalog)).collect::<Result<Vec<_>, _>>()?;
+            return Ok(Expr::and(each));
+        }
+    }
+    keyword_atom(field, values, &mods, catalog)
+}
+
+fn keyword_atom(field: FieldId, values: &Node, mods: &Modifiers, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
+    Ok(match test_of(field, values, mods, catalog)? {
+        Expr::Atom(atom) => Expr::Atom(atom.keyword()),
+        other => other,
+    })
 }
 
 fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
