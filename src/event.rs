@@ -9,7 +9,9 @@
 use simd_json::{Node, StaticNode};
 
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
-use crate::normalize::{self, FieldKind, Scratch, cmdline, compat_into, fold_into, for_each_arg, path};
+use crate::normalize::{
+    self, BOTH_READINGS, FieldKind, Reading, Scratch, cmdline, compat_into, fold_for, fold_into, for_each_arg, path,
+};
 
 /// The JSON type of an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,11 +39,25 @@ pub struct Occurrence {
     pub scalar: Scalar,
     raw: (u32, u32),
     views: (u32, u32),
+    /// The readings it exists in (a mask of [`Reading::bit`]s): an argument derived from
+    /// a command line may differ between them.
+    only: u8,
+    /// Read under a fallback path (an ECS name): dropped when the record holds the field
+    /// under another.
+    fallback: bool,
 }
 
-/// One canonical form of an occurrence: case kept, and folded.
+impl Occurrence {
+    /// Whether the occurrence exists in `reading`.
+    pub fn in_reading(&self, reading: Reading) -> bool {
+        self.only & reading.bit() != 0
+    }
+}
+
+/// The form of an occurrence in one or both readings: case kept, and folded.
 #[derive(Clone, Copy, Debug)]
 struct View {
+    readings: u8,
     canon: (u32, u32),
     folded: (u32, u32),
 }
@@ -63,6 +79,8 @@ pub struct EventView {
     cmd: bool,
     /// Per field, whether its views are made.
     viewed: Vec<bool>,
+    /// Some value made so far differs between the two readings.
+    readings_differ: bool,
 }
 
 impl EventView {
@@ -83,12 +101,27 @@ impl EventView {
         &self.text[start as usize..end as usize]
     }
 
-    /// The forms of an occurrence rules compare against, as (case kept, folded): a path's
-    /// canonical form, a command line as typed and as the program's arguments, ...
+    /// The forms of an occurrence rules compare against, as (case kept, folded), in every
+    /// reading.
     pub fn views(&self, occ: &Occurrence) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.views[occ.views.0 as usize..occ.views.1 as usize]
             .iter()
             .map(|v| (self.slice(v.canon), self.slice(v.folded)))
+    }
+
+    /// The form of an occurrence in `reading`, as (case kept, folded); `None` when its
+    /// views are not made (or it is null).
+    pub fn form(&self, occ: &Occurrence, reading: Reading) -> Option<(&str, &str)> {
+        self.views[occ.views.0 as usize..occ.views.1 as usize]
+            .iter()
+            .find(|v| v.readings & reading.bit() != 0)
+            .map(|v| (self.slice(v.canon), self.slice(v.folded)))
+    }
+
+    /// Whether some value whose views are made, or some derived value, differs between
+    /// the two readings (when none does, a rule needs evaluating once).
+    pub fn readings_differ(&self) -> bool {
+        self.readings_differ
     }
 
     /// The value as it was in the record (strings decoded; numbers in decimal).
@@ -173,6 +206,7 @@ impl EventView {
 
     /// Forgets the current record.
     pub fn clear(&mut self) {
+        self.readings_differ = false;
         self.occurrences.clear();
         self.views.clear();
         self.text.clear();
@@ -185,12 +219,13 @@ impl EventView {
         let start = self.text.len() as u32;
         self.text.push_str(text);
         let raw = (start, self.text.len() as u32);
-        self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0) });
+        self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0), only: BOTH_READINGS, fallback: false });
     }
 
     /// Once every occurrence is in: derives fields and indexes by field. Views are made
     /// per field when first asked for ([`EventView::make_views`]).
     pub fn finish(&mut self, catalog: &FieldCatalog) {
+        self.drop_fallbacks(catalog);
         self.cmd = self.process_is_cmd(catalog);
         self.derive(catalog, self.cmd);
         self.occurrences.sort_by_key(|o| o.field);
@@ -243,23 +278,56 @@ impl EventView {
         self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
         let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
         let cmd = self.cmd;
-        let EventView { views, text, fold, norm, raw, .. } = self;
-        normalize::views(kind, raw, cmd, norm, |v| {
+        let EventView { views, text, fold, norm, raw, readings_differ, .. } = self;
+        normalize::views(kind, raw, cmd, norm, |readings, v| {
+            *readings_differ |= readings != BOTH_READINGS;
             let canon_start = text.len();
             text.push_str(v);
             let canon = (canon_start as u32, text.len() as u32);
-            fold.clear();
-            fold_into(v, fold);
-            let folded = if fold.as_str() == v {
-                canon
-            } else {
-                let folded_start = text.len();
-                text.push_str(fold);
-                (folded_start as u32, text.len() as u32)
+            // Both readings of one text: their folds may still differ (the logged one
+            // keeps compatibility forms).
+            let mut push_fold = |readings: u8, reading: Reading| {
+                fold.clear();
+                fold_for(reading, v, fold);
+                let folded = if fold.as_str() == v {
+                    canon
+                } else {
+                    let folded_start = text.len();
+                    text.push_str(fold);
+                    (folded_start as u32, text.len() as u32)
+                };
+                views.push(View { readings, canon, folded });
             };
-            views.push(View { canon, folded });
+            if readings == BOTH_READINGS && !v.is_ascii() {
+                *readings_differ = true;
+                push_fold(Reading::Logged.bit(), Reading::Logged);
+                push_fold(Reading::Resolved.bit(), Reading::Resolved);
+            } else {
+                push_fold(
+                    readings,
+                    if readings & Reading::Resolved.bit() != 0 { Reading::Resolved } else { Reading::Logged },
+                );
+            }
         });
         self.occurrences[i].views = (start, self.views.len() as u32);
+    }
+
+    /// Drops the occurrences read under a fallback path of fields the record also holds
+    /// under a primary one.
+    fn drop_fallbacks(&mut self, catalog: &FieldCatalog) {
+        if !self.occurrences.iter().any(|o| o.fallback) {
+            return;
+        }
+        self.viewed.clear();
+        self.viewed.resize(catalog.len(), false);
+        for o in self.occurrences.iter().filter(|o| !o.fallback) {
+            if let Some(primary) = self.viewed.get_mut(o.field as usize) {
+                *primary = true;
+            }
+        }
+        let primary = std::mem::take(&mut self.viewed);
+        self.occurrences.retain(|o| !o.fallback || !primary.get(o.field as usize).copied().unwrap_or(false));
+        self.viewed = primary;
     }
 
     /// Whether the record's process (`Image`) is cmd.exe, whose carets are escapes.
@@ -278,6 +346,14 @@ impl EventView {
         found
     }
 
+    /// Adds a string occurrence that exists in one reading only.
+    fn push_only(&mut self, field: FieldId, text: &str, reading: Reading) {
+        self.push(field, Scalar::Str, text);
+        if let Some(last) = self.occurrences.last_mut() {
+            last.only = reading.bit();
+        }
+    }
+
     /// Adds the derived fields (command-line arguments) as occurrences.
     fn derive(&mut self, catalog: &FieldCatalog, cmd: bool) {
         let mut source = std::mem::take(&mut self.raw);
@@ -290,13 +366,23 @@ impl EventView {
                 if o.field != from || o.scalar != Scalar::Str {
                     continue;
                 }
+                // Logged: the arguments of the line as written; resolved: of its
+                // compatibility form, without cmd's carets when cmd is the process.
+                let written = &self.text[o.raw.0 as usize..o.raw.1 as usize];
                 source.clear();
-                compat_into(&self.text[o.raw.0 as usize..o.raw.1 as usize], &mut source);
-                for_each_arg(&source, &mut arg, |a| self.push(field, Scalar::Str, a));
+                compat_into(written, &mut source);
                 if cmd && source.contains('^') {
                     let mut uncareted = String::new();
                     cmdline::without_carets(&source, &mut uncareted);
-                    for_each_arg(&uncareted, &mut arg, |a| self.push(field, Scalar::Str, a));
+                    source = uncareted;
+                }
+                if source == written {
+                    for_each_arg(&source, &mut arg, |a| self.push(field, Scalar::Str, a));
+                } else {
+                    let written = written.to_string();
+                    self.readings_differ = true;
+                    for_each_arg(&written, &mut arg, |a| self.push_only(field, a, Reading::Logged));
+                    for_each_arg(&source, &mut arg, |a| self.push_only(field, a, Reading::Resolved));
                 }
             }
         }
@@ -343,8 +429,12 @@ impl Walk<'_, '_> {
             }
             if let Some(child) = trie.child(at, key) {
                 let node = trie.node(child);
-                for &field in node.fields() {
+                for (&field, &fallback) in node.fields().iter().zip(node.fallbacks()) {
+                    let before = self.view.occurrences.len();
                     self.values(field, &nodes[i..i + width]);
+                    if fallback {
+                        self.view.occurrences[before..].iter_mut().for_each(|o| o.fallback = true);
+                    }
                 }
                 if node.has_children() {
                     self.object(&nodes[i..i + width], child, false);
@@ -412,9 +502,18 @@ mod tests {
         (v, catalog)
     }
 
+    /// The folded forms of a field in the resolved reading.
     fn texts(v: &EventView, c: &mut FieldCatalog, field: &str) -> Vec<String> {
+        readings(v, c, field, Reading::Resolved)
+    }
+
+    fn readings(v: &EventView, c: &mut FieldCatalog, field: &str, reading: Reading) -> Vec<String> {
         let id = c.intern(field);
-        v.occurrences(id).iter().flat_map(|o| v.views(o).map(|(_, folded)| folded.to_string())).collect()
+        v.occurrences(id)
+            .iter()
+            .filter(|o| o.in_reading(reading))
+            .filter_map(|o| v.form(o, reading).map(|(_, folded)| folded.to_string()))
+            .collect()
     }
 
     #[test]
@@ -423,7 +522,11 @@ mod tests {
         let (v, mut c) = view(json, &["Image"]);
         let mut got = texts(&v, &mut c, "Image");
         got.sort();
-        assert_eq!(got, vec![r"c:\a.exe", r"c:\b.exe", r"c:\c.exe", "d.exe"]);
+        // The ECS name is a fallback: read only when no other path holds the field.
+        assert_eq!(got, vec![r"c:\a.exe", r"c:\b.exe", "d.exe"]);
+        let (v, mut c) = view(r#"{"process":{"executable":"c:\\c.exe"},"user":{"name":"bob"}}"#, &["Image", "User"]);
+        assert_eq!(texts(&v, &mut c, "Image"), vec![r"c:\c.exe"]);
+        assert_eq!(texts(&v, &mut c, "User"), vec!["bob"]);
     }
 
     #[test]
@@ -453,11 +556,15 @@ mod tests {
     #[test]
     fn command_lines_are_seen_as_typed_and_as_arguments() {
         let (v, mut c) = view(r#"{"CommandLine":"appcmd  ins\"tall\" module"}"#, &["CommandLine"]);
-        assert_eq!(texts(&v, &mut c, "CommandLine"), vec![r#"appcmd  ins"tall" module"#, "appcmd install module"]);
+        assert_eq!(readings(&v, &mut c, "CommandLine", Reading::Logged), vec![r#"appcmd  ins"tall" module"#]);
+        assert_eq!(texts(&v, &mut c, "CommandLine"), vec!["appcmd install module"]);
+        assert!(v.readings_differ());
         let json = r#"{"CommandLine":"c^m^d /c who^ami","Image":"C:\\Windows\\System32\\CMD.EXE"}"#;
         let (v, mut c) = view(json, &["CommandLine", "Image", "CommandLineArgs"]);
-        assert_eq!(texts(&v, &mut c, "CommandLine"), vec!["c^m^d /c who^ami", "cmd /c whoami"]);
+        assert_eq!(readings(&v, &mut c, "CommandLine", Reading::Logged), vec!["c^m^d /c who^ami"]);
+        assert_eq!(texts(&v, &mut c, "CommandLine"), vec!["cmd /c whoami"]);
         assert!(texts(&v, &mut c, "CommandLineArgs").contains(&"whoami".to_string()));
+        assert!(readings(&v, &mut c, "CommandLineArgs", Reading::Logged).contains(&"who^ami".to_string()));
     }
 
     #[test]
@@ -468,6 +575,7 @@ mod tests {
         );
         assert_eq!(texts(&v, &mut c, "Image"), vec![r"c:\windows\system32\cmd.exe"]);
         assert_eq!(texts(&v, &mut c, "Details"), vec!["x.dll"]);
+        assert_eq!(readings(&v, &mut c, "Details", Reading::Logged), vec![r#" "x.dll""#], "logged: as written");
     }
 
     #[test]

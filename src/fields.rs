@@ -301,12 +301,20 @@ pub struct TrieNode {
     /// Bit `b` set when some child key starts with the (lower-cased) byte `b`.
     first_bytes: [u64; 4],
     fields: Vec<FieldId>,
+    /// Per field of `fields`: this path is a fallback (an ECS name), read only when the
+    /// record holds the field under no other path.
+    fallback: Vec<bool>,
 }
 
 impl TrieNode {
     /// Fields whose value sits at this node's path.
     pub fn fields(&self) -> &[FieldId] {
         &self.fields
+    }
+
+    /// Per field of [`TrieNode::fields`]: whether this path is a fallback for it.
+    pub fn fallbacks(&self) -> &[bool] {
+        &self.fallback
     }
 
     /// True when some field lies deeper below this node.
@@ -325,6 +333,31 @@ impl Default for PathTrie {
     fn default() -> PathTrie {
         PathTrie { nodes: vec![TrieNode::default()] }
     }
+}
+
+/// ECS objects: a field read under one of these names is a fallback. A Winlogbeat 8
+/// record holds both `winlog.event_data.User` (`DOMAIN\\name`) and `user.name` (`name`);
+/// taking both as values of `User` would make two different occurrences of one fact, and
+/// a filter on it would then never apply. The ECS name is used when the other is absent.
+const ECS_OBJECTS: &[&str] = &[
+    "process",
+    "file",
+    "registry",
+    "user",
+    "dns",
+    "source",
+    "destination",
+    "network",
+    "powershell",
+    "service",
+    "sysmon",
+    "event",
+];
+
+/// Whether a path of the field table is an ECS one (compared as written there: the
+/// evtx_dump `Event` object is not ECS `event`).
+fn is_fallback(path: &[&str]) -> bool {
+    path.len() > 1 && ECS_OBJECTS.contains(&path[0])
 }
 
 /// FNV-1a over the ASCII-lower-cased bytes of a key (never 0).
@@ -366,6 +399,7 @@ impl PathTrie {
         }
         if !self.nodes[node].fields.contains(&field) {
             self.nodes[node].fields.push(field);
+            self.nodes[node].fallback.push(is_fallback(path));
         }
     }
 

@@ -19,6 +19,7 @@ use simd_json::{Buffers, Node, Tape};
 use crate::annotate::{Annotator, closing_brace};
 use crate::event::EventView;
 use crate::fields::{FieldId, PathTrie};
+use crate::normalize::Reading;
 use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::repair::repair;
 use crate::rules::RuleSet;
@@ -36,6 +37,9 @@ pub struct Config {
     /// Use the prefilter (off: every JSON line is parsed and every rule evaluated; for
     /// verification).
     pub prefilter: bool,
+    /// Match in the resolved reading too (the default; off: only the text as written, as
+    /// other Sigma tools read it — for comparing with them). See [`Reading`].
+    pub resolved_reading: bool,
 }
 
 /// Default line limit: 1 MiB, far above any Windows event record.
@@ -47,7 +51,12 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 impl Default for Config {
     fn default() -> Config {
-        Config { annotation_key: "iis_tagger".into(), max_line_bytes: DEFAULT_MAX_LINE_BYTES, prefilter: true }
+        Config {
+            annotation_key: "iis_tagger".into(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            prefilter: true,
+            resolved_reading: true,
+        }
     }
 }
 
@@ -118,6 +127,11 @@ impl Tagger {
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The readings rules are matched in.
+    fn readings(&self) -> &'static [Reading] {
+        if self.config.resolved_reading { &Reading::BOTH } else { &[Reading::Logged] }
     }
 
     /// A new stream.
@@ -500,7 +514,8 @@ impl Stream<'_> {
         // only the fields the remaining rules read get their views.
         self.view.make_views(catalog, &tagger.route_fields);
         let view = &self.view;
-        self.candidates.retain(|&r| rules[r as usize].route.eval(view));
+        let readings = tagger.readings();
+        self.candidates.retain(|&r| rules[r as usize].route.eval_in(view, readings));
         self.evaluate(json, start, empty)
     }
 
@@ -542,7 +557,8 @@ impl Stream<'_> {
                 view.make_views(catalog, &tagger.route_fields);
                 groups.clear();
                 let routes = tagger.prefilter.group_routes().enumerate();
-                groups.extend(routes.filter(|(_, route)| route.eval(view)).map(|(g, _)| g as u32));
+                groups
+                    .extend(routes.filter(|(_, route)| route.eval_in(view, tagger.readings())).map(|(g, _)| g as u32));
                 if !groups.is_empty() {
                     view.load(tape, catalog, key);
                 }
@@ -571,7 +587,9 @@ impl Stream<'_> {
             self.view.make_views(catalog, &tagger.detection_fields[r as usize]);
         }
         let view = &self.view;
-        self.matched.extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].detection.eval(view)));
+        let readings = tagger.readings();
+        self.matched
+            .extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].detection.eval_in(view, readings)));
         if self.matched.is_empty() {
             return Verdict::Unchanged;
         }

@@ -87,6 +87,11 @@ pub struct TagArgs {
     /// that the prefilter changes nothing).
     #[arg(long)]
     pub no_prefilter: bool,
+    /// Match values only as the log wrote them, as other Sigma tools do: no resolved reading
+    /// (paths as Windows resolves them, command lines as the program receives them). For
+    /// comparing with those tools; it gives up the evasion-proof matching.
+    #[arg(long)]
+    pub logged_reading_only: bool,
 }
 
 /// Options of `iis-tagger rules` (which rules: the global --rules / --no-builtin).

@@ -118,6 +118,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         annotation_key: args.field.clone(),
         max_line_bytes: args.max_line_bytes,
         prefilter: !args.no_prefilter,
+        resolved_reading: !args.logged_reading_only,
     };
     let (tagger, skipped) = build_tagger(&args.rules, config)?;
     for &r in tagger.prefilter().unconstrained_rules() {

@@ -31,39 +31,94 @@ pub enum FieldKind {
     Text,
 }
 
-/// The canonical forms (case kept) of a value of `kind`, each passed to `view`. `cmd` says
-/// the process the value belongs to is cmd.exe (its carets are escapes).
-pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut view: impl FnMut(&str)) {
-    let raw = if raw.is_ascii() {
+/// The two readings a value is compared in. A rule matches a record when it matches it in
+/// either reading, each evaluated whole (every field in the same reading).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reading {
+    /// As the log wrote it: the text itself, lower-cased (Unicode simple case only). Rules
+    /// about how a value is spelled (quotes in a command line, a trailing space in a
+    /// folder name, a compatibility character) are met here.
+    Logged,
+    /// As Windows reads it: compatibility forms resolved, a path as Windows resolves it, a
+    /// command line as its program receives it, then folded.
+    Resolved,
+}
+
+impl Reading {
+    /// Both readings, in the order they are tried.
+    pub const BOTH: [Reading; 2] = [Reading::Logged, Reading::Resolved];
+
+    /// Its bit in a reading mask.
+    pub fn bit(self) -> u8 {
+        match self {
+            Reading::Logged => 1,
+            Reading::Resolved => 2,
+        }
+    }
+}
+
+/// A reading mask with both bits.
+pub const BOTH_READINGS: u8 = 3;
+
+/// The forms (case kept) of a value of `kind` in each reading, passed to `view` with the
+/// mask of the readings they are (one call with [`BOTH_READINGS`] when the two agree).
+/// `cmd` says the process the value belongs to is cmd.exe (its carets are escapes).
+pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut view: impl FnMut(u8, &str)) {
+    let compat = if raw.is_ascii() {
         raw
     } else {
         scratch.compat.clear();
         compat_into(raw, &mut scratch.compat);
         scratch.compat.as_str()
     };
-    match kind {
+    let resolved: &str = match kind {
         FieldKind::Path => {
             scratch.a.clear();
-            path::canonical_into(raw, &mut scratch.a);
-            view(&scratch.a);
+            path::canonical_into(compat, &mut scratch.a);
+            &scratch.a
         }
-        FieldKind::Text => view(path::trim_wrapping(raw)),
-        FieldKind::Argument => view(raw),
+        FieldKind::Text => path::trim_wrapping(compat),
+        FieldKind::Argument => compat,
         FieldKind::CommandLine => {
-            view(raw);
-            scratch.a.clear();
-            cmdline::arguments_joined(raw, &mut scratch.arg, &mut scratch.a);
-            if scratch.a != raw {
-                view(&scratch.a);
-            }
-            if cmd && raw.contains('^') {
+            let line = if cmd && compat.contains('^') {
                 scratch.b.clear();
-                cmdline::without_carets(raw, &mut scratch.b);
-                scratch.a.clear();
-                cmdline::arguments_joined(&scratch.b, &mut scratch.arg, &mut scratch.a);
-                view(&scratch.a);
-            }
+                cmdline::without_carets(compat, &mut scratch.b);
+                scratch.b.as_str()
+            } else {
+                compat
+            };
+            scratch.a.clear();
+            cmdline::arguments_joined(line, &mut scratch.arg, &mut scratch.a);
+            &scratch.a
         }
+    };
+    if resolved == raw {
+        view(BOTH_READINGS, raw);
+    } else {
+        view(Reading::Logged.bit(), raw);
+        view(Reading::Resolved.bit(), resolved);
+    }
+}
+
+/// Appends `s` lower-cased, Unicode simple case only (no compatibility forms): the fold of
+/// the logged reading.
+pub fn lower_into(s: &str, out: &mut String) {
+    if s.is_ascii() {
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
+        return;
+    }
+    for c in s.chars() {
+        out.extend(c.to_lowercase());
+    }
+}
+
+/// The fold of the text of `reading`.
+pub fn fold_for(reading: Reading, s: &str, out: &mut String) {
+    match reading {
+        Reading::Logged => lower_into(s, out),
+        Reading::Resolved => fold_into(s, out),
     }
 }
 
@@ -77,7 +132,7 @@ pub struct Scratch {
 }
 
 /// The canonical, folded form of a piece of a rule value (text between wildcards) for a
-/// field of `kind`.
+/// field of `kind`, in the resolved reading.
 pub fn compare_form(kind: FieldKind, s: &str) -> String {
     let mut out = String::new();
     fold_into(&canonical(kind, s), &mut out);
@@ -97,31 +152,39 @@ pub fn canonical(kind: FieldKind, s: &str) -> String {
     }
 }
 
+/// Whether a piece of a rule value holds characters with a compatibility form (it is
+/// about those characters, and is met in the logged reading only).
+pub fn has_compatibility_forms(s: &str) -> bool {
+    !s.is_ascii() && compat(s) != s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn all_views(kind: FieldKind, raw: &str, cmd: bool) -> Vec<String> {
         let mut out = Vec::new();
-        views(kind, raw, cmd, &mut Scratch::default(), |v| out.push(v.to_string()));
+        views(kind, raw, cmd, &mut Scratch::default(), |_, v| out.push(v.to_string()));
         out
     }
 
     #[test]
     fn views_by_kind() {
-        assert_eq!(all_views(FieldKind::Path, r"C:/X//Y.exe.", false), vec![r"C:\X\Y.exe"]);
-        assert_eq!(all_views(FieldKind::Text, r#" "a b" "#, false), vec!["a b"]);
+        assert_eq!(all_views(FieldKind::Path, r"C:/X//Y.exe.", false), vec![r"C:/X//Y.exe.", r"C:\X\Y.exe"]);
+        assert_eq!(all_views(FieldKind::Path, r"C:\X\Y.exe", false), vec![r"C:\X\Y.exe"], "one view when they agree");
+        assert_eq!(all_views(FieldKind::Text, r#" "a b" "#, false), vec![r#" "a b" "#, "a b"]);
         assert_eq!(all_views(FieldKind::CommandLine, "a  b", false), vec!["a  b", "a b"]);
         assert_eq!(all_views(FieldKind::CommandLine, "a b", false), vec!["a b"]);
         assert_eq!(all_views(FieldKind::CommandLine, "who^ami /a^ll", false), vec!["who^ami /a^ll"]);
         assert_eq!(all_views(FieldKind::CommandLine, "who^ami /a^ll", true), vec!["who^ami /a^ll", "whoami /all"]);
         // Compatibility forms are resolved before the structure is read.
+        let fullwidth = "Ｃ：＼Ｘ＼＼％ＳｙｓｔｅｍＲｏｏｔ％＼Ｙ．ｅｘｅ．";
         assert_eq!(
-            all_views(FieldKind::Path, "Ｃ：＼Ｘ＼＼％ＳｙｓｔｅｍＲｏｏｔ％＼Ｙ．ｅｘｅ．", false),
-            vec![r"C:\X\C:\Windows\Y.exe"]
+            all_views(FieldKind::Path, fullwidth, false),
+            vec![fullwidth.to_string(), r"C:\X\C:\Windows\Y.exe".into()]
         );
-        assert_eq!(all_views(FieldKind::Text, "\u{3000}＂a.dll＂", false), vec!["a.dll"]);
-        assert_eq!(all_views(FieldKind::CommandLine, "a\u{3000}ｂ", false), vec!["a b"]);
+        assert_eq!(all_views(FieldKind::Text, "\u{3000}＂a.dll＂", false)[1], "a.dll");
+        assert_eq!(all_views(FieldKind::CommandLine, "a\u{3000}ｂ", false)[1], "a b");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use crate::event::{EventView, Occurrence, Scalar};
 use crate::fields::FieldId;
+use crate::normalize::Reading;
 use crate::rules::pattern::{Matcher, TextOp};
 
 /// A test on one field: its values are compared with the patterns.
@@ -83,15 +84,15 @@ impl Atom {
         self
     }
 
-    /// Whether one view of an occurrence passes the test.
-    fn test_view(&self, view: &EventView, occ: &Occurrence, forms: (&str, &str), positive: bool) -> bool {
-        let one = |m: &Matcher| matcher_matches(m, view, occ, forms, positive);
+    /// Whether the form of an occurrence in `reading` passes the test.
+    fn test_form(&self, view: &EventView, occ: &Occurrence, form: (&str, &str), ctx: Ctx) -> bool {
+        let one = |m: &Matcher| matcher_matches(m, view, occ, form, ctx);
         if self.all {
             return self.matchers.iter().all(one);
         }
         match &self.contains {
             Some(any) => {
-                (occ.scalar != Scalar::Null && any.search.is_match(forms.1))
+                (occ.scalar != Scalar::Null && any.search.is_match(form.1))
                     || self.matchers.iter().zip(&any.covered).any(|(m, &covered)| !covered && one(m))
             }
             None => self.matchers.iter().any(one),
@@ -99,16 +100,16 @@ impl Atom {
     }
 
     /// A null occurrence has no views; it is tested as null.
-    fn test(&self, view: &EventView, occ: &Occurrence, positive: bool) -> bool {
+    fn test(&self, view: &EventView, occ: &Occurrence, ctx: Ctx) -> bool {
         if occ.scalar == Scalar::Null {
-            return self.test_view(view, occ, ("", ""), positive);
+            return self.test_form(view, occ, ("", ""), ctx);
         }
-        // The views are readings of one value: positive, any of them will do; under `not`,
-        // every one must pass for the filter to apply.
-        if positive {
-            view.views(occ).any(|forms| self.test_view(view, occ, forms, true))
-        } else {
-            view.views(occ).all(|forms| self.test_view(view, occ, forms, false))
+        match view.form(occ, ctx.reading) {
+            Some(form) => self.test_form(view, occ, form, ctx),
+            // Views not made: only a rule reading a field it did not declare could get
+            // here; the test then fails (a positive test does not match, a filter does
+            // not apply).
+            None => false,
         }
     }
 
@@ -126,20 +127,29 @@ impl Atom {
         if self.all { self.matchers.iter().all(null) } else { self.matchers.iter().any(null) }
     }
 
-    fn eval(&self, view: &EventView, positive: bool) -> bool {
-        let occurrences = view.occurrences(self.field);
-        if occurrences.is_empty() {
+    fn eval(&self, view: &EventView, ctx: Ctx) -> bool {
+        let mut occurrences = view.occurrences(self.field).iter().filter(|o| o.in_reading(ctx.reading)).peekable();
+        if occurrences.peek().is_none() {
             return self.holds_when_absent();
         }
-        // The values of a keyword search are every value of the record, not readings of
+        // The values of a keyword search are every value of the record, not several of
         // one: "the record holds the keyword" is true when any of them does, under `not`
         // too.
-        if positive || self.keyword {
-            occurrences.iter().any(|o| self.test(view, o, true))
+        if ctx.positive || self.keyword {
+            let ctx = Ctx { positive: true, ..ctx };
+            occurrences.any(|o| self.test(view, o, ctx))
         } else {
-            occurrences.iter().all(|o| self.test(view, o, false))
+            occurrences.all(|o| self.test(view, o, ctx))
         }
     }
+}
+
+/// How a test is evaluated: its polarity (under an even number of `not`s or an odd one)
+/// and the reading of the record.
+#[derive(Clone, Copy, Debug)]
+struct Ctx {
+    positive: bool,
+    reading: Reading,
 }
 
 /// Whether one view (case kept, folded) of an occurrence matches. `positive` is the
@@ -150,42 +160,52 @@ fn matcher_matches(
     view: &EventView,
     occ: &Occurrence,
     (canon, folded): (&str, &str),
-    positive: bool,
+    ctx: Ctx,
 ) -> bool {
     match matcher {
         Matcher::Null => occ.scalar == Scalar::Null,
         Matcher::Exists(present) => *present,
         _ if occ.scalar == Scalar::Null => false,
-        Matcher::Str(p) => p.matches(if p.cased() { canon } else { folded }),
+        Matcher::Str(p) => p.matches(if p.cased() { canon } else { folded }, ctx.reading),
         Matcher::Int(n) => view.integer(occ) == Some(i128::from(*n)),
         Matcher::Regex(p) => p.re.is_match(canon),
-        Matcher::Any(alternatives) => {
-            alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded), positive))
-        }
+        Matcher::Any(alternatives) => alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded), ctx)),
         Matcher::Compare(op, bound) => view.number(occ).is_some_and(|v| op.holds(v, *bound)),
         Matcher::Cidr(net) => net.contains(canon),
         Matcher::FieldRef { field, op } => {
-            let others = view.occurrences(*field);
-            let one = |o: &Occurrence| {
-                o.scalar != Scalar::Null && view.views(o).any(|(_, other)| TextOp::holds(*op, folded, other))
+            let others: Vec<&Occurrence> =
+                view.occurrences(*field).iter().filter(|o| o.in_reading(ctx.reading)).collect();
+            let one = |o: &&Occurrence| {
+                o.scalar != Scalar::Null
+                    && view.form(o, ctx.reading).is_some_and(|(_, other)| TextOp::holds(*op, folded, other))
             };
-            if positive { others.iter().any(one) } else { !others.is_empty() && others.iter().all(one) }
+            if ctx.positive { others.iter().any(one) } else { !others.is_empty() && others.iter().all(one) }
         }
     }
 }
 
 impl Expr {
-    /// Evaluates the expression on the record in `view`.
+    /// Evaluates the expression on the record in `view`: true when it holds in either
+    /// reading of the record ([`Reading`]), each reading evaluated whole.
     pub fn eval(&self, view: &EventView) -> bool {
-        self.eval_with(view, true)
+        self.eval_in(view, &Reading::BOTH)
     }
 
-    fn eval_with(&self, view: &EventView, positive: bool) -> bool {
+    /// [`Expr::eval`] in the given readings only (`[Reading::Logged]`: the text as written,
+    /// as other Sigma tools read it).
+    pub fn eval_in(&self, view: &EventView, readings: &[Reading]) -> bool {
+        if !view.readings_differ() && readings.len() == 2 {
+            return self.eval_with(view, Ctx { positive: true, reading: Reading::Resolved });
+        }
+        readings.iter().any(|&reading| self.eval_with(view, Ctx { positive: true, reading }))
+    }
+
+    fn eval_with(&self, view: &EventView, ctx: Ctx) -> bool {
         match self {
-            Expr::And(children) => children.iter().all(|c| c.eval_with(view, positive)),
-            Expr::Or(children) => children.iter().any(|c| c.eval_with(view, positive)),
-            Expr::Not(child) => !child.eval_with(view, !positive),
-            Expr::Atom(atom) => atom.eval(view, positive),
+            Expr::And(children) => children.iter().all(|c| c.eval_with(view, ctx)),
+            Expr::Or(children) => children.iter().any(|c| c.eval_with(view, ctx)),
+            Expr::Not(child) => !child.eval_with(view, Ctx { positive: !ctx.positive, ..ctx }),
+            Expr::Atom(atom) => atom.eval(view, ctx),
             Expr::Const(b) => *b,
         }
     }

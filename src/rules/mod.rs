@@ -100,11 +100,6 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether the rule matches the record in `view`: its log source, then its detection.
-    pub fn matches(&self, view: &crate::event::EventView) -> bool {
-        self.route.eval(view) && self.detection.eval(view)
-    }
-
     /// The whole logic as one expression (log source and detection).
     pub fn expr(&self) -> Expr {
         Expr::and(vec![self.route.clone(), self.detection.clone()])

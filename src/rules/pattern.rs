@@ -13,7 +13,7 @@
 use memchr::memmem;
 use regex::{Regex, RegexBuilder};
 
-use crate::normalize::{FieldKind, canonical, compare_form, fold, path};
+use crate::normalize::{FieldKind, Reading, canonical, compare_form, fold, has_compatibility_forms, lower_into, path};
 
 /// A piece of a wildcard pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,21 +69,30 @@ enum StrOp {
     Glob(Glob),
 }
 
-/// A compiled string pattern.
+/// A compiled string pattern: its form in each reading (see [`Reading`]). The logged form
+/// is the rule's text lower-cased; the resolved form its canonical, folded form. A value
+/// whose text holds compatibility characters has no resolved form (it is about those
+/// characters: resolved, `ˣ` would be any `x`).
 #[derive(Clone, Debug)]
 pub struct StrPattern {
-    op: StrOp,
-    /// Compare with the case-preserving canonical form instead of the folded one.
+    logged: Option<Form>,
+    resolved: Option<Form>,
+    /// Compare with the case-preserving forms instead of the folded ones.
     cased: bool,
+}
+
+/// One form of a string pattern.
+#[derive(Clone, Debug)]
+struct Form {
+    op: StrOp,
     /// For path fields, a suffix `\name` also matches a value that is just `name`
     /// (a bare file name ends with its own last component).
     bare_name: Option<String>,
     tokens: Vec<Token>,
 }
 
-impl StrPattern {
-    /// Compiles tokens (already in compare form unless `cased`) for a field of `kind`.
-    pub fn new(tokens: Vec<Token>, kind: FieldKind, cased: bool) -> StrPattern {
+impl Form {
+    fn new(tokens: Vec<Token>, kind: FieldKind) -> Form {
         let op = match tokens.as_slice() {
             [] => StrOp::Equals(String::new()),
             [Token::Star] => StrOp::Glob(Glob::new(&tokens)),
@@ -99,11 +108,10 @@ impl StrPattern {
             (StrOp::Suffix(s), FieldKind::Path) if s.len() > 1 && s.starts_with('\\') => Some(s[1..].to_string()),
             _ => None,
         };
-        StrPattern { op, cased, bare_name, tokens }
+        Form { op, bare_name, tokens }
     }
 
-    /// Does `value` (compare form, or canonical form when `cased`) match?
-    pub fn matches(&self, value: &str) -> bool {
+    fn matches(&self, value: &str) -> bool {
         let hit = match &self.op {
             StrOp::Equals(s) => value == s,
             StrOp::Prefix(s) => value.starts_with(s.as_str()),
@@ -113,10 +121,30 @@ impl StrPattern {
         };
         hit || self.bare_name.as_deref() == Some(value)
     }
+}
+
+impl StrPattern {
+    /// Compiles the forms (tokens already in each reading's form) for a field of `kind`.
+    pub fn new(logged: Option<Vec<Token>>, resolved: Option<Vec<Token>>, kind: FieldKind, cased: bool) -> StrPattern {
+        StrPattern { logged: logged.map(|t| Form::new(t, kind)), resolved: resolved.map(|t| Form::new(t, kind)), cased }
+    }
+
+    /// Does `value` (the reading's folded form, or its case-kept form when `cased`) match?
+    pub fn matches(&self, value: &str, reading: Reading) -> bool {
+        let form = match reading {
+            Reading::Logged => &self.logged,
+            Reading::Resolved => &self.resolved,
+        };
+        form.as_ref().is_some_and(|f| f.matches(value))
+    }
 
     /// Whether the case-preserving form is compared.
     pub fn cased(&self) -> bool {
         self.cased
+    }
+
+    fn forms(&self) -> impl Iterator<Item = &Form> {
+        self.logged.iter().chain(&self.resolved)
     }
 }
 
@@ -352,27 +380,44 @@ impl Matcher {
     /// whole file or folder name that has an 8.3 short form also matches in that form
     /// (`\powershell.exe` matches `\POWERS~1.EXE`).
     pub fn string(tokens: Vec<Token>, kind: FieldKind, cased: bool) -> Matcher {
-        let tokens: Vec<Token> = tokens
-            .into_iter()
+        let logged: Vec<Token> = tokens
+            .iter()
             .map(|t| match t {
-                Token::Lit(l) if cased => Token::Lit(canonical(kind, &l)),
-                Token::Lit(l) => Token::Lit(compare_form(kind, &l)),
-                other => other,
+                Token::Lit(l) if cased => Token::Lit(l.clone()),
+                Token::Lit(l) => {
+                    let mut lower = String::with_capacity(l.len());
+                    lower_into(l, &mut lower);
+                    Token::Lit(lower)
+                }
+                other => other.clone(),
             })
             .collect();
-        let variants = if kind == FieldKind::Path && !cased {
-            let mut v = short_name_variants(&tokens);
-            v.extend(short_extension_variant(&tokens));
-            v
-        } else {
-            Vec::new()
+        let about_compatibility = tokens.iter().any(|t| matches!(t, Token::Lit(l) if has_compatibility_forms(l)));
+        let resolved: Option<Vec<Token>> = (!about_compatibility).then(|| {
+            tokens
+                .into_iter()
+                .map(|t| match t {
+                    Token::Lit(l) if cased => Token::Lit(canonical(kind, &l)),
+                    Token::Lit(l) => Token::Lit(compare_form(kind, &l)),
+                    other => other,
+                })
+                .collect()
+        });
+        let variants = match &resolved {
+            Some(r) if kind == FieldKind::Path && !cased => {
+                let mut v = short_name_variants(r);
+                v.extend(short_extension_variant(r));
+                v
+            }
+            _ => Vec::new(),
         };
-        let first = Matcher::Str(StrPattern::new(tokens, kind, cased));
+        let first = Matcher::Str(StrPattern::new(Some(logged), resolved, kind, cased));
         if variants.is_empty() {
             return first;
         }
+        // Short names are how Windows may name a file: resolved reading only.
         let mut all = vec![first];
-        all.extend(variants.into_iter().map(|t| Matcher::Str(StrPattern::new(t, kind, cased))));
+        all.extend(variants.into_iter().map(|t| Matcher::Str(StrPattern::new(None, Some(t), kind, cased))));
         Matcher::Any(all)
     }
 
@@ -380,9 +425,13 @@ impl Matcher {
     /// through and through (itself, or alternatives that all are), or `None`.
     pub fn plain_contains(&self) -> Option<Vec<&str>> {
         match self {
-            Matcher::Str(StrPattern { op: StrOp::Contains(f), cased: false, .. }) => {
-                Some(vec![std::str::from_utf8(f.needle()).ok()?])
-            }
+            // The same needle in both readings.
+            Matcher::Str(StrPattern { logged: Some(a), resolved: Some(b), cased: false }) => match (&a.op, &b.op) {
+                (StrOp::Contains(fa), StrOp::Contains(fb)) if fa.needle() == fb.needle() => {
+                    Some(vec![std::str::from_utf8(fb.needle()).ok()?])
+                }
+                _ => None,
+            },
             Matcher::Any(alternatives) => {
                 let per: Option<Vec<Vec<&str>>> = alternatives.iter().map(Matcher::plain_contains).collect();
                 per.map(|p| p.into_iter().flatten().collect())
@@ -437,24 +486,43 @@ impl Matcher {
                 return per.map(|p| p.into_iter().flatten().collect());
             }
             Matcher::Int(n) => vec![n.unsigned_abs().to_string()],
-            Matcher::Str(p) => p
-                .tokens
-                .iter()
-                .filter_map(|t| match t {
-                    Token::Lit(l) if p.cased => Some(fold(l)),
-                    Token::Lit(l) => Some(l.clone()),
-                    _ => None,
-                })
-                .collect(),
+            // Each form is a way of matching: its fragments are one alternative.
+            Matcher::Str(p) => {
+                let mut alternatives: Vec<Vec<String>> = Vec::new();
+                for form in p.forms() {
+                    let runs: Vec<String> = form
+                        .tokens
+                        .iter()
+                        .filter_map(|t| match t {
+                            Token::Lit(l) if p.cased => Some(fold(l)),
+                            Token::Lit(l) => Some(l.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    let fragments = fragments_of(&runs, kind);
+                    if fragments.is_empty() {
+                        return None;
+                    }
+                    if !alternatives.contains(&fragments) {
+                        alternatives.push(fragments);
+                    }
+                }
+                return (!alternatives.is_empty()).then_some(alternatives);
+            }
             Matcher::Regex(p) => crate::prefilter::regex_literals(p.re.as_str(), p.flags),
         };
-        let fragments: Vec<String> = runs
-            .iter()
-            .flat_map(|r| split_fragments(r, kind))
-            .filter(|f| kind != FieldKind::Path || !path::from_expansion(f))
-            .collect();
+        let fragments = fragments_of(&runs, kind);
         (!fragments.is_empty()).then(|| vec![fragments])
     }
+}
+
+/// The fragments of runs of literal text (see [`split_fragments`]); in paths, those a
+/// variable's expansion could supply are left out.
+fn fragments_of(runs: &[String], kind: FieldKind) -> Vec<String> {
+    runs.iter()
+        .flat_map(|r| split_fragments(r, kind))
+        .filter(|f| kind != FieldKind::Path || !path::from_expansion(f))
+        .collect()
 }
 
 /// The variants of a path pattern with whole names replaced by their 8.3 short forms (at
@@ -553,6 +621,12 @@ pub fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
 mod tests {
     use super::*;
 
+    impl StrPattern {
+        fn resolved_matches(&self, value: &str) -> bool {
+            self.matches(value, Reading::Resolved)
+        }
+    }
+
     fn pat(value: &str) -> StrPattern {
         match Matcher::string(tokenize(value), FieldKind::Text, false) {
             Matcher::Str(p) => p,
@@ -572,28 +646,28 @@ mod tests {
 
     #[test]
     fn classified_patterns() {
-        assert!(pat("AppCmd.exe").matches("appcmd.exe"));
-        assert!(!pat("appcmd.exe").matches("xappcmd.exe"));
-        assert!(pat("*install *").matches("appcmd install module"));
-        assert!(pat(r"*\cmd.exe").matches(r"c:\windows\cmd.exe"));
-        assert!(pat("c:*").matches("c:\\x"));
-        assert!(pat("*").matches(""));
-        assert!(pat("").matches(""));
-        assert!(!pat("").matches("a"));
+        assert!(pat("AppCmd.exe").resolved_matches("appcmd.exe"));
+        assert!(!pat("appcmd.exe").resolved_matches("xappcmd.exe"));
+        assert!(pat("*install *").resolved_matches("appcmd install module"));
+        assert!(pat(r"*\cmd.exe").resolved_matches(r"c:\windows\cmd.exe"));
+        assert!(pat("c:*").resolved_matches("c:\\x"));
+        assert!(pat("*").resolved_matches(""));
+        assert!(pat("").resolved_matches(""));
+        assert!(!pat("").resolved_matches("a"));
     }
 
     #[test]
     fn general_globs() {
-        assert!(pat("a*b*c").matches("axxbyyc"));
-        assert!(pat("a*b*c").matches("abc"));
-        assert!(!pat("a*b*c").matches("acb"));
-        assert!(pat("a?c").matches("abc"));
-        assert!(!pat("a?c").matches("ac"));
-        assert!(pat("*a?c*").matches("xxabcxx"));
-        assert!(pat("ab*ab").matches("abab"));
-        assert!(!pat("ab*ab").matches("aba"));
-        assert!(pat("?*").matches("é"));
-        assert!(pat("*.exe*x?z").matches("a.exe.exe-xyz"));
+        assert!(pat("a*b*c").resolved_matches("axxbyyc"));
+        assert!(pat("a*b*c").resolved_matches("abc"));
+        assert!(!pat("a*b*c").resolved_matches("acb"));
+        assert!(pat("a?c").resolved_matches("abc"));
+        assert!(!pat("a?c").resolved_matches("ac"));
+        assert!(pat("*a?c*").resolved_matches("xxabcxx"));
+        assert!(pat("ab*ab").resolved_matches("abab"));
+        assert!(!pat("ab*ab").resolved_matches("aba"));
+        assert!(pat("?*").resolved_matches("é"));
+        assert!(pat("*.exe*x?z").resolved_matches("a.exe.exe-xyz"));
     }
 
     #[test]
@@ -618,7 +692,7 @@ mod tests {
                 let pc: Vec<char> = p.chars().collect();
                 for v in values {
                     let vc: Vec<char> = v.chars().collect();
-                    assert_eq!(pat(&p).matches(v), naive(&pc, &vc), "pattern {p:?} value {v:?}");
+                    assert_eq!(pat(&p).resolved_matches(v), naive(&pc, &vc), "pattern {p:?} value {v:?}");
                 }
             }
         }
@@ -629,14 +703,14 @@ mod tests {
         let Matcher::Str(p) = Matcher::string(tokenize(r"*\AppCmd.exe"), FieldKind::Path, false) else {
             unreachable!()
         };
-        assert!(p.matches(r"c:\windows\system32\inetsrv\appcmd.exe"));
-        assert!(p.matches("appcmd.exe"));
-        assert!(!p.matches("xappcmd.exe"));
+        assert!(p.resolved_matches(r"c:\windows\system32\inetsrv\appcmd.exe"));
+        assert!(p.resolved_matches("appcmd.exe"));
+        assert!(!p.resolved_matches("xappcmd.exe"));
     }
 
     fn matches(m: &Matcher, value: &str) -> bool {
         match m {
-            Matcher::Str(p) => p.matches(value),
+            Matcher::Str(p) => p.resolved_matches(value),
             Matcher::Any(all) => all.iter().any(|m| matches(m, value)),
             _ => unreachable!(),
         }
@@ -661,7 +735,7 @@ mod tests {
     #[test]
     fn path_patterns_take_the_canonical_separator() {
         let Matcher::Str(p) = Matcher::string(tokenize("*/var/www/*"), FieldKind::Path, false) else { unreachable!() };
-        assert!(p.matches(r"\var\www\html\x.php"));
+        assert!(p.resolved_matches(r"\var\www\html\x.php"));
     }
 
     #[test]

@@ -13,4 +13,5 @@ mod hostile;
 mod language;
 mod properties;
 mod sigma;
+mod sigma_reference;
 mod support;
