@@ -87,6 +87,10 @@ pub struct TagArgs {
     /// that the prefilter changes nothing).
     #[arg(long)]
     pub no_prefilter: bool,
+    /// Worker threads. 0 (the default) is one, or one per core when the rules make the
+    /// prefilter examine every line (a large rule set); the output is the same either way.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
     /// Match values only as the log wrote them, as other Sigma tools do: no resolved reading
     /// (paths as Windows resolves them, command lines as the program receives them). For
     /// comparing with those tools; it gives up the evasion-proof matching.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod output;
+pub mod parallel;
 pub mod rules_cmd;
 pub mod run;
 pub mod signal;

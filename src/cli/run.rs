@@ -14,7 +14,7 @@ use super::output::Vectored;
 use super::signal;
 
 /// Bytes read at a time.
-const READ_BYTES: usize = 256 * 1024;
+pub(crate) const READ_BYTES: usize = 256 * 1024;
 
 /// Why a run failed, and so which exit status it gets.
 #[derive(Debug)]
@@ -61,9 +61,9 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
     Ok((Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))?, skipped))
 }
 
-struct Input {
-    name: String,
-    file: File,
+pub(crate) struct Input {
+    pub(crate) name: String,
+    pub(crate) file: File,
 }
 
 fn stdin_file() -> io::Result<File> {
@@ -129,7 +129,23 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     let mut output = open_output(args.output.as_deref(), &args.files)?;
     signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
     let mut total = Stats::new(tagger.rules().rules().len());
-    let result = run(&tagger, inputs, &mut output, &mut total);
+    let threads = match args.threads {
+        0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => 1,
+        n => n,
+    };
+    let result = if threads > 1 {
+        match super::parallel::run(&tagger, threads, inputs, &mut output, &mut total) {
+            Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
+                eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        run(&tagger, inputs, &mut output, &mut total)
+    };
     if args.stats || args.stats_format.is_some() {
         let mut report = total.report(tagger.rules().rules());
         report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
@@ -150,16 +166,17 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
     for mut input in inputs {
         let mut stream = tagger.stream();
         let outcome = pump(&mut input, &mut stream, buf, &mut out, output);
+        if let Ok(Pumped::Eof) = outcome {
+            // The last line (without `\n`) is tagged, and counted, here.
+            stream.finish(&mut out);
+        }
         total.merge(stream.stats());
         match outcome {
-            Ok(Pumped::Eof) => {
-                stream.finish(&mut out);
-                match write_out(output, &mut out, &[]) {
-                    Ok(()) => {}
-                    Err(WriteError::Closed) => return Ok(()),
-                    Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
-                }
-            }
+            Ok(Pumped::Eof) => match write_out(output, &mut out, &[]) {
+                Ok(()) => {}
+                Err(WriteError::Closed) => return Ok(()),
+                Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+            },
             Ok(Pumped::Signalled { dropped }) => {
                 if dropped > 0 {
                     eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");

@@ -63,6 +63,8 @@ const EXAMINE_ALL_ODDS: f64 = 0.5;
 #[derive(Debug)]
 struct Triggers {
     searcher: Trigger,
+    /// Anchor → rules whose trigger clause holds a literal containing it.
+    anchor_rules: Vec<Vec<u32>>,
 }
 
 /// One search for many literals of a space at once.
@@ -99,8 +101,8 @@ pub struct Prefilter {
     trigger_rules: Vec<Vec<u32>>,
     raw: Option<Triggers>,
     deleted: Option<Triggers>,
-    /// Searches for every literal, for lines picked by the triggers.
-    presence: [Option<Presence>; 2],
+    /// Per distinct clause, its search on a line picked by the triggers.
+    checks: Vec<ClauseCheck>,
     /// When every line is examined: the rules grouped by log source, each group with
     /// searches for its own literals only.
     groups: Vec<Group>,
@@ -148,6 +150,7 @@ pub struct Scratch {
     canonical: Vec<u8>,
     deleted: Vec<u8>,
     value: String,
+    hits: Vec<u32>,
 }
 
 impl Prefilter {
@@ -203,16 +206,27 @@ impl Prefilter {
                 .filter(|l| l.space == space)
                 .map(|l| l.text.as_str())
                 .collect();
-            Trigger::new(&anchors(of_space.into_iter())).map(|searcher| Triggers { searcher })
+            let anchors = anchors(of_space.iter().copied());
+            let anchor_rules = anchors
+                .iter()
+                .map(|a| {
+                    let mut rules: Vec<u32> = trigger_literals
+                        .iter()
+                        .filter(|&&l| {
+                            literals[l as usize].space == space && literals[l as usize].text.contains(a.as_str())
+                        })
+                        .flat_map(|&l| trigger_rules[l as usize].iter().copied())
+                        .collect();
+                    rules.sort_unstable();
+                    rules.dedup();
+                    rules
+                })
+                .collect();
+            Trigger::new(&anchors).map(|searcher| Triggers { searcher, anchor_rules })
         };
         examine_all |= !always.is_empty();
         let (raw, deleted) = if examine_all { (None, None) } else { (triggers(Space::Raw), triggers(Space::Deleted)) };
-        let everything: Vec<u32> = (0..literals.len() as u32).collect();
-        let (presence, groups) = if examine_all {
-            ([None, None], groups(set, &rule_clauses, &always, &literals))
-        } else {
-            ([Space::Raw, Space::Deleted].map(|space| Presence::new(&literals, &everything, space, false)), Vec::new())
-        };
+        let groups = if examine_all { groups(set, &rule_clauses, &always, &literals) } else { Vec::new() };
         let mut distinct: Vec<Clause> = Vec::new();
         let plans = rule_clauses
             .into_iter()
@@ -232,8 +246,17 @@ impl Prefilter {
                     .collect()
             })
             .collect();
+        let checks = if examine_all {
+            Vec::new()
+        } else {
+            distinct
+                .iter()
+                .map(|c| ClauseCheck::new(&c.iter().map(|&l| &literals[l as usize]).collect::<Vec<_>>()))
+                .collect()
+        };
         Prefilter {
             groups,
+            checks,
             literals,
             clauses: distinct,
             plans,
@@ -241,7 +264,6 @@ impl Prefilter {
             trigger_rules,
             raw,
             deleted,
-            presence,
             always,
             examine_all,
             rule_triggers,
@@ -388,19 +410,115 @@ impl Prefilter {
         scratch: &'s mut Scratch,
     ) -> &'s [u32] {
         scratch.begin(self.literals.len(), self.clauses.len(), self.plans.len());
-        let text = line_text(raw, lower, has_escape, &mut scratch.canonical);
-        if let Some(p) = &self.presence[0] {
-            p.mark(text, &mut scratch.present, &mut scratch.present_list);
+        let Scratch { clause_state, touched, rule_stamp, stamp, rules, canonical, deleted, hits, .. } = scratch;
+        let text = line_text(raw, lower, has_escape, canonical);
+        let mut texts = Texts { text, deleted, deleted_made: false };
+        for (space, triggers) in [(Space::Raw, &self.raw), (Space::Deleted, &self.deleted)] {
+            let Some(triggers) = triggers else { continue };
+            hits.clear();
+            let hay = texts.get(space);
+            // Every start position is searched: no anchor contains another, so two anchors
+            // never start at the same offset and none is hidden by a longer match.
+            let mut at = 0;
+            while let Some((start, anchor)) = triggers.searcher.find_from(hay, at) {
+                hits.push(anchor as u32);
+                at = start + 1;
+            }
+            for &anchor in hits.iter() {
+                for &r in &triggers.anchor_rules[anchor as usize] {
+                    if rule_stamp[r as usize] == *stamp {
+                        continue;
+                    }
+                    rule_stamp[r as usize] = *stamp;
+                    let all = self.plans[r as usize].iter().all(|&c| {
+                        let state = &mut clause_state[c as usize];
+                        if *state == 0 {
+                            let check = &self.checks[c as usize];
+                            *state = if check.holds(texts.get(check.space)) { 1 } else { 2 };
+                            touched.push(c);
+                        }
+                        *state == 1
+                    });
+                    if all {
+                        rules.push(r);
+                    }
+                }
+            }
         }
-        if let Some(p) = &self.presence[1] {
-            delete_into(text, &mut scratch.deleted);
-            p.mark(&scratch.deleted, &mut scratch.present, &mut scratch.present_list);
+        rules.extend_from_slice(&self.always);
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
+}
+
+/// A line's texts: lower-cased (or canonical), and deleted when first asked for.
+struct Texts<'a> {
+    text: &'a [u8],
+    deleted: &'a mut Vec<u8>,
+    deleted_made: bool,
+}
+
+impl Texts<'_> {
+    fn get(&mut self, space: Space) -> &[u8] {
+        match space {
+            Space::Raw => self.text,
+            Space::Deleted => {
+                if !self.deleted_made {
+                    delete_into(self.text, self.deleted);
+                    self.deleted_made = true;
+                }
+                self.deleted
+            }
         }
-        self.collect_rules(scratch, |_| true);
-        scratch.rules.extend_from_slice(&self.always);
-        scratch.rules.sort_unstable();
-        scratch.rules.dedup();
-        &scratch.rules
+    }
+}
+
+/// One clause, ready to be checked on a line: "does any of these literals occur?" (in
+/// the clause's space: all its literals share one).
+#[derive(Debug)]
+struct ClauseCheck {
+    space: Space,
+    search: ClauseSearch,
+}
+
+#[derive(Debug)]
+enum ClauseSearch {
+    /// A few literals: a substring search each.
+    Finders(Vec<memchr::memmem::Finder<'static>>),
+    /// More: one packed (Teddy) search for any of them.
+    Packed(aho_corasick::packed::Searcher),
+    /// Too many for Teddy: an automaton.
+    Automaton(AhoCorasick),
+}
+
+impl ClauseCheck {
+    fn new(literals: &[&Literal]) -> ClauseCheck {
+        let space = literals.first().map_or(Space::Raw, |l| l.space);
+        let texts: Vec<&String> = literals.iter().map(|l| &l.text).collect();
+        let finders = || {
+            ClauseSearch::Finders(
+                texts.iter().map(|l| memchr::memmem::Finder::new(l.as_bytes()).into_owned()).collect(),
+            )
+        };
+        let search = if texts.len() <= 2 {
+            finders()
+        } else {
+            match aho_corasick::packed::Config::new().builder().extend(&texts).build() {
+                Some(packed) => ClauseSearch::Packed(packed),
+                None => automaton(texts.iter().copied(), MatchKind::LeftmostFirst)
+                    .map_or_else(finders, ClauseSearch::Automaton),
+            }
+        };
+        ClauseCheck { space, search }
+    }
+
+    fn holds(&self, text: &[u8]) -> bool {
+        match &self.search {
+            ClauseSearch::Finders(fs) => fs.iter().any(|f| f.find(text).is_some()),
+            ClauseSearch::Packed(s) => s.find(text).is_some(),
+            ClauseSearch::Automaton(ac) => ac.is_match(text),
+        }
     }
 }
 

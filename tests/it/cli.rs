@@ -180,6 +180,13 @@ fn a_full_disk_is_an_error() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["--threads", "2", "examples/sample.jsonl"])
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "threads: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"));
 }
 
 #[test]
@@ -292,4 +299,104 @@ fn authors_of_loaded_rules_travel_with_their_detections() {
     // Built-in detections keep the DESIGN §2 shape (their vendor is `source`).
     let sample = run(&["examples/sample.jsonl"]);
     assert!(!String::from_utf8_lossy(&sample.stdout).contains("\"author\""));
+}
+
+/// A stream that exercises the block cutting of the parallel path: lines over the limit
+/// (one longer than a block), the sample, and a last line without `\n`.
+fn mixed_input() -> Vec<u8> {
+    let sample = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    let mut input = Vec::new();
+    input.extend_from_slice(format!("{{\"a\":\"{}\"}}\n", "x".repeat(3 << 20)).as_bytes());
+    for _ in 0..400 {
+        input.extend_from_slice(&sample);
+    }
+    input.extend_from_slice(format!("{{\"b\":\"{}\"}}\n", "y".repeat(1_500_000)).as_bytes());
+    input.extend_from_slice(
+        br#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"cmd.exe","ParentImage":"w3wp.exe"}"#,
+    );
+    input
+}
+
+#[test]
+fn threads_give_the_same_output_and_counts() {
+    let dir = temp_dir("threads");
+    let path = dir.join("mixed.jsonl");
+    std::fs::write(&path, mixed_input()).expect("input");
+    let p = path.to_str().expect("path");
+    let runs: Vec<Output> = ["1", "2", "3"]
+        .iter()
+        .map(|t| run(&["--threads", t, "--stats-format", "json", p, "examples/sample.jsonl", p]))
+        .collect();
+    for (r, t) in runs.iter().zip(["1", "2", "3"]) {
+        assert!(r.status.success(), "threads {t}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    assert!(
+        runs[0].stdout == runs[1].stdout && runs[0].stdout == runs[2].stdout,
+        "the output does not depend on threads"
+    );
+    assert_eq!(runs[0].stderr, runs[1].stderr, "nor do the counts");
+    assert_eq!(runs[0].stderr, runs[2].stderr);
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&runs[1].stderr).trim()).expect("stats json");
+    assert_eq!(stats["not_inspected"]["oversized"], 4);
+    let sample_lines =
+        crate::support::split_lines(&std::fs::read(repo("examples/sample.jsonl")).expect("sample")).len();
+    let mixed_lines = crate::support::split_lines(&mixed_input()).len();
+    assert_eq!(stats["lines"].as_u64(), Some((2 * mixed_lines + sample_lines) as u64));
+    let one = run(&["--threads", "2", p]);
+    assert_contract(&mixed_input(), &one.stdout, "iis_tagger");
+    assert!(!one.stdout.ends_with(b"\n"), "the last line keeps its missing newline");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn threads_stop_on_sigterm_and_a_closed_stdout_like_one() {
+    // A closed reader: exit 0, no message.
+    let mut child = bin()
+        .args(["--threads", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&big_input(400_000));
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // SIGTERM mid-stream: whole lines, a prefix of the full output, exit 0.
+    let input = big_input(400_000);
+    let (want, _) = crate::support::builtin_tagger().tag_all(&input);
+    let mut child = bin()
+        .args(["--threads", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feed = input.clone();
+    let writer = std::thread::spawn(move || {
+        for piece in feed.chunks(65_537) {
+            if stdin.write_all(piece).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut out = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut out).expect("the first MiB");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    stdout.read_to_end(&mut out).expect("the rest");
+    let status = child.wait().expect("wait");
+    let _ = writer.join();
+    assert_eq!(status.code(), Some(0));
+    assert!(out.ends_with(b"\n") && out.len() < want.len() && want.starts_with(&out));
 }

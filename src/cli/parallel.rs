@@ -1,0 +1,292 @@
+//! Tagging on several threads, with the output byte for byte what one thread writes.
+//!
+//! The reader cuts each input into blocks of whole lines (the tail of a read waits for
+//! the next one), numbers them and hands them to the workers; each worker tags a block
+//! with its own [`Stream`](iis_tagger::Stream) of the shared tagger; the writer puts the
+//! tagged blocks back in order. A line longer than the limit is passed on as it streams,
+//! by the reader, never held whole — as the single-threaded loop does. Memory is bounded:
+//! a few blocks per worker in flight.
+//!
+//! Signals and a closed or failing output are handled as in the single-threaded loop: the
+//! first SIGTERM/SIGINT stops reading once the line in progress is complete (a second one
+//! stops at once), everything read is tagged and written, and the exit is clean.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use iis_tagger::{Stats, Tagger};
+
+use super::run::{Failure, Input, READ_BYTES};
+use super::signal;
+
+/// Blocks are cut at the last newline of a read of about this size.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Blocks queued per worker (each at most `BLOCK_BYTES` plus a line).
+const QUEUED_PER_WORKER: usize = 2;
+
+/// Blocks read and not yet written, at most: a slow block cannot make the ones after it
+/// pile up while waiting for their turn.
+const IN_FLIGHT_PER_WORKER: usize = 4;
+
+/// A block of whole lines to tag, or the end of an input (whose last line may lack its
+/// `\n`: the stream is finished after it).
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+    finish: bool,
+}
+
+/// Output for the writer, in sequence order.
+struct Done {
+    seq: u64,
+    data: Vec<u8>,
+}
+
+/// How a run ended, for the caller.
+pub enum Ended {
+    /// Every input read to its end.
+    Complete,
+    /// Stopped by a signal; bytes of an unfinished line not written.
+    Signalled { dropped: usize },
+    /// The reader of the output went away.
+    Closed,
+}
+
+/// Tags `inputs` into `output` with `threads` workers; adds the counters to `total`.
+pub fn run(
+    tagger: &Tagger,
+    threads: usize,
+    inputs: Vec<Input>,
+    output: &mut (dyn Write + Send),
+    total: &mut Stats,
+) -> Result<Ended, Failure> {
+    let closed = AtomicBool::new(false);
+    let (job_tx, job_rx) = sync_channel::<Job>(threads * QUEUED_PER_WORKER);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = sync_channel::<Done>(threads * QUEUED_PER_WORKER + 2);
+    let in_flight = threads * IN_FLIGHT_PER_WORKER;
+    let (token_tx, token_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        token_tx.send(()).expect("room for every token");
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
+                scope.spawn(move || work(tagger, &rx, &tx))
+            })
+            .collect();
+        let closed_ref = &closed;
+        let writer = scope.spawn(move || write(done_rx, output, closed_ref, &token_tx));
+        let mut reader = Reader {
+            tagger,
+            jobs: job_tx,
+            done: done_tx,
+            tokens: token_rx,
+            seq: 0,
+            stats: Stats::new(tagger.rules().rules().len()),
+            closed: &closed,
+        };
+        let read = reader.read_all(inputs);
+        let reader_stats = std::mem::take(&mut reader.stats);
+        drop(reader);
+        for w in workers {
+            total.merge(&w.join().expect("a worker does not panic"));
+        }
+        total.merge(&reader_stats);
+        let written = writer.join().expect("the writer does not panic");
+        match (read, written) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(_), Ok(())) if closed.load(Ordering::SeqCst) => Ok(Ended::Closed),
+            (Ok(ended), Ok(())) => Ok(ended),
+        }
+    })
+}
+
+struct Reader<'a> {
+    tagger: &'a Tagger,
+    jobs: SyncSender<Job>,
+    done: SyncSender<Done>,
+    /// One per block in flight, given back by the writer.
+    tokens: Receiver<()>,
+    seq: u64,
+    /// Counters of what the reader passes on itself (lines over the limit).
+    stats: Stats,
+    closed: &'a AtomicBool,
+}
+
+impl Reader<'_> {
+    /// The next block's number, once there is room for it.
+    fn next_seq(&mut self) -> u64 {
+        let _ = self.tokens.recv();
+        self.seq += 1;
+        self.seq
+    }
+
+    fn send_lines(&mut self, data: Vec<u8>, finish: bool) {
+        let seq = self.next_seq();
+        // A closed channel means the run is ending; nothing more to do with the block.
+        let _ = self.jobs.send(Job { seq, data, finish });
+    }
+
+    fn send_raw(&mut self, data: &[u8]) {
+        let seq = self.next_seq();
+        self.stats.bytes += data.len() as u64;
+        let _ = self.done.send(Done { seq, data: data.to_vec() });
+    }
+
+    fn read_all(&mut self, inputs: Vec<Input>) -> Result<Ended, Failure> {
+        for mut input in inputs {
+            match self.read_one(&mut input)? {
+                Ended::Complete => {}
+                other => return Ok(other),
+            }
+        }
+        Ok(Ended::Complete)
+    }
+
+    /// One input: blocks of whole lines to the workers, over-long lines straight to the
+    /// writer.
+    fn read_one(&mut self, input: &mut Input) -> Result<Ended, Failure> {
+        let limit = self.tagger.config().max_line_bytes;
+        let mut buf = vec![0u8; READ_BYTES];
+        let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + READ_BYTES);
+        // Inside a line over the limit: passing it on until its `\n`.
+        let mut skipping = false;
+        let mut grace: Option<usize> = None;
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return Ok(Ended::Closed);
+            }
+            let signals = signal::received();
+            // The start of a line not yet complete: after the last `\n` of `block`.
+            let partial = block.len() - memchr::memrchr(b'\n', &block).map_or(0, |i| i + 1);
+            if signals > 0 {
+                let budget = grace.get_or_insert(partial + READ_BYTES * 4 + (1 << 20));
+                if signals > 1 || (partial == 0 && !skipping) || *budget == 0 {
+                    let whole = block.len() - partial;
+                    block.truncate(whole);
+                    if !block.is_empty() {
+                        self.send_lines(std::mem::take(&mut block), false);
+                    }
+                    return Ok(Ended::Signalled { dropped: partial });
+                }
+            }
+            let n = match input.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
+            };
+            if let Some(budget) = grace.as_mut() {
+                *budget = budget.saturating_sub(n);
+            }
+            let mut chunk = &buf[..n];
+            if skipping {
+                match memchr::memchr(b'\n', chunk) {
+                    Some(i) => {
+                        self.send_raw(&chunk[..=i]);
+                        skipping = false;
+                        chunk = &chunk[i + 1..];
+                    }
+                    None => {
+                        self.send_raw(chunk);
+                        continue;
+                    }
+                }
+            }
+            block.extend_from_slice(chunk);
+            // The line in progress has grown past the limit: everything before it goes to
+            // the workers, the line itself is passed on as it streams.
+            let start = memchr::memrchr(b'\n', &block).map_or(0, |i| i + 1);
+            if block.len() - start > limit {
+                let line = block.split_off(start);
+                if !block.is_empty() {
+                    self.send_lines(std::mem::take(&mut block), false);
+                }
+                self.stats.lines += 1;
+                self.stats.not_inspected.oversized += 1;
+                self.send_raw(&line);
+                skipping = true;
+                continue;
+            }
+            if start >= BLOCK_BYTES {
+                let rest = block.split_off(start);
+                self.send_lines(std::mem::replace(&mut block, rest), false);
+            }
+        }
+        if !skipping || !block.is_empty() {
+            self.send_lines(block, true);
+        }
+        Ok(Ended::Complete)
+    }
+}
+
+/// A worker: tags blocks until the reader is done.
+fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -> Stats {
+    let mut stream = tagger.stream();
+    let mut stats = Stats::new(tagger.rules().rules().len());
+    loop {
+        let job = match jobs.lock().map(|rx| rx.recv()) {
+            Ok(Ok(job)) => job,
+            _ => break,
+        };
+        let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8);
+        stream.feed(&job.data, &mut out);
+        if job.finish {
+            stream.finish(&mut out);
+            stats.merge(stream.stats());
+            stream = tagger.stream();
+        }
+        if done.send(Done { seq: job.seq, data: out }).is_err() {
+            break;
+        }
+    }
+    stats.merge(stream.stats());
+    stats
+}
+
+/// The writer: tagged blocks back in order.
+fn write(
+    done: Receiver<Done>,
+    output: &mut (dyn Write + Send),
+    closed: &AtomicBool,
+    tokens: &SyncSender<()>,
+) -> Result<(), Failure> {
+    let mut next = 1u64;
+    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut failed = None;
+    for d in done {
+        waiting.insert(d.seq, d.data);
+        while let Some(data) = waiting.remove(&next) {
+            next += 1;
+            let _ = tokens.try_send(());
+            if failed.is_some() || closed.load(Ordering::SeqCst) {
+                continue;
+            }
+            match output.write_all(&data) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => closed.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    failed = Some(Failure::Io(format!("writing output: {e}")));
+                    // Stop the reader as a closed output would.
+                    closed.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    match failed {
+        Some(f) => Err(f),
+        None => output.flush().or_else(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                Ok(())
+            } else {
+                Err(Failure::Io(format!("writing output: {e}")))
+            }
+        }),
+    }
+}
