@@ -81,6 +81,8 @@ pub struct EventView {
     viewed: Vec<bool>,
     /// Some value made so far differs between the two readings.
     readings_differ: bool,
+    /// Per field: some value of it differs between the readings.
+    differs: Vec<bool>,
 }
 
 impl EventView {
@@ -122,6 +124,11 @@ impl EventView {
     /// the two readings (when none does, a rule needs evaluating once).
     pub fn readings_differ(&self) -> bool {
         self.readings_differ
+    }
+
+    /// Whether some value of one of `fields` differs between the two readings.
+    pub fn fields_differ(&self, fields: &[FieldId]) -> bool {
+        self.readings_differ && fields.iter().any(|&f| self.differs.get(f as usize).copied().unwrap_or(false))
     }
 
     /// The value as it was in the record (strings decoded; numbers in decimal).
@@ -233,6 +240,13 @@ impl EventView {
         self.index.resize(catalog.len(), (0, 0));
         self.viewed.clear();
         self.viewed.resize(catalog.len(), false);
+        self.differs.clear();
+        self.differs.resize(catalog.len(), false);
+        for o in self.occurrences.iter().filter(|o| o.only != BOTH_READINGS) {
+            if let Some(d) = self.differs.get_mut(o.field as usize) {
+                *d = true;
+            }
+        }
         let mut i = 0;
         while i < self.occurrences.len() {
             let field = self.occurrences[i].field;
@@ -278,9 +292,18 @@ impl EventView {
         self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
         let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
         let cmd = self.cmd;
-        let EventView { views, text, fold, norm, raw, readings_differ, .. } = self;
+        let field = occ.field as usize;
+        let EventView { views, text, fold, norm, raw, readings_differ, differs, .. } = self;
+        let mut differ = |readings_differ: &mut bool| {
+            *readings_differ = true;
+            if let Some(d) = differs.get_mut(field) {
+                *d = true;
+            }
+        };
         normalize::views(kind, raw, cmd, norm, |readings, v| {
-            *readings_differ |= readings != BOTH_READINGS;
+            if readings != BOTH_READINGS {
+                differ(readings_differ);
+            }
             let canon_start = text.len();
             text.push_str(v);
             let canon = (canon_start as u32, text.len() as u32);
@@ -299,7 +322,7 @@ impl EventView {
                 views.push(View { readings, canon, folded });
             };
             if readings == BOTH_READINGS && !v.is_ascii() {
-                *readings_differ = true;
+                differ(readings_differ);
                 push_fold(Reading::Logged.bit(), Reading::Logged);
                 push_fold(Reading::Resolved.bit(), Reading::Resolved);
             } else {

@@ -588,8 +588,10 @@ impl Stream<'_> {
         }
         let view = &self.view;
         let readings = tagger.readings();
-        self.matched
-            .extend(self.candidates.iter().copied().filter(|&r| rules[r as usize].detection.eval_in(view, readings)));
+        self.matched.extend(self.candidates.iter().copied().filter(|&r| {
+            let differ = view.fields_differ(&tagger.detection_fields[r as usize]);
+            rules[r as usize].detection.eval_readings(view, readings, differ)
+        }));
         if self.matched.is_empty() {
             return Verdict::Unchanged;
         }

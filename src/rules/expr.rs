@@ -194,7 +194,13 @@ impl Expr {
     /// [`Expr::eval`] in the given readings only (`[Reading::Logged]`: the text as written,
     /// as other Sigma tools read it).
     pub fn eval_in(&self, view: &EventView, readings: &[Reading]) -> bool {
-        if !view.readings_differ() && readings.len() == 2 {
+        self.eval_readings(view, readings, view.readings_differ())
+    }
+
+    /// [`Expr::eval_in`], told whether the fields it reads differ between the readings
+    /// ([`EventView::fields_differ`]): when they do not, one evaluation stands for both.
+    pub fn eval_readings(&self, view: &EventView, readings: &[Reading], differ: bool) -> bool {
+        if !differ && readings.len() == 2 {
             return self.eval_with(view, Ctx { positive: true, reading: Reading::Resolved });
         }
         readings.iter().any(|&reading| self.eval_with(view, Ctx { positive: true, reading }))
