@@ -22,6 +22,7 @@
 //! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O;
 //!   [`sink`]: where a stream writes (unchanged input as ranges, new bytes as bytes).
 //! * [`stats`]: what a stream did.
+//! * [`framing`]: RFC 6587 octet-counted frames, for the TCP front end.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
 //!
@@ -48,6 +49,7 @@
 pub mod annotate;
 pub mod event;
 pub mod fields;
+pub mod framing;
 pub mod normalize;
 pub mod prefilter;
 pub mod repair;

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
             }
             if failed { Err(Failure::Check("some rules were refused (--strict)".into())) } else { Ok(()) }
         }),
+        Some(Command::Serve(serve)) => cli::serve::run(serve, &args.tag.rules),
+        Some(Command::Mmexternal(mm)) => cli::mmexternal::run(mm, &args.tag.rules),
         None => cli::run::tag(&args.tag),
     };
     match result {

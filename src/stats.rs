@@ -51,6 +51,13 @@ impl Stats {
         Stats { matches: vec![0; rules], ..Stats::default() }
     }
 
+    /// Zeroes every counter, keeping the number of rules.
+    pub fn reset(&mut self) {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.iter_mut().for_each(|m| *m = 0);
+        *self = Stats { matches, ..Stats::default() };
+    }
+
     /// Adds another stream's counters.
     pub fn merge(&mut self, other: &Stats) {
         self.lines += other.lines;

@@ -148,6 +148,7 @@ impl Tagger {
             groups: Vec::new(),
             matched: Vec::new(),
             member: Vec::new(),
+            unfiltered: false,
             stats: Stats::new(self.rules.rules().len()),
         }
     }
@@ -216,6 +217,9 @@ pub struct Stream<'t> {
     groups: Vec<u32>,
     matched: Vec<u32>,
     member: Vec<u8>,
+    /// Inspecting a record that holds `\n` ([`Stream::record`]): the byte scan that picks
+    /// rules works on lines, so every rule is a candidate.
+    unfiltered: bool,
     stats: Stats,
 }
 
@@ -241,6 +245,51 @@ impl Stream<'_> {
     /// Bytes of an unfinished line held (it is written by [`Stream::finish`]).
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
+    }
+
+    /// True while a line over the limit is being passed through: the output written so far
+    /// ends inside that line (a caller that shares its output with other streams must not
+    /// let them write until this is false again).
+    pub fn passing_long_line(&self) -> bool {
+        self.skipping
+    }
+
+    /// Zeroes the counters (for front ends that add them to running totals as they go).
+    pub fn reset_stats(&mut self) {
+        self.stats.reset();
+    }
+
+    /// Tags one whole record, for framings that deliver records rather than lines (a
+    /// syslog octet-counted frame, an rsyslog message): `record` is inspected as one line
+    /// whatever it holds, `\n` included, and written to `out`, annotated or not. It counts
+    /// as one line. Returns whether it was annotated; [`Stream::annotation`] then holds the
+    /// member. Not to be mixed with [`Stream::feed`] on a stream holding a partial line.
+    pub fn record<S: Sink + ?Sized>(&mut self, record: &[u8], out: &mut S) -> bool {
+        debug_assert!(!self.has_partial_line(), "record() inside a fed line");
+        self.stats.bytes += record.len() as u64;
+        let before = self.stats.annotated;
+        self.member.clear();
+        let mut out = Out { sink: out, input: record, base: Some(0) };
+        if memchr::memchr(b'\n', record).is_none() {
+            self.lines(record, &mut out);
+        } else {
+            self.stats.lines += 1;
+            if record.len() > self.tagger.config.max_line_bytes {
+                self.stats.not_inspected.oversized += 1;
+                out.keep(record, 0..record.len());
+            } else {
+                self.unfiltered = true;
+                self.line(record, 0..record.len(), &[], false, &mut out);
+                self.unfiltered = false;
+            }
+        }
+        self.stats.annotated > before
+    }
+
+    /// The member (`"<key>":{...}`) added to the last record [`Stream::record`] annotated,
+    /// or `None` when it annotated nothing.
+    pub fn annotation(&self) -> Option<&[u8]> {
+        (!self.member.is_empty()).then(|| self.member.strip_prefix(b",").unwrap_or(&self.member))
     }
 
     /// Takes the next bytes of the stream; writes to `out` every line it completes.
@@ -488,7 +537,7 @@ impl Stream<'_> {
             return self.inspect_routed(line);
         }
         self.candidates.clear();
-        if tagger.config.prefilter {
+        if tagger.config.prefilter && !self.unfiltered {
             let rules = tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter);
             self.candidates.extend_from_slice(rules);
         } else {

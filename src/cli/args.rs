@@ -30,6 +30,54 @@ pub struct Cli {
 pub enum Command {
     /// List the loaded rules: slug, source, risk, severity, ATT&CK ids, title.
     Rules(RulesArgs),
+    /// Run as a TCP sidecar: tag the records of every connection to --listen and write
+    /// them to --forward (or stdout), each connection's records in order and whole.
+    Serve(Box<super::serve::ServeArgs>),
+    /// Run as an rsyslog external message-modification plugin (`mmexternal` with
+    /// `interface.input="fulljson"`): one reply line per message line, in order, flushed;
+    /// `{}` when nothing matched, else the annotation under the `$!` tree.
+    Mmexternal(MmexternalArgs),
+}
+
+/// How records are inspected and annotated (every mode).
+#[derive(Debug, Args, Clone)]
+pub struct CoreArgs {
+    /// Name of the annotation member.
+    #[arg(long, value_name = "NAME", default_value = "iis_tagger")]
+    pub field: String,
+    /// Lines longer than this are passed through uninspected, streamed, never held whole.
+    /// Accepts a byte count or a size such as 64KiB, 1MiB.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_line_bytes: usize,
+    /// Match values only as the log wrote them, as other Sigma tools do: no resolved reading
+    /// (paths as Windows resolves them, command lines as the program receives them). For
+    /// comparing with those tools; it gives up the evasion-proof matching.
+    #[arg(long)]
+    pub logged_reading_only: bool,
+}
+
+impl CoreArgs {
+    /// The tagger settings.
+    pub fn config(&self, prefilter: bool) -> iis_tagger::Config {
+        iis_tagger::Config {
+            annotation_key: self.field.clone(),
+            max_line_bytes: self.max_line_bytes,
+            prefilter,
+            resolved_reading: !self.logged_reading_only,
+        }
+    }
+}
+
+/// Options of `iis-tagger mmexternal` (rules: the global --rules / --no-builtin).
+#[derive(Debug, Args)]
+pub struct MmexternalArgs {
+    /// Inspection settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+    /// At the end of input, print a summary to stderr (rsyslog shows the plugin's stderr
+    /// only with the action's `output=` file).
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// Which rules to load.
@@ -76,13 +124,23 @@ pub struct TagArgs {
     /// Format of --stats (implies --stats).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub stats_format: Option<StatsFormat>,
-    /// Name of the annotation member.
-    #[arg(long, value_name = "NAME", default_value = "iis_tagger")]
-    pub field: String,
-    /// Lines longer than this are passed through uninspected, streamed, never held whole.
-    /// Accepts a byte count or a size such as 64KiB, 1MiB.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
-    pub max_line_bytes: usize,
+    /// Inspection settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+    /// Write to a TCP downstream (HOST:PORT) instead of stdout: one connection, reconnected
+    /// with backoff when it drops; the records not yet written wait (and input is not read
+    /// meanwhile). For syslog-ng's `program()` destination, and any pipe into a socket.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "output")]
+    pub forward: Option<String>,
+    /// Follow FILE as it grows (as `tail -F`: across rotation by rename and truncation),
+    /// for agents that run iis-tagger as their `exec` source. Never ends by itself; SIGTERM
+    /// ends it after the last complete line.
+    #[arg(long, value_name = "FILE", conflicts_with = "files")]
+    pub follow: Option<PathBuf>,
+    /// With --follow: where to keep the position of the last line written, so that a
+    /// restarted iis-tagger resumes after it (the agent restarts its exec child).
+    #[arg(long, value_name = "PATH", requires = "follow")]
+    pub state_file: Option<PathBuf>,
     /// Parse every JSON line and evaluate every rule, without the prefilter (slow; to check
     /// that the prefilter changes nothing).
     #[arg(long)]
@@ -91,11 +149,6 @@ pub struct TagArgs {
     /// prefilter examine every line (a large rule set); the output is the same either way.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
-    /// Match values only as the log wrote them, as other Sigma tools do: no resolved reading
-    /// (paths as Windows resolves them, command lines as the program receives them). For
-    /// comparing with those tools; it gives up the evasion-proof matching.
-    #[arg(long)]
-    pub logged_reading_only: bool,
 }
 
 /// Options of `iis-tagger rules` (which rules: the global --rules / --no-builtin).

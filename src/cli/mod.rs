@@ -1,9 +1,14 @@
-//! The command-line front end: argument parsing, the stdin/stdout/file loop, signals.
+//! The command-line front end: argument parsing, the stdin/stdout/file loop, signals,
+//! following a file, the TCP sidecar and rsyslog's external-plugin protocol.
 //! It only wires the library's pieces to the operating system.
 
 pub mod args;
+pub mod follow;
+pub mod mmexternal;
 pub mod output;
 pub mod parallel;
+pub mod rlimit;
 pub mod rules_cmd;
 pub mod run;
+pub mod serve;
 pub mod signal;

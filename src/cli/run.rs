@@ -100,51 +100,36 @@ fn open_output(path: Option<&Path>, inputs: &[PathBuf]) -> Result<File, Failure>
 }
 
 /// How writing ended.
-enum WriteError {
+pub(crate) enum WriteError {
     /// The reader went away: stop quietly.
     Closed,
     /// Anything else.
     Io(io::Error),
 }
 
-fn write_out(output: &mut File, out: &mut Vectored, input: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_out(output: &mut File, out: &mut Vectored, input: &[u8]) -> Result<(), WriteError> {
     let result = out.write_to(output, input);
     result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
 }
 
 /// Runs the tagger over the inputs of `args`.
 pub fn tag(args: &TagArgs) -> Result<(), Failure> {
-    let config = Config {
-        annotation_key: args.field.clone(),
-        max_line_bytes: args.max_line_bytes,
-        prefilter: !args.no_prefilter,
-        resolved_reading: !args.logged_reading_only,
-    };
+    let config = args.core.config(!args.no_prefilter);
     let (tagger, skipped) = build_tagger(&args.rules, config)?;
     for &r in tagger.prefilter().unconstrained_rules() {
         let slug = &tagger.rules().rules()[r as usize].meta.slug;
         eprintln!("iis-tagger: note: rule `{slug}` gives the prefilter no literal; every JSON line is parsed for it");
     }
-    let inputs = open_inputs(&args.files)?;
-    let mut output = open_output(args.output.as_deref(), &args.files)?;
-    signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
     let mut total = Stats::new(tagger.rules().rules().len());
-    let threads = match args.threads {
-        0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
-        0 => 1,
-        n => n,
-    };
-    let result = if threads > 1 {
-        match super::parallel::run(&tagger, threads, inputs, &mut output, &mut total) {
-            Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
-                eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        }
+    let result = if let Some(path) = &args.follow {
+        let mut output = open_output(args.output.as_deref(), std::slice::from_ref(path))?;
+        signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
+        super::follow::run(&tagger, path, args.state_file.as_deref(), &mut output, &mut total)
+    } else if let Some(forward) = &args.forward {
+        let inputs = open_inputs(&args.files)?;
+        super::serve::pipe::run(&tagger, inputs, forward, &mut total)
     } else {
-        run(&tagger, inputs, &mut output, &mut total)
+        tag_to_output(args, &tagger, &mut total)
     };
     if args.stats || args.stats_format.is_some() {
         let mut report = total.report(tagger.rules().rules());
@@ -155,6 +140,30 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         }
     }
     result
+}
+
+/// The inputs to stdout or `-o FILE`, on one thread or several.
+fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(), Failure> {
+    let inputs = open_inputs(&args.files)?;
+    let mut output = open_output(args.output.as_deref(), &args.files)?;
+    signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
+    let threads = match args.threads {
+        0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => 1,
+        n => n,
+    };
+    if threads > 1 {
+        match super::parallel::run(tagger, threads, inputs, &mut output, total) {
+            Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
+                eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        run(tagger, inputs, &mut output, total)
+    }
 }
 
 fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats) -> Result<(), Failure> {

@@ -1,0 +1,422 @@
+//! One connection (or one input of `--forward`): read, frame, tag, write whole records.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::time::Instant;
+
+use iis_tagger::framing::{OctetCounted, Piece};
+use iis_tagger::{Stream, Tagger};
+
+use super::Framing;
+use super::metrics::{Ending, Metrics};
+use super::output::{Kind, Output, WriteError};
+
+/// Bytes read at a time from a connection.
+const READ_BYTES: usize = 64 * 1024;
+
+/// After a termination signal, a connection is read until it has sent nothing for this
+/// long (or ends), so that what its peer sent before the signal is not lost.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// Per-connection limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest record held whole (the core's line limit).
+    pub max_line_bytes: usize,
+    /// Close after this long without a byte.
+    pub idle: Option<Duration>,
+    /// A record must be complete this long after its first byte.
+    pub partial_line: Option<Duration>,
+    /// TLS handshake deadline.
+    pub handshake: Duration,
+    /// End a partial record at the end of input with `\n` (TCP: the output is shared), or
+    /// write it as it came (one input to its own output, as DESIGN §1.3 says).
+    pub terminate_partial: bool,
+}
+
+/// What every connection task shares.
+pub struct Shared<'t> {
+    /// The rules.
+    pub tagger: &'t Tagger,
+    /// Where records go.
+    pub output: Arc<Mutex<Output>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub limits: Limits,
+    /// Framing of the input.
+    pub in_framing: Framing,
+    /// Framing of the output.
+    pub out_framing: Framing,
+    /// Becomes true on a termination signal.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared<'_> {
+    /// Becomes true when the output is closed for good (stdout's reader went away).
+    pub fn output_closed(&self) -> watch::Receiver<bool> {
+        self.metrics.output_closed()
+    }
+}
+
+/// A newly accepted connection: TLS handshake (within the deadline) if configured, then
+/// [`handle`].
+pub async fn accept(
+    socket: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: &Shared<'_>,
+) {
+    let _ = socket.set_nodelay(true);
+    match acceptor {
+        None => close(handle(socket, shared).await).await,
+        Some(acceptor) => match tokio::time::timeout(shared.limits.handshake, acceptor.accept(socket)).await {
+            Ok(Ok(tls)) => close(handle(tls, shared).await).await,
+            Ok(Err(e)) => {
+                shared.metrics.handshake_failed();
+                shared.metrics.note(&format!("TLS handshake with {peer} failed: {e}"));
+            }
+            Err(_) => {
+                shared.metrics.handshake_failed();
+                shared.metrics.note(&format!("TLS handshake with {peer} timed out"));
+            }
+        },
+    }
+}
+
+/// Closes a connection cleanly (FIN; for TLS, close_notify first), not waiting long.
+async fn close<S: AsyncWrite + Unpin>(mut socket: S) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+}
+
+/// The framing state of a connection's input.
+enum Decoder {
+    /// Lines: the core's stream splits them.
+    Lines,
+    /// Octet-counted frames, each tagged as one record.
+    Frames { frames: OctetCounted, scratch: Vec<u8> },
+}
+
+/// Output collected from one read, cut where its kind changes.
+struct Batch {
+    bytes: Vec<u8>,
+    /// (end offset in `bytes`, kind of the bytes up to it); the last entry ends at `bytes.len()`.
+    cuts: Vec<(usize, Kind)>,
+    /// Spaces still owed to a long octet-counted frame the input ended inside.
+    pad: u64,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch { bytes: Vec::with_capacity(READ_BYTES + READ_BYTES / 8), cuts: Vec::new(), pad: 0 }
+    }
+
+    /// Marks that the bytes added since the last cut are of `kind`. A `Close` is always
+    /// marked (it ends the record left open, even with no bytes of its own).
+    fn cut(&mut self, kind: Kind) {
+        let start = self.cuts.last().map_or(0, |c| c.0);
+        if self.bytes.len() == start && kind != Kind::Close {
+            return;
+        }
+        match self.cuts.last_mut() {
+            Some(last) if last.1 == kind && kind != Kind::Close => last.0 = self.bytes.len(),
+            _ => self.cuts.push((self.bytes.len(), kind)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cuts.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.cuts.clear();
+        self.pad = 0;
+    }
+}
+
+/// A connection's state.
+struct Conn<'s, 't> {
+    shared: &'s Shared<'t>,
+    stream: Stream<'t>,
+    decoder: Decoder,
+    batch: Batch,
+    /// The output, held while a record over the limit is being passed through.
+    held: Option<OwnedMutexGuard<Output>>,
+    /// The output failed for good (stdout closed): stop.
+    dead: bool,
+}
+
+/// Reads a connection to its end, a limit, or a termination signal; gives it back.
+pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) -> R {
+    let tagger = shared.tagger;
+    let decoder = match shared.in_framing {
+        Framing::Lines => Decoder::Lines,
+        Framing::OctetCounted => {
+            Decoder::Frames { frames: OctetCounted::new(shared.limits.max_line_bytes), scratch: Vec::new() }
+        }
+    };
+    let mut conn = Conn { shared, stream: tagger.stream(), decoder, batch: Batch::new(), held: None, dead: false };
+    let mut shutdown = shared.shutdown.clone();
+    let mut draining = *shutdown.borrow();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut last_byte = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    let ending = loop {
+        // The nearest deadline: idle (or, draining, quiet), or the partial record's.
+        let quiet = if draining { Some(DRAIN_QUIET) } else { shared.limits.idle };
+        let idle_at = quiet.map(|d| last_byte + d);
+        let partial_at = partial_since.zip(shared.limits.partial_line).map(|(t, d)| t + d);
+        let deadline = match (idle_at, partial_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            changed = shutdown.changed(), if !draining => {
+                // A closed channel means the server is going away: drain as for a signal.
+                let _ = changed;
+                draining = true;
+                continue;
+            }
+            read = reader.read(&mut buf) => read,
+            () = sleep => {
+                let now = Instant::now();
+                if partial_at.is_some_and(|p| p <= now) {
+                    break Ending::PartialLineTimeout;
+                }
+                if draining && conn.has_partial() {
+                    // Quiet, but inside a record: wait for its end until its deadline.
+                    last_byte = now;
+                    if partial_at.is_none() {
+                        break Ending::Shutdown;
+                    }
+                    continue;
+                }
+                break if draining { Ending::Shutdown } else { Ending::IdleTimeout };
+            }
+        };
+        let n = match read {
+            Ok(0) => break Ending::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break Ending::ReadError,
+        };
+        last_byte = Instant::now();
+        conn.take(&buf[..n]).await;
+        if conn.dead {
+            break Ending::OutputClosed;
+        }
+        if conn.has_partial() {
+            partial_since.get_or_insert(last_byte);
+        } else {
+            partial_since = None;
+        }
+    };
+    conn.end(ending).await;
+    reader
+}
+
+impl Conn<'_, '_> {
+    fn has_partial(&self) -> bool {
+        match &self.decoder {
+            Decoder::Lines => self.stream.has_partial_line(),
+            Decoder::Frames { frames, .. } => frames.has_partial(),
+        }
+    }
+
+    /// Tags the bytes of one read and writes the records they complete.
+    async fn take(&mut self, input: &[u8]) {
+        let was_open = self.held.is_some();
+        match &mut self.decoder {
+            Decoder::Lines => {
+                self.stream.feed(input, &mut self.batch.bytes);
+                cut_lines(&mut self.batch, was_open, self.stream.passing_long_line());
+            }
+            Decoder::Frames { frames, scratch, .. } => {
+                let (stream, batch, metrics, out_framing) =
+                    (&mut self.stream, &mut self.batch, &self.shared.metrics, self.shared.out_framing);
+                frames.feed(input, &mut |piece| frame_piece(piece, stream, scratch, batch, metrics, out_framing));
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Writes the batch, holding the output across it (and after it, if it ends inside a
+    /// record).
+    async fn flush(&mut self) {
+        self.shared.metrics.add(self.stream.stats());
+        self.stream.reset_stats();
+        if let Decoder::Frames { frames, .. } = &mut self.decoder {
+            self.shared.metrics.add_frames(frames.take_stats());
+        }
+        if self.batch.is_empty() || self.dead {
+            self.batch.clear();
+            return;
+        }
+        let mut guard = match self.held.take() {
+            Some(g) => g,
+            None => self.shared.output.clone().lock_owned().await,
+        };
+        let mut start = 0;
+        let mut open = false;
+        for &(end, kind) in &self.batch.cuts {
+            let bytes = &self.batch.bytes[start..end];
+            let pad = if kind == Kind::Close { std::mem::take(&mut self.batch.pad) } else { 0 };
+            match guard.write(bytes, kind, pad).await {
+                Ok(()) => {}
+                Err(WriteError::Closed) => {
+                    self.dead = true;
+                    self.shared.metrics.close_output();
+                    break;
+                }
+            }
+            open = kind == Kind::Open;
+            start = end;
+        }
+        self.batch.clear();
+        if open && !self.dead {
+            self.held = Some(guard);
+        }
+    }
+
+    /// Ends the connection: what is held of a record is written (ended by `\n` when the
+    /// output is shared), and the ending counted.
+    async fn end(&mut self, ending: Ending) {
+        let partial = self.has_partial();
+        if partial && ending == Ending::Shutdown && !self.shared.limits.terminate_partial && self.held.is_none() {
+            // One input to its own output, stopped by a signal: whole lines only (DESIGN §1.7).
+            let dropped = match &self.decoder {
+                Decoder::Lines => self.stream.pending_bytes(),
+                Decoder::Frames { frames, .. } => frames.held_bytes(),
+            };
+            eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+            self.shared.metrics.ended(ending);
+            return;
+        }
+        if !self.dead {
+            let terminate = self.shared.limits.terminate_partial;
+            match &mut self.decoder {
+                Decoder::Lines => {
+                    let was_open = self.held.is_some();
+                    self.stream.finish(&mut self.batch.bytes);
+                    if partial && terminate {
+                        self.batch.bytes.push(b'\n');
+                    }
+                    if was_open {
+                        self.batch.cut(Kind::Close);
+                    } else {
+                        self.batch.cut(Kind::Records);
+                    }
+                }
+                Decoder::Frames { frames, scratch, .. } => {
+                    let (stream, batch, metrics, out_framing) =
+                        (&mut self.stream, &mut self.batch, &self.shared.metrics, self.shared.out_framing);
+                    frames.finish(&mut |piece| frame_piece(piece, stream, scratch, batch, metrics, out_framing));
+                }
+            }
+            self.flush().await;
+        }
+        if partial {
+            self.shared.metrics.unterminated();
+        }
+        self.held = None;
+        self.shared.metrics.ended(ending);
+    }
+}
+
+/// Marks the kinds of a batch of lines: the rest of a long line that was open, whole
+/// lines, the start of a long line left open.
+fn cut_lines(batch: &mut Batch, was_open: bool, now_open: bool) {
+    let mut from = 0;
+    if was_open {
+        match memchr::memchr(b'\n', &batch.bytes) {
+            Some(i) => {
+                from = i + 1;
+                batch.cuts.push((from, Kind::Close));
+            }
+            None => {
+                if !batch.bytes.is_empty() {
+                    batch.cuts.push((batch.bytes.len(), Kind::Open));
+                }
+                return;
+            }
+        }
+    }
+    let end = batch.bytes.len();
+    if now_open {
+        // Everything after the last `\n` is the start of a line over the limit.
+        let whole = memchr::memrchr(b'\n', &batch.bytes[from..]).map_or(from, |j| from + j + 1);
+        if whole > from {
+            batch.cuts.push((whole, Kind::Records));
+        }
+        if end > whole {
+            batch.cuts.push((end, Kind::Open));
+        }
+    } else if end > from {
+        batch.cuts.push((end, Kind::Records));
+    }
+}
+
+/// One piece of an octet-counted input, tagged and framed for the output.
+fn frame_piece(
+    piece: Piece<'_>,
+    stream: &mut Stream<'_>,
+    scratch: &mut Vec<u8>,
+    batch: &mut Batch,
+    metrics: &Metrics,
+    out_framing: Framing,
+) {
+    match piece {
+        Piece::Record(record) => {
+            scratch.clear();
+            stream.record(record, scratch);
+            match out_framing {
+                Framing::OctetCounted => {
+                    batch.bytes.extend_from_slice(scratch.len().to_string().as_bytes());
+                    batch.bytes.push(b' ');
+                    batch.bytes.extend_from_slice(scratch);
+                }
+                Framing::Lines => {
+                    batch.bytes.extend_from_slice(scratch);
+                    batch.bytes.push(b'\n');
+                }
+            }
+            batch.cut(Kind::Records);
+        }
+        Piece::LongHead(len) => {
+            batch.cut(Kind::Records);
+            metrics.long_record(len);
+            if out_framing == Framing::OctetCounted {
+                batch.bytes.extend_from_slice(len.to_string().as_bytes());
+                batch.bytes.push(b' ');
+            }
+            batch.cut(Kind::Open);
+        }
+        Piece::LongPart(part) => {
+            metrics.add_bytes(part.len() as u64);
+            batch.bytes.extend_from_slice(part);
+            batch.cut(Kind::Open);
+        }
+        Piece::LongEnd { missing } => {
+            match out_framing {
+                // The downstream's framing stays whole: the bytes that never came are
+                // written as spaces (the record is counted as truncated).
+                Framing::OctetCounted => batch.pad = missing,
+                Framing::Lines => batch.bytes.push(b'\n'),
+            }
+            batch.cut(Kind::Close);
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Running totals of the sidecar, and the Prometheus text endpoint that shows them.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use iis_tagger::framing::FrameStats;
+use iis_tagger::stats::NotInspected;
+use iis_tagger::{Stats, Tagger};
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer closed it.
+    Eof,
+    /// Reading failed (reset by the peer, TLS error).
+    ReadError,
+    /// Nothing came for `--idle-timeout-secs`.
+    IdleTimeout,
+    /// A record stayed incomplete past `--partial-line-timeout-secs`.
+    PartialLineTimeout,
+    /// Drained on a termination signal.
+    Shutdown,
+    /// The output was closed for good.
+    OutputClosed,
+}
+
+impl Ending {
+    const ALL: [Ending; 6] = [
+        Ending::Eof,
+        Ending::ReadError,
+        Ending::IdleTimeout,
+        Ending::PartialLineTimeout,
+        Ending::Shutdown,
+        Ending::OutputClosed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Eof => "eof",
+            Ending::ReadError => "read_error",
+            Ending::IdleTimeout => "idle_timeout",
+            Ending::PartialLineTimeout => "partial_line_timeout",
+            Ending::Shutdown => "shutdown",
+            Ending::OutputClosed => "output_closed",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Relaxed);
+        }
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The sidecar's counters (shared by every task).
+pub struct Metrics {
+    lines: Counter,
+    bytes: Counter,
+    candidates: Counter,
+    parsed: Counter,
+    repaired: Counter,
+    annotated: Counter,
+    matches: Vec<Counter>,
+    empty: Counter,
+    not_json: Counter,
+    invalid_json: Counter,
+    oversized: Counter,
+    already_annotated: Counter,
+    frames: Counter,
+    unframed: Counter,
+    unterminated: Counter,
+    connections_open: Counter,
+    connections_closed: Counter,
+    connections_refused: Counter,
+    handshake_failures: Counter,
+    endings: [Counter; 6],
+    bytes_out: Counter,
+    forward_connected: Counter,
+    forward_connects: Counter,
+    forward_reconnects: Counter,
+    forward_torn: Counter,
+    started: Instant,
+    /// When stderr last got a note (notes are limited to one per second).
+    noted: StdMutex<Option<Instant>>,
+    closed: watch::Sender<bool>,
+}
+
+impl Metrics {
+    /// Zeroed counters for `rules` rules.
+    pub fn new(rules: usize) -> Metrics {
+        Metrics {
+            lines: Counter::default(),
+            bytes: Counter::default(),
+            candidates: Counter::default(),
+            parsed: Counter::default(),
+            repaired: Counter::default(),
+            annotated: Counter::default(),
+            matches: (0..rules).map(|_| Counter::default()).collect(),
+            empty: Counter::default(),
+            not_json: Counter::default(),
+            invalid_json: Counter::default(),
+            oversized: Counter::default(),
+            already_annotated: Counter::default(),
+            frames: Counter::default(),
+            unframed: Counter::default(),
+            unterminated: Counter::default(),
+            connections_open: Counter::default(),
+            connections_closed: Counter::default(),
+            connections_refused: Counter::default(),
+            handshake_failures: Counter::default(),
+            endings: Default::default(),
+            bytes_out: Counter::default(),
+            forward_connected: Counter::default(),
+            forward_connects: Counter::default(),
+            forward_reconnects: Counter::default(),
+            forward_torn: Counter::default(),
+            started: Instant::now(),
+            noted: StdMutex::new(None),
+            closed: watch::channel(false).0,
+        }
+    }
+
+    /// Adds a stream's counters.
+    pub fn add(&self, s: &Stats) {
+        self.lines.add(s.lines);
+        self.bytes.add(s.bytes);
+        self.candidates.add(s.candidates);
+        self.parsed.add(s.parsed);
+        self.repaired.add(s.repaired);
+        self.annotated.add(s.annotated);
+        if s.annotated > 0 {
+            for (c, &n) in self.matches.iter().zip(&s.matches) {
+                c.add(n);
+            }
+        }
+        let n = &s.not_inspected;
+        self.empty.add(n.empty);
+        self.not_json.add(n.not_json);
+        self.invalid_json.add(n.invalid_json);
+        self.oversized.add(n.oversized);
+        self.already_annotated.add(n.already_annotated);
+    }
+
+    /// Adds a frame decoder's counters (its truncated records are counted as
+    /// [`Metrics::unterminated`] by the connection).
+    pub fn add_frames(&self, f: FrameStats) {
+        self.frames.add(f.frames);
+        self.unframed.add(f.unframed);
+    }
+
+    /// Input bytes that went around the core (a long frame's body).
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.add(n);
+    }
+
+    /// A frame over the limit, passed through uninspected.
+    pub fn long_record(&self, _len: u64) {
+        self.lines.add(1);
+        self.oversized.add(1);
+    }
+
+    /// A record the input ended inside of (written as it came, ended by `\n`).
+    pub fn unterminated(&self) {
+        self.unterminated.add(1);
+    }
+
+    /// A connection was accepted and is being served.
+    pub fn connection_opened(&self) {
+        self.connections_open.add(1);
+    }
+
+    /// A served connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_closed.add(1);
+    }
+
+    /// A connection beyond `--max-connections` was closed at once.
+    pub fn connection_refused(&self) {
+        self.connections_refused.add(1);
+    }
+
+    /// A TLS handshake failed or timed out.
+    pub fn handshake_failed(&self) {
+        self.handshake_failures.add(1);
+    }
+
+    /// How a served connection ended.
+    pub fn ended(&self, ending: Ending) {
+        self.endings[ending as usize].add(1);
+    }
+
+    /// Bytes written to the output.
+    pub fn wrote(&self, n: u64) {
+        self.bytes_out.add(n);
+    }
+
+    /// The forward connection is up (or down).
+    pub fn forward_up(&self, up: bool) {
+        self.forward_connected.0.store(u64::from(up), Relaxed);
+        if up && self.forward_connects.0.fetch_add(1, Relaxed) > 0 {
+            self.forward_reconnects.add(1);
+        }
+    }
+
+    /// A record over the limit whose start went to a forward connection that failed: the
+    /// rest of it was not sent to the new one.
+    pub fn forward_torn(&self) {
+        self.forward_torn.add(1);
+    }
+
+    /// Prints a note to stderr, at most one a second (the rest are only counted).
+    pub fn note(&self, message: &str) {
+        let Ok(mut last) = self.noted.lock() else { return };
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            eprintln!("iis-tagger: {message}");
+        }
+    }
+
+    /// Becomes true when the output is closed for good.
+    pub fn output_closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// The output is closed for good: the server stops.
+    pub fn close_output(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// The totals as the core's counters (for --stats).
+    pub fn stats(&self) -> Stats {
+        Stats {
+            lines: self.lines.get(),
+            bytes: self.bytes.get(),
+            candidates: self.candidates.get(),
+            parsed: self.parsed.get(),
+            repaired: self.repaired.get(),
+            annotated: self.annotated.get(),
+            matches: self.matches.iter().map(Counter::get).collect(),
+            not_inspected: NotInspected {
+                empty: self.empty.get(),
+                not_json: self.not_json.get(),
+                invalid_json: self.invalid_json.get(),
+                oversized: self.oversized.get(),
+                already_annotated: self.already_annotated.get(),
+            },
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, tagger: &Tagger) -> String {
+        let mut o = String::with_capacity(4096 + 96 * self.matches.len());
+        let counter = |o: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
+            let _ = writeln!(o, "iis_tagger_{name} {value}");
+        };
+        counter(&mut o, "lines_total", "Records read (lines or frames).", self.lines.get());
+        counter(&mut o, "bytes_total", "Bytes read from connections.", self.bytes.get());
+        counter(&mut o, "bytes_out_total", "Bytes written to the output.", self.bytes_out.get());
+        counter(&mut o, "candidates_total", "Records the prefilter passed to the parser.", self.candidates.get());
+        counter(&mut o, "parsed_total", "Candidates that parsed as a JSON object.", self.parsed.get());
+        counter(&mut o, "repaired_total", "Records parsed from a repaired copy.", self.repaired.get());
+        counter(&mut o, "annotated_total", "Records written with an annotation.", self.annotated.get());
+        let _ = writeln!(o, "# HELP iis_tagger_matches_total Records each rule matched.");
+        let _ = writeln!(o, "# TYPE iis_tagger_matches_total counter");
+        for (rule, c) in tagger.rules().rules().iter().zip(&self.matches) {
+            let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {}", label(&rule.meta.slug), c.get());
+        }
+        let _ = writeln!(o, "# HELP iis_tagger_not_inspected_total Records passed through uninspected, by reason.");
+        let _ = writeln!(o, "# TYPE iis_tagger_not_inspected_total counter");
+        for (reason, c) in [
+            ("empty", &self.empty),
+            ("not_json", &self.not_json),
+            ("invalid_json", &self.invalid_json),
+            ("oversized", &self.oversized),
+            ("already_annotated", &self.already_annotated),
+        ] {
+            let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {}", c.get());
+        }
+        counter(&mut o, "frames_total", "Octet-counted frames read.", self.frames.get());
+        counter(&mut o, "unframed_records_total", "Records outside the octet-counted framing.", self.unframed.get());
+        counter(
+            &mut o,
+            "unterminated_records_total",
+            "Records a connection ended inside of (written as they came, ended by a newline).",
+            self.unterminated.get(),
+        );
+        let open = self.connections_open.get().saturating_sub(self.connections_closed.get());
+        let _ = writeln!(o, "# HELP iis_tagger_connections Connections being served.");
+        let _ = writeln!(o, "# TYPE iis_tagger_connections gauge\niis_tagger_connections {open}");
+        counter(&mut o, "connections_total", "Connections served.", self.connections_open.get());
+        counter(
+            &mut o,
+            "connections_refused_total",
+            "Connections closed at once, beyond --max-connections.",
+            self.connections_refused.get(),
+        );
+        counter(
+            &mut o,
+            "tls_handshake_failures_total",
+            "TLS handshakes failed or timed out.",
+            self.handshake_failures.get(),
+        );
+        let _ = writeln!(o, "# HELP iis_tagger_connection_endings_total How served connections ended.");
+        let _ = writeln!(o, "# TYPE iis_tagger_connection_endings_total counter");
+        for e in Ending::ALL {
+            let _ = writeln!(
+                o,
+                "iis_tagger_connection_endings_total{{reason=\"{}\"}} {}",
+                e.label(),
+                self.endings[e as usize].get()
+            );
+        }
+        let _ = writeln!(o, "# HELP iis_tagger_forward_connected Whether the forward connection is up.");
+        let _ = writeln!(o, "# TYPE iis_tagger_forward_connected gauge");
+        let _ = writeln!(o, "iis_tagger_forward_connected {}", self.forward_connected.get());
+        counter(
+            &mut o,
+            "forward_reconnects_total",
+            "Forward connections made after the first.",
+            self.forward_reconnects.get(),
+        );
+        counter(
+            &mut o,
+            "forward_torn_records_total",
+            "Records over the limit cut short by a failed forward connection.",
+            self.forward_torn.get(),
+        );
+        let _ = writeln!(o, "# HELP iis_tagger_uptime_seconds Seconds since start.");
+        let _ = writeln!(o, "# TYPE iis_tagger_uptime_seconds gauge");
+        let _ = writeln!(o, "iis_tagger_uptime_seconds {}", self.started.elapsed().as_secs());
+        o
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8192;
+
+/// Serves `GET /metrics` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    tagger: &'static Tagger,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut socket, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(read, Ok(true)) {
+                return;
+            }
+            let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+                let body = metrics.render(tagger);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,80 @@
+//! `--forward` for the tagging run: the inputs, one after the other, to a TCP downstream
+//! (syslog-ng's `program()` destination feeds iis-tagger's stdin this way, and a network
+//! source of its own takes the records back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+
+use iis_tagger::{Stats, Tagger};
+
+use super::conn::{self, Limits, Shared};
+use super::metrics::Metrics;
+use super::output::{Output, Target};
+use super::{Framing, runtime};
+use crate::cli::run::{Failure, Input};
+
+/// After a signal, how long to wait for the output to be written before giving up.
+const SHUTDOWN: Duration = Duration::from_secs(30);
+
+/// Tags `inputs` into the downstream `addr`; adds the counters to `total`.
+pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
+    super::tls::check_addr(addr)?;
+    let runtime = runtime()?;
+    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len()));
+    let result = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let target = Target::forward(addr.to_string(), None, metrics.clone());
+        let output = Arc::new(Mutex::new(Output::new(target, Framing::Lines, metrics.clone())));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Shared {
+            tagger,
+            output,
+            metrics: metrics.clone(),
+            limits: Limits {
+                max_line_bytes: tagger.config().max_line_bytes,
+                idle: None,
+                partial_line: None,
+                handshake: Duration::from_secs(10),
+                terminate_partial: false,
+            },
+            in_framing: Framing::Lines,
+            out_framing: Framing::Lines,
+            shutdown: shutdown_rx,
+        };
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::Setup(e.to_string()))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::Setup(e.to_string()))?;
+        let signalled = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        let work = async {
+            for input in inputs {
+                let file = tokio::fs::File::from_std(input.file);
+                conn::handle(file, &shared).await;
+                if *shared.shutdown.borrow() {
+                    break;
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            () = &mut work => {}
+            () = signalled => {
+                let _ = shutdown_tx.send(true);
+                tokio::time::timeout(SHUTDOWN, &mut work)
+                    .await
+                    .map_err(|_| Failure::Io("shutdown: the output could not be written in 30 s".into()))?;
+            }
+        }
+        tokio::time::timeout(SHUTDOWN, async { shared.output.lock().await.close().await })
+            .await
+            .map_err(|_| Failure::Io("closing the forward connection timed out".into()))
+    });
+    total.merge(&metrics.stats());
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
