@@ -1,8 +1,10 @@
 //! Integration tests: one binary, one module per concern.
 
+mod agents;
 mod builtin_rules;
 mod cli;
 mod corpus;
+mod daemons;
 mod evasion;
 #[path = "../../fuzz/src/checks.rs"]
 #[allow(dead_code)]
