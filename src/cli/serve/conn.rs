@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, watch};
 use tokio::time::Instant;
 
 use iis_tagger::framing::{OctetCounted, Piece};
@@ -16,8 +16,11 @@ use super::Framing;
 use super::metrics::{Ending, Metrics};
 use super::output::{Kind, Output, WriteError};
 
-/// Bytes read at a time from a connection.
-const READ_BYTES: usize = 64 * 1024;
+/// Bytes read at a time from a connection: at first a little, more while reads fill the
+/// buffer, so that many quiet connections hold little memory and a busy one reads in
+/// large pieces.
+const READ_BYTES_FIRST: usize = 8 * 1024;
+const READ_BYTES: usize = 256 * 1024;
 
 /// After a termination signal, a connection is read until it has sent nothing for this
 /// long (or ends), so that what its peer sent before the signal is not lost.
@@ -113,7 +116,7 @@ struct Batch {
 
 impl Batch {
     fn new() -> Batch {
-        Batch { bytes: Vec::with_capacity(READ_BYTES + READ_BYTES / 8), cuts: Vec::new(), pad: 0 }
+        Batch { bytes: Vec::new(), cuts: Vec::new(), pad: 0 }
     }
 
     /// Marks that the bytes added since the last cut are of `kind`. A `Close` is always
@@ -146,10 +149,86 @@ struct Conn<'s, 't> {
     stream: Stream<'t>,
     decoder: Decoder,
     batch: Batch,
-    /// The output, held while a record over the limit is being passed through.
-    held: Option<OwnedMutexGuard<Output>>,
+    writer: Writer,
+    /// The output written so far ends inside a record (one over the limit, in parts).
+    open: bool,
     /// The output failed for good (stdout closed): stop.
     dead: bool,
+}
+
+/// The connection's writing half: a task of its own, so that the next read is tagged
+/// while the last one is written (the two cores work at once). One batch is written and at
+/// most one waits, so a connection holds at most three batches.
+struct Writer {
+    batches: Option<mpsc::Sender<Batch>>,
+    recycled: mpsc::Receiver<Batch>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(output: Arc<Mutex<Output>>, metrics: Arc<Metrics>) -> Writer {
+        let (batches, queue) = mpsc::channel(1);
+        let (recycle, recycled) = mpsc::channel(2);
+        let task = tokio::spawn(write_batches(output, metrics, queue, recycle));
+        Writer { batches: Some(batches), recycled, task: Some(task) }
+    }
+
+    /// An empty batch, reusing a written one's buffers when there is one.
+    fn fresh(&mut self) -> Batch {
+        self.recycled.try_recv().unwrap_or_else(|_| Batch::new())
+    }
+
+    /// Hands a batch over, waiting while the previous one is still queued.
+    async fn send(&mut self, batch: Batch) {
+        if let Some(batches) = &self.batches {
+            let _ = batches.send(batch).await;
+        }
+    }
+
+    /// Waits until everything handed over is written.
+    async fn finish(&mut self) {
+        self.batches = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Writes a connection's batches in order, holding the output across each (and after one
+/// that ends inside a record, until that record ends).
+async fn write_batches(
+    output: Arc<Mutex<Output>>,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<Batch>,
+    recycle: mpsc::Sender<Batch>,
+) {
+    let mut held: Option<OwnedMutexGuard<Output>> = None;
+    let mut dead = false;
+    while let Some(mut batch) = queue.recv().await {
+        if !dead {
+            let mut guard = match held.take() {
+                Some(g) => g,
+                None => output.clone().lock_owned().await,
+            };
+            let mut start = 0;
+            let mut open = false;
+            for &(end, kind) in &batch.cuts {
+                let pad = if kind == Kind::Close { std::mem::take(&mut batch.pad) } else { 0 };
+                if let Err(WriteError::Closed) = guard.write(&batch.bytes[start..end], kind, pad).await {
+                    dead = true;
+                    metrics.close_output();
+                    break;
+                }
+                open = kind == Kind::Open;
+                start = end;
+            }
+            if open && !dead {
+                held = Some(guard);
+            }
+        }
+        batch.clear();
+        let _ = recycle.try_send(batch);
+    }
 }
 
 /// Reads a connection to its end, a limit, or a termination signal; gives it back.
@@ -161,10 +240,12 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
             Decoder::Frames { frames: OctetCounted::new(shared.limits.max_line_bytes), scratch: Vec::new() }
         }
     };
-    let mut conn = Conn { shared, stream: tagger.stream(), decoder, batch: Batch::new(), held: None, dead: false };
+    let writer = Writer::start(shared.output.clone(), shared.metrics.clone());
+    let mut conn =
+        Conn { shared, stream: tagger.stream(), decoder, batch: Batch::new(), writer, open: false, dead: false };
     let mut shutdown = shared.shutdown.clone();
     let mut draining = *shutdown.borrow();
-    let mut buf = vec![0u8; READ_BYTES];
+    let mut buf = vec![0u8; READ_BYTES_FIRST];
     let mut last_byte = Instant::now();
     let mut partial_since: Option<Instant> = None;
     let ending = loop {
@@ -215,6 +296,9 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
         };
         last_byte = Instant::now();
         conn.take(&buf[..n]).await;
+        if n == buf.len() && buf.len() < READ_BYTES {
+            buf.resize(buf.len() * 2, 0);
+        }
         if conn.dead {
             break Ending::OutputClosed;
         }
@@ -238,7 +322,7 @@ impl Conn<'_, '_> {
 
     /// Tags the bytes of one read and writes the records they complete.
     async fn take(&mut self, input: &[u8]) {
-        let was_open = self.held.is_some();
+        let was_open = self.open;
         match &mut self.decoder {
             Decoder::Lines => {
                 self.stream.feed(input, &mut self.batch.bytes);
@@ -253,55 +337,38 @@ impl Conn<'_, '_> {
         self.flush().await;
     }
 
-    /// Writes the batch, holding the output across it (and after it, if it ends inside a
-    /// record).
+    /// Hands the batch to the writer.
     async fn flush(&mut self) {
         self.shared.metrics.add(self.stream.stats());
         self.stream.reset_stats();
         if let Decoder::Frames { frames, .. } = &mut self.decoder {
             self.shared.metrics.add_frames(frames.take_stats());
         }
+        self.dead = self.dead || *self.shared.metrics.output_closed().borrow();
         if self.batch.is_empty() || self.dead {
             self.batch.clear();
             return;
         }
-        let mut guard = match self.held.take() {
-            Some(g) => g,
-            None => self.shared.output.clone().lock_owned().await,
-        };
-        let mut start = 0;
-        let mut open = false;
-        for &(end, kind) in &self.batch.cuts {
-            let bytes = &self.batch.bytes[start..end];
-            let pad = if kind == Kind::Close { std::mem::take(&mut self.batch.pad) } else { 0 };
-            match guard.write(bytes, kind, pad).await {
-                Ok(()) => {}
-                Err(WriteError::Closed) => {
-                    self.dead = true;
-                    self.shared.metrics.close_output();
-                    break;
-                }
-            }
-            open = kind == Kind::Open;
-            start = end;
+        if let Some(&(_, kind)) = self.batch.cuts.last() {
+            self.open = kind == Kind::Open;
         }
-        self.batch.clear();
-        if open && !self.dead {
-            self.held = Some(guard);
-        }
+        let fresh = self.writer.fresh();
+        let full = std::mem::replace(&mut self.batch, fresh);
+        self.writer.send(full).await;
     }
 
     /// Ends the connection: what is held of a record is written (ended by `\n` when the
     /// output is shared), and the ending counted.
     async fn end(&mut self, ending: Ending) {
         let partial = self.has_partial();
-        if partial && ending == Ending::Shutdown && !self.shared.limits.terminate_partial && self.held.is_none() {
+        if partial && ending == Ending::Shutdown && !self.shared.limits.terminate_partial && !self.open {
             // One input to its own output, stopped by a signal: whole lines only (DESIGN §1.7).
             let dropped = match &self.decoder {
                 Decoder::Lines => self.stream.pending_bytes(),
                 Decoder::Frames { frames, .. } => frames.held_bytes(),
             };
             eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+            self.writer.finish().await;
             self.shared.metrics.ended(ending);
             return;
         }
@@ -309,7 +376,7 @@ impl Conn<'_, '_> {
             let terminate = self.shared.limits.terminate_partial;
             match &mut self.decoder {
                 Decoder::Lines => {
-                    let was_open = self.held.is_some();
+                    let was_open = self.open;
                     self.stream.finish(&mut self.batch.bytes);
                     if partial && terminate {
                         self.batch.bytes.push(b'\n');
@@ -328,10 +395,10 @@ impl Conn<'_, '_> {
             }
             self.flush().await;
         }
+        self.writer.finish().await;
         if partial {
             self.shared.metrics.unterminated();
         }
-        self.held = None;
         self.shared.metrics.ended(ending);
     }
 }

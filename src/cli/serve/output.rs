@@ -9,7 +9,9 @@
 //! flight and lost with it. Before each write the connection is polled once, so a
 //! downstream that closed is noticed before records are sent into the void.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
@@ -163,20 +165,31 @@ impl Conn {
         }
     }
 
-    /// Polls the connection for reading once: false if the peer closed it or it failed.
-    /// A downstream sends nothing; whatever it sends is read and dropped (for TLS, this
-    /// also takes in session tickets and the peer's close_notify).
-    async fn alive(&mut self) -> bool {
+    /// Polls the connection for reading once, without waiting: false if the peer closed it
+    /// or it failed. A downstream sends nothing; whatever it sends is read and dropped (for
+    /// TLS, this also takes in session tickets and the peer's close_notify).
+    fn alive(&mut self) -> bool {
         let mut buf = [0u8; 4096];
         loop {
             let read = match self {
-                Conn::Plain(s) => tokio::time::timeout(Duration::ZERO, s.read(&mut buf)).await,
-                Conn::Tls(s) => tokio::time::timeout(Duration::ZERO, s.read(&mut buf)).await,
+                Conn::Plain(s) => match s.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    other => other,
+                },
+                // One poll with a waker that does nothing: the next real poll registers
+                // the task's own.
+                Conn::Tls(s) => {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let mut read = std::pin::pin!(s.read(&mut buf));
+                    match read.as_mut().poll(&mut cx) {
+                        Poll::Pending => return true,
+                        Poll::Ready(r) => r,
+                    }
+                }
             };
             match read {
-                Err(_) => return true,
-                Ok(Ok(0)) | Ok(Err(_)) => return false,
-                Ok(Ok(_)) => continue,
+                Ok(0) | Err(_) => return false,
+                Ok(_) => continue,
             }
         }
     }
@@ -257,7 +270,7 @@ impl Forwarder {
     /// Makes sure there is a live connection, waiting with backoff as long as it takes.
     async fn connect(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
-            if conn.alive().await {
+            if conn.alive() {
                 return;
             }
             self.conn = None;
