@@ -298,6 +298,9 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
         conn.take(&buf[..n]).await;
         if n == buf.len() && buf.len() < READ_BYTES {
             buf.resize(buf.len() * 2, 0);
+        } else if n < buf.len() / 4 && buf.len() > READ_BYTES_FIRST {
+            buf.truncate(buf.len() / 2);
+            buf.shrink_to_fit();
         }
         if conn.dead {
             break Ending::OutputClosed;
