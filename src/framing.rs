@@ -191,7 +191,8 @@ impl OctetCounted {
                 Step::Need { .. } if input.is_empty() => return input,
                 Step::Need { n, line: false } => n.min(input.len()),
                 Step::Need { line: true, .. } => {
-                    let room = self.max.saturating_sub(self.held.len()).max(1);
+                    // Up to the `\n`, which may come right after `max` bytes of line.
+                    let room = (self.max + 1).saturating_sub(self.held.len()).max(1);
                     memchr::memchr(b'\n', input).map_or(input.len(), |i| i + 1).min(room)
                 }
                 Step::Long { header, len } => {
@@ -256,7 +257,8 @@ impl OctetCounted {
             },
             Some(Err(())) => match memchr::memchr(b'\n', data) {
                 Some(i) if i <= self.max => Step::Unframed { len: i, skip: 1 },
-                _ if data.len() >= self.max => Step::Unframed { len: self.max, skip: 0 },
+                // Cut only when the byte after the limit is known not to be the `\n`.
+                _ if data.len() > self.max => Step::Unframed { len: self.max, skip: 0 },
                 _ => Step::Need { n: 1, line: true },
             },
         }
@@ -361,6 +363,15 @@ mod tests {
     fn a_line_outside_the_framing_is_cut_at_the_limit() {
         let got = every_cut(b"abcdefghij\n2 ok", 4);
         assert_eq!(got, ["R:abcd", "R:efgh", "R:ij", "R:ok"]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_ending_in_cr_lf() {
+        // Found by the fuzz target: `\r\n` right after the limit, cut between reads.
+        let got = every_cut(b"abc\r\n2 ok", 4);
+        assert_eq!(got, ["R:abc", "R:ok"]);
+        let got = every_cut(b"abcd\r\n2 ok", 4);
+        assert_eq!(got, ["R:abcd", "R:ok"]);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   view of a value is bounded in size.
 //! * [`differential`]: where serde_json accepts a JSON text, the values the rules read from
 //!   it through simd-json (and the repair) are the ones serde_json reads.
+//! * [`framing`]: octet-counted frames: the pieces do not depend on the cutting, memory is
+//!   bounded, nothing is made up, and records tagged whole keep the record contract.
 
 use std::sync::OnceLock;
 
@@ -631,4 +633,62 @@ pub fn differential(data: &[u8]) {
         assert!(agree, "field {}: simd-json {x:?}, serde_json {y:?}", catalog.name(f as u32));
     }
     assert_eq!(ours.has_annotation_key(), reference.has_annotation_key());
+}
+
+/// RFC 6587 octet counting: arbitrary bytes, cut into arbitrary reads, give the same pieces
+/// as one read; at most a record and a header are held; no more bytes come out than went
+/// in; and every record, tagged whole, keeps the record contract.
+pub fn framing(data: &[u8]) {
+    use iis_tagger::framing::{OctetCounted, Piece};
+    let mut u = Unstructured::new(data);
+    let max = [4usize, 16, 64, 1 << 20][usize::from(u.arbitrary::<u8>().unwrap_or(0) % 4)];
+    let sizes: Vec<u16> = u.arbitrary().unwrap_or_default();
+    let input = u.take_rest();
+    let decode = |cuts: &[usize]| {
+        let mut d = OctetCounted::new(max);
+        let mut pieces: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut given = 0usize;
+        let mut f = |p: Piece<'_>| {
+            let (kind, bytes) = match p {
+                Piece::Record(r) => (b'R', r.to_vec()),
+                Piece::LongHead(n) => (b'H', n.to_string().into_bytes()),
+                Piece::LongPart(b) => (b'P', b.to_vec()),
+                Piece::LongEnd { missing } => (b'E', missing.to_string().into_bytes()),
+            };
+            if matches!(kind, b'R' | b'P') {
+                given += bytes.len();
+            }
+            match pieces.last_mut() {
+                // Long parts depend on the cutting; their concatenation does not.
+                Some((b'P', last)) if kind == b'P' => last.extend_from_slice(&bytes),
+                _ => pieces.push((kind, bytes)),
+            }
+        };
+        let mut at = 0;
+        for &n in cuts.iter().chain(std::iter::repeat(&4096)) {
+            if at >= input.len() {
+                break;
+            }
+            let end = (at + n.max(1)).min(input.len());
+            d.feed(&input[at..end], &mut f);
+            assert!(d.held_bytes() <= max + 11, "held {} bytes with a limit of {max}", d.held_bytes());
+            at = end;
+        }
+        d.finish(&mut f);
+        assert!(given <= input.len(), "more bytes out than in");
+        pieces
+    };
+    let whole = decode(&[input.len()]);
+    let cuts: Vec<usize> = sizes.iter().map(|&s| usize::from(s % 3000)).collect();
+    assert!(decode(&cuts) == whole, "the pieces depend on the cutting");
+    let (tagger, _) = &taggers()[0];
+    let mut stream = tagger.stream();
+    for (kind, record) in &whole {
+        if *kind != b'R' || record.contains(&b'\n') {
+            continue;
+        }
+        let mut out = Vec::new();
+        stream.record(record, &mut out);
+        line_contract(record, &out);
+    }
 }

@@ -36,4 +36,4 @@ macro_rules! targets {
     )*};
 }
 
-targets!(stream, chunking, splice, normalize, differential);
+targets!(stream, chunking, splice, normalize, differential, framing);

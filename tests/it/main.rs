@@ -6,6 +6,7 @@ mod cli;
 mod corpus;
 mod daemons;
 mod evasion;
+mod framing;
 #[path = "../../fuzz/src/checks.rs"]
 #[allow(dead_code)]
 mod fuzz_checks;
