@@ -68,16 +68,43 @@ impl CoreArgs {
     }
 }
 
+/// The summary on stderr at the end of a run.
+#[derive(Debug, Args, Clone)]
+pub struct StatsArgs {
+    /// Print a summary to stderr at the end: lines, bytes, candidates, parsed, matches per
+    /// rule, lines not inspected and why.
+    #[arg(long)]
+    pub stats: bool,
+    /// Format of --stats (implies --stats).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub stats_format: Option<StatsFormat>,
+}
+
+impl StatsArgs {
+    /// Prints the summary of `stats`, if asked for.
+    pub fn print(&self, stats: &iis_tagger::Stats, tagger: &iis_tagger::Tagger, skipped: &[iis_tagger::RuleError]) {
+        if !self.stats && self.stats_format.is_none() {
+            return;
+        }
+        let mut report = stats.report(tagger.rules().rules());
+        report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
+        match self.stats_format.unwrap_or(StatsFormat::Text) {
+            StatsFormat::Text => eprint!("{}", report.to_text()),
+            StatsFormat::Json => eprintln!("{}", report.to_json()),
+        }
+    }
+}
+
 /// Options of `iis-tagger mmexternal` (rules: the global --rules / --no-builtin).
 #[derive(Debug, Args)]
 pub struct MmexternalArgs {
     /// Inspection settings.
     #[command(flatten)]
     pub core: CoreArgs,
-    /// At the end of input, print a summary to stderr (rsyslog shows the plugin's stderr
-    /// only with the action's `output=` file).
-    #[arg(long)]
-    pub stats: bool,
+    /// The summary at the end of input, on stderr (rsyslog shows the plugin's stderr only
+    /// with the action's `output=` file).
+    #[command(flatten)]
+    pub summary: StatsArgs,
 }
 
 /// Which rules to load.
@@ -117,13 +144,9 @@ pub struct TagArgs {
     /// Rules.
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Print a summary to stderr at the end: lines, bytes, candidates, parsed, matches per
-    /// rule, lines not inspected and why.
-    #[arg(long)]
-    pub stats: bool,
-    /// Format of --stats (implies --stats).
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub stats_format: Option<StatsFormat>,
+    /// The summary at the end.
+    #[command(flatten)]
+    pub summary: StatsArgs,
     /// Inspection settings.
     #[command(flatten)]
     pub core: CoreArgs,

@@ -15,9 +15,9 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use iis_tagger::{Sink, Stats};
+use iis_tagger::Sink;
 
-use super::args::{MmexternalArgs, RuleArgs, StatsFormat};
+use super::args::{MmexternalArgs, RuleArgs};
 use super::run::{Failure, build_tagger};
 
 /// The part of rsyslog's message object read here.
@@ -46,7 +46,7 @@ struct Unread {
 
 /// Runs the plugin until stdin ends.
 pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
-    let (tagger, _) = build_tagger(rules, args.core.config(true))?;
+    let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
     // rsyslog's JSON escapes the message, so a record can grow up to 6x (`\u00XX`).
     let limit = args.core.max_line_bytes.saturating_mul(6).saturating_add(64 * 1024);
     let mut input = BufReader::with_capacity(256 * 1024, io::stdin().lock());
@@ -88,8 +88,12 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         }
     }
     let _ = output.flush();
-    if args.stats {
-        report(stream.stats(), &tagger, messages, &unread, StatsFormat::Text);
+    if args.summary.stats || args.summary.stats_format.is_some() {
+        args.summary.print(stream.stats(), &tagger, &skipped);
+        eprintln!(
+            "mmexternal: {messages} messages, {} not a message object, {} over the limit",
+            unread.invalid, unread.oversized
+        );
     }
     Ok(())
 }
@@ -156,18 +160,6 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, limit: usize) -> io::
             return Ok((false, whole));
         }
     }
-}
-
-fn report(stats: &Stats, tagger: &iis_tagger::Tagger, messages: u64, unread: &Unread, format: StatsFormat) {
-    let report = stats.report(tagger.rules().rules());
-    match format {
-        StatsFormat::Text => eprint!("{}", report.to_text()),
-        StatsFormat::Json => eprintln!("{}", report.to_json()),
-    }
-    eprintln!(
-        "mmexternal: {messages} messages, {} not a message object, {} over the limit",
-        unread.invalid, unread.oversized
-    );
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use iis_tagger::{Config, RuleError, RuleSetBuilder, Stats, Tagger};
 
-use super::args::{RuleArgs, StatsFormat, TagArgs};
+use super::args::{RuleArgs, TagArgs};
 use super::output::Vectored;
 use super::signal;
 
@@ -131,14 +131,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     } else {
         tag_to_output(args, &tagger, &mut total)
     };
-    if args.stats || args.stats_format.is_some() {
-        let mut report = total.report(tagger.rules().rules());
-        report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
-        match args.stats_format.unwrap_or(StatsFormat::Text) {
-            StatsFormat::Text => eprint!("{}", report.to_text()),
-            StatsFormat::Json => eprintln!("{}", report.to_json()),
-        }
-    }
+    args.summary.print(&total, &tagger, &skipped);
     result
 }
 

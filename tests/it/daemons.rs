@@ -17,25 +17,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::net::wait_for;
-use crate::support::{annotation, builtin_tagger, shared, temp_dir};
+use crate::support::{annotation, builtin_tagger, evtxdump_files, temp_dir};
 
 /// Every evtx_dump JSON line of the corpus, in file order.
 fn corpus_lines() -> Vec<Vec<u8>> {
-    let mut files = Vec::new();
-    let mut stack = vec![shared().join("corpus/evtxdump-json")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("corpus folder") {
-            let p = entry.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "jsonl") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
     let mut lines = Vec::new();
-    for f in files {
+    for f in evtxdump_files() {
         let text = std::fs::read(&f).expect("corpus file");
         lines.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
     }
@@ -99,6 +86,36 @@ fn expected_annotations(lines: &[Vec<u8>]) -> Vec<Value> {
         .collect()
 }
 
+/// rsyslogd with `conf`, in the foreground, once it listens on `port`.
+fn rsyslogd(binary: &Path, dir: &Path, conf: &str, port: u16) -> Daemon {
+    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+    let log = dir.join("rsyslogd.log");
+    let mut daemon = Daemon(
+        Command::new(binary)
+            .args(["-n", "-f"])
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("rsyslogd starts"),
+    );
+    wait_listening(port, &mut daemon, &log);
+    daemon
+}
+
+/// The lines as RFC 5424 messages, one per line.
+fn syslog_framed(lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut input = Vec::new();
+    for l in lines {
+        input.extend_from_slice(b"<13>1 2026-12-01T00:00:00Z web01 winlogbeat - - - ");
+        input.extend_from_slice(l);
+        input.push(b'\n');
+    }
+    input
+}
+
 fn send(port: u16, bytes: &[u8]) {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.write_all(bytes).expect("send");
@@ -106,7 +123,7 @@ fn send(port: u16, bytes: &[u8]) {
 
 #[test]
 fn rsyslog_mmexternal_annotates_under_the_json_tree() {
-    let Some(rsyslogd) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
+    let Some(rsyslogd_bin) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
     let dir = temp_dir("rsyslog");
     let port = free_port();
     let bin = env!("CARGO_BIN_EXE_iis-tagger");
@@ -131,27 +148,9 @@ ruleset(name="tag") {{
 "#,
         d = dir.display()
     );
-    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
-    let log = dir.join("rsyslogd.log");
-    let mut daemon = Daemon(
-        Command::new(rsyslogd)
-            .args(["-n", "-f"])
-            .arg(dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdout(std::fs::File::create(&log).expect("log"))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("rsyslogd starts"),
-    );
-    wait_listening(port, &mut daemon, &log);
+    let daemon = rsyslogd(&rsyslogd_bin, &dir, &conf, port);
     let lines = corpus_lines();
-    let mut input = Vec::new();
-    for l in &lines {
-        input.extend_from_slice(b"<13>1 2026-12-01T00:00:00Z web01 winlogbeat - - - ");
-        input.extend_from_slice(l);
-        input.push(b'\n');
-    }
+    let input = syslog_framed(&lines);
     send(port, &input);
     let out = lines_of(&dir.join("tagged.txt"), lines.len());
     drop(daemon);
@@ -175,7 +174,7 @@ ruleset(name="tag") {{
 
 #[test]
 fn rsyslog_through_the_sidecar_with_octet_counting() {
-    let Some(rsyslogd) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
+    let Some(rsyslogd_bin) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
     let dir = temp_dir("rsyslog-sidecar");
     let (port_in, port_back) = (free_port(), free_port());
     let sidecar = crate::net::Sidecar::start(&[
@@ -205,27 +204,9 @@ ruleset(name="back") {{
         d = dir.display(),
         sidecar = sidecar.addr.port()
     );
-    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
-    let log = dir.join("rsyslogd.log");
-    let mut daemon = Daemon(
-        Command::new(rsyslogd)
-            .args(["-n", "-f"])
-            .arg(dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdout(std::fs::File::create(&log).expect("log"))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("rsyslogd starts"),
-    );
-    wait_listening(port_in, &mut daemon, &log);
+    let daemon = rsyslogd(&rsyslogd_bin, &dir, &conf, port_in);
     let lines = corpus_lines();
-    let mut input = Vec::new();
-    for l in &lines {
-        input.extend_from_slice(b"<13>1 2026-12-01T00:00:00Z web01 winlogbeat - - - ");
-        input.extend_from_slice(l);
-        input.push(b'\n');
-    }
+    let input = syslog_framed(&lines);
     send(port_in, &input);
     let back = lines_of(&dir.join("back.txt"), lines.len());
     assert_eq!(sidecar.metric("iis_tagger_frames_total"), lines.len() as u64, "octet-counted frames");

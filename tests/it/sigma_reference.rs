@@ -29,7 +29,7 @@ use std::process::Command;
 use iis_tagger::{Config, RuleSetBuilder, Tagger};
 
 use crate::generated::generate;
-use crate::support::{detections, repo, shared, temp_dir};
+use crate::support::{detections, evtxdump_files, repo, shared, temp_dir};
 
 type Match = (String, usize, String);
 
@@ -47,19 +47,10 @@ fn rules_dir() -> PathBuf {
 /// The event files: every evtx_dump JSON file of the corpus, and two generated corpora.
 fn inputs(dir: &Path) -> Vec<(String, PathBuf)> {
     let root = shared().join("corpus");
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    let mut stack = vec![root.join("evtxdump-json")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("corpus folder") {
-            let p = entry.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "jsonl") {
-                let label = p.strip_prefix(&root).expect("under corpus").display().to_string();
-                files.push((label, p));
-            }
-        }
-    }
+    let mut files: Vec<(String, PathBuf)> = evtxdump_files()
+        .into_iter()
+        .map(|p| (p.strip_prefix(&root).expect("under corpus").display().to_string(), p))
+        .collect();
     for (schema, seed) in [("flat", 31), ("ecs", 32)] {
         let (path, _) = generate(dir, schema, seed, 20_000, 0.01, 0.05);
         files.push((format!("generated-{schema}"), path));

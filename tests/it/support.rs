@@ -14,6 +14,24 @@ pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
+/// Every evtx_dump JSON file of `../shared/corpus`, sorted by path.
+pub fn evtxdump_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![shared().join("corpus/evtxdump-json")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("corpus folder") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "jsonl") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }

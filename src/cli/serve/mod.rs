@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use iis_tagger::Tagger;
 
-use super::args::{CoreArgs, StatsFormat};
+use super::args::{CoreArgs, StatsArgs};
 use super::run::{Failure, build_tagger};
 use conn::{Limits, Shared};
 use metrics::Metrics;
@@ -106,12 +106,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (text format) on this address, at /metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// At exit, print a summary to stderr (as the tagging run's --stats).
-    #[arg(long)]
-    pub stats: bool,
-    /// Format of --stats (implies --stats).
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub stats_format: Option<StatsFormat>,
+    /// The summary at exit.
+    #[command(flatten)]
+    pub summary: StatsArgs,
     /// Inspection settings.
     #[command(flatten)]
     pub core: CoreArgs,
@@ -224,15 +221,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             ))),
         }
     });
-    if args.stats || args.stats_format.is_some() {
-        let stats = metrics.stats();
-        let mut report = stats.report(tagger.rules().rules());
-        report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
-        match args.stats_format.unwrap_or(StatsFormat::Text) {
-            StatsFormat::Text => eprint!("{}", report.to_text()),
-            StatsFormat::Json => eprintln!("{}", report.to_json()),
-        }
-    }
+    args.summary.print(&metrics.stats(), tagger, &skipped);
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     report
