@@ -3,15 +3,17 @@
 //! reading (`tools/tag_check.py --labels`) names, and every other line is byte-identical.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 
 use iis_tagger::RuleSet;
 
-use crate::support::{assert_contract, builtin_tagger, detections, shared};
+use crate::needs::{Need, need_all};
+use crate::support::{assert_contract, builtin_tagger, detections};
 
 /// `file → [count per rule column 1..8]` from the README table.
-fn expected_counts() -> BTreeMap<String, Vec<u64>> {
-    let readme = std::fs::read_to_string(shared().join("corpus/README.md")).expect("corpus README");
+fn expected_counts(corpus: &Path) -> BTreeMap<String, Vec<u64>> {
+    let readme = std::fs::read_to_string(corpus.join("README.md")).expect("corpus README");
     let mut table = BTreeMap::new();
     for row in readme.lines() {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -29,15 +31,14 @@ fn expected_counts() -> BTreeMap<String, Vec<u64>> {
     table
 }
 
-fn reference_labels(files: &[String]) -> BTreeSet<(String, usize, String)> {
-    let corpus = shared().join("corpus");
+fn reference_labels(corpus: &Path, files: &[String]) -> BTreeSet<(String, usize, String)> {
     let out = Command::new("python3")
-        .current_dir(&corpus)
+        .current_dir(corpus)
         .arg("tools/tag_check.py")
         .arg("--labels")
         .args(files)
         .output()
-        .expect("python3 runs tools/tag_check.py (CI installs python3)");
+        .expect("python3 runs tools/tag_check.py");
     assert!(out.status.success(), "tag_check.py failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .expect("utf8")
@@ -56,16 +57,17 @@ fn reference_labels(files: &[String]) -> BTreeSet<(String, usize, String)> {
 
 #[test]
 fn real_corpus_counts_labels_and_bytes() {
-    let expected = expected_counts();
+    let Some([corpus, _]) = need_all([Need::Corpus, Need::TagCheck]) else { return };
+    let expected = expected_counts(&corpus);
     assert!(expected.len() >= 50, "the README table lists every corpus file ({} found)", expected.len());
     let slugs: Vec<String> = RuleSet::builtin().expect("rules").rules().iter().map(|r| r.meta.slug.clone()).collect();
     let tagger = builtin_tagger();
     let files: Vec<String> = expected.keys().cloned().collect();
-    let reference = reference_labels(&files);
+    let reference = reference_labels(&corpus, &files);
     let mut ours = BTreeSet::new();
     let mut total = 0u64;
     for (file, want) in &expected {
-        let input = std::fs::read(shared().join("corpus").join(file)).expect("corpus file");
+        let input = std::fs::read(corpus.join(file)).expect("corpus file");
         let (output, stats) = tagger.tag_all(&input);
         assert_contract(&input, &output, "iis_tagger");
         assert_eq!(stats.matches, *want, "{file}: matches per rule (README columns 1-8)");

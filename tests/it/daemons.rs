@@ -6,7 +6,7 @@
 //!
 //! `.ci/run` installs rsyslog, and syslog-ng-core unpacked under /opt/syslog-ng (Debian's
 //! two packages conflict, being both "the system logger"). Without a daemon the test is
-//! skipped, but fails when `CI` is set.
+//! skipped, but fails when `CI` is set ([`crate::needs`]).
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::needs::{Need, need, need_all};
 use crate::net::wait_for;
 use crate::support::{annotation, builtin_tagger, evtxdump_files, temp_dir};
 
@@ -30,14 +31,10 @@ fn corpus_lines() -> Vec<Vec<u8>> {
     lines
 }
 
-/// A daemon's binary, or None (then the test is skipped, or fails under CI).
-fn find(name: &str, candidates: &[&str]) -> Option<PathBuf> {
-    let found = candidates.iter().map(PathBuf::from).find(|p| p.is_file());
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} is not installed (.ci/run installs it)");
-        eprintln!("skipped: {name} is not installed");
-    }
-    found
+/// The rsyslogd binary and the corpus, or None (the test is skipped; under CI it fails).
+fn rsyslogd_binary() -> Option<PathBuf> {
+    let [rsyslogd, _] = need_all([Need::Program("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]), Need::Corpus])?;
+    Some(rsyslogd)
 }
 
 fn free_port() -> u16 {
@@ -123,7 +120,7 @@ fn send(port: u16, bytes: &[u8]) {
 
 #[test]
 fn rsyslog_mmexternal_annotates_under_the_json_tree() {
-    let Some(rsyslogd_bin) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
+    let Some(rsyslogd_bin) = rsyslogd_binary() else { return };
     let dir = temp_dir("rsyslog");
     let port = free_port();
     let bin = env!("CARGO_BIN_EXE_iis-tagger");
@@ -174,7 +171,7 @@ ruleset(name="tag") {{
 
 #[test]
 fn rsyslog_through_the_sidecar_with_octet_counting() {
-    let Some(rsyslogd_bin) = find("rsyslogd", &["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]) else { return };
+    let Some(rsyslogd_bin) = rsyslogd_binary() else { return };
     let dir = temp_dir("rsyslog-sidecar");
     let (port_in, port_back) = (free_port(), free_port());
     let sidecar = crate::net::Sidecar::start(&[
@@ -226,6 +223,7 @@ ruleset(name="back") {{
 
 /// syslog-ng's binary and how to run it (Debian's package unpacked, or installed).
 fn syslog_ng() -> Option<(PathBuf, Vec<String>, Option<PathBuf>)> {
+    need(Need::Corpus)?;
     let root = Path::new("/opt/syslog-ng");
     if root.join("usr/sbin/syslog-ng").is_file() {
         // The module folder is named after the version (3.38 in Debian 12).
@@ -238,7 +236,7 @@ fn syslog_ng() -> Option<(PathBuf, Vec<String>, Option<PathBuf>)> {
         let args = vec![format!("--module-path={}", modules.display())];
         return Some((root.join("usr/sbin/syslog-ng"), args, Some(libs)));
     }
-    find("syslog-ng", &["/usr/sbin/syslog-ng"]).map(|p| (p, Vec::new(), None))
+    need(Need::Program("syslog-ng", &["/usr/sbin/syslog-ng"])).map(|p| (p, Vec::new(), None))
 }
 
 #[test]

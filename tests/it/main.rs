@@ -14,6 +14,7 @@ mod fuzz_regressions;
 mod generated;
 mod hostile;
 mod language;
+mod needs;
 mod net;
 mod properties;
 mod serve;

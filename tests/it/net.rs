@@ -19,21 +19,26 @@ pub fn sigterm(pid: u32) {
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
 }
 
-/// Makes sure this process may open `n` files (raising its soft limit with `prlimit`).
-pub fn raise_open_files(n: u64) {
+/// Makes sure this process may open `n` files (raising its soft limit with `prlimit`);
+/// false when `prlimit` is needed and missing (the test is then skipped; under CI it fails).
+pub fn raise_open_files(n: u64) -> bool {
     let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
     let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
     let fields: Vec<&str> = line.split_whitespace().collect();
     let (soft, hard): (u64, u64) = (fields[3].parse().unwrap_or(u64::MAX), fields[4].parse().unwrap_or(u64::MAX));
     if soft >= n {
-        return;
+        return true;
     }
     assert!(hard >= n, "the hard open-file limit ({hard}) is below {n}");
-    let status = Command::new("prlimit")
+    let Some(prlimit) = crate::needs::need(crate::needs::Need::Program("prlimit", &["/usr/bin/prlimit"])) else {
+        return false;
+    };
+    let status = Command::new(prlimit)
         .args(["--pid", &std::process::id().to_string(), &format!("--nofile={hard}:{hard}")])
         .status()
         .expect("prlimit (util-linux)");
     assert!(status.success(), "prlimit failed");
+    true
 }
 
 /// Resident set size of a process, in KiB.

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use iis_tagger::{Config, RuleSet, RuleSetBuilder, Tagger};
 
 use crate::generated::generate;
-use crate::support::{assert_contract, shared, temp_dir};
+use crate::needs::{Need, need_all, shared};
+use crate::support::{assert_contract, temp_dir};
 
 fn sigma_windows() -> PathBuf {
     shared().join("sigma/rules/windows")
@@ -50,6 +51,9 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_sigmahq_windows_rule_loads() {
+    if need_all([Need::SigmaRules]).is_none() {
+        return;
+    }
     let files = walk(&sigma_windows()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "yml")).count();
     let set = sigma_rule_set();
     assert_eq!(set.rules().len(), files + 8, "every rule file of ../shared/sigma/rules/windows and the built-ins");
@@ -63,6 +67,9 @@ fn every_sigmahq_windows_rule_loads() {
 /// gives the same output as no prefilter at all.
 #[test]
 fn with_every_sigmahq_rule_the_prefilter_changes_nothing() {
+    if need_all([Need::SigmaRules, Need::Corpus, Need::Generator]).is_none() {
+        return;
+    }
     let with = Tagger::new(sigma_rule_set(), Config::default()).expect("tagger");
     let without = Tagger::new(sigma_rule_set(), Config { prefilter: false, ..Config::default() }).expect("tagger");
     assert!(with.prefilter().examines_every_line(), "the SigmaHQ set takes the routed path");
@@ -72,7 +79,7 @@ fn with_every_sigmahq_rule_the_prefilter_changes_nothing() {
         .collect();
     let dir = temp_dir("sigma");
     for (schema, seed) in [("flat", 21), ("ecs", 22)] {
-        let (path, _) = generate(&dir, schema, seed, 4000, 0.01, 0.05);
+        let (path, _) = generate(&dir, schema, seed, 4000, 0.01, 0.05).expect("the generator is there");
         inputs.push((path.display().to_string(), std::fs::read(&path).expect("generated")));
     }
     let mut annotated = 0;

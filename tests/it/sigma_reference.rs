@@ -19,8 +19,8 @@
 //!     (`cmd.exe /c ` with the blank, or exactly `cmd.exe /c`) do not exclude. This one is
 //!     the resolved reading's cost, not a finding; it is listed so that it is seen.
 //!
-//! Needs Python 3 with `pysigma` and `pysigma-backend-sqlite` (`.ci/run` installs them);
-//! under CI their absence fails the test.
+//! Needs Python 3 with `pysigma` and `pysigma-backend-sqlite` (`.ci/run` installs them),
+//! the corpus, the SigmaHQ rules and the generator ([`crate::needs`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -29,16 +29,10 @@ use std::process::Command;
 use iis_tagger::{Config, RuleSetBuilder, Tagger};
 
 use crate::generated::generate;
-use crate::support::{detections, evtxdump_files, repo, shared, temp_dir};
+use crate::needs::{Need, need_all, shared};
+use crate::support::{detections, evtxdump_files, repo, temp_dir};
 
 type Match = (String, usize, String);
-
-fn pysigma_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import sigma.backends.sqlite, sigma.collection"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn rules_dir() -> PathBuf {
     shared().join("sigma/rules/windows")
@@ -52,7 +46,7 @@ fn inputs(dir: &Path) -> Vec<(String, PathBuf)> {
         .map(|p| (p.strip_prefix(&root).expect("under corpus").display().to_string(), p))
         .collect();
     for (schema, seed) in [("flat", 31), ("ecs", 32)] {
-        let (path, _) = generate(dir, schema, seed, 20_000, 0.01, 0.05);
+        let (path, _) = generate(dir, schema, seed, 20_000, 0.01, 0.05).expect("the generator is there");
         files.push((format!("generated-{schema}"), path));
     }
     files.sort();
@@ -118,12 +112,7 @@ fn show(set: &BTreeSet<Match>) -> String {
 
 #[test]
 fn pysigma_and_iis_tagger_agree_on_the_sigmahq_rules() {
-    if !pysigma_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pysigma and pysigma-backend-sqlite are needed (pip install pysigma pysigma-backend-sqlite)"
-        );
-        eprintln!("skipped: pysigma is not installed (CI installs it)");
+    if need_all([Need::PySigma, Need::SigmaRules, Need::Corpus, Need::Generator]).is_none() {
         return;
     }
     let dir = temp_dir("sigma-reference");

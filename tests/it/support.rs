@@ -9,15 +9,11 @@ use serde_json::{Map, Value, json};
 
 pub const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";
 
-/// `../shared`, beside the repository.
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
-/// Every evtx_dump JSON file of `../shared/corpus`, sorted by path.
+/// Every evtx_dump JSON file of `../shared/corpus`, sorted by path (callers check first
+/// that the corpus is there: [`crate::needs::Need::Corpus`]).
 pub fn evtxdump_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut stack = vec![shared().join("corpus/evtxdump-json")];
+    let mut stack = vec![crate::needs::shared().join("corpus/evtxdump-json")];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).expect("corpus folder") {
             let p = entry.expect("entry").path();

@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
+use crate::needs::{Need, need};
 use crate::net::{Sidecar, wait_for};
 use crate::support::{builtin_tagger, repo, temp_dir};
 
@@ -23,11 +24,7 @@ struct Pki {
 impl Pki {
     /// None when `openssl` is not installed (the test is then skipped, but fails under CI).
     fn new() -> Option<Pki> {
-        if Command::new("openssl").arg("version").output().is_err() {
-            assert!(std::env::var_os("CI").is_none(), "openssl is not installed (.ci/run installs it)");
-            eprintln!("skipped: openssl is not installed");
-            return None;
-        }
+        need(Need::Program("openssl", &["/usr/bin/openssl"]))?;
         Some(Pki::create())
     }
 
