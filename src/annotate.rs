@@ -2,11 +2,14 @@
 //!
 //! Each rule's detection object is serialized once, with `serde_json`, when the tagger is
 //! built; a matching record gets `"<key>":{"risk_score":N,"severity":"…","detections":[…]}`
-//! assembled from those pieces. Nothing in it comes from the record. It is inserted right
+//! assembled from those pieces, and `"incomplete":["…"]` after the detections when the
+//! record could not be evaluated in full (see [`Incomplete`]: such a record is annotated
+//! even with no detection, never passed as clean). Nothing in it comes from the record. It is inserted right
 //! before the record's final `}`, so removing it gives back the input bytes exactly.
 
 use serde::Serialize;
 
+use crate::event::Incomplete;
 use crate::rules::{Rule, Severity};
 
 #[derive(Serialize)]
@@ -63,8 +66,9 @@ impl Annotator {
         Annotator { key_prefix, detections, risks: rules.iter().map(|r| r.meta.risk_score).collect() }
     }
 
-    /// Appends the member `"<key>":{...}` for the rules `matched` (indices, in order).
-    pub fn write(&self, matched: &[u32], out: &mut Vec<u8>) {
+    /// Appends the member `"<key>":{...}` for the rules `matched` (indices, in order), and
+    /// why the record was not fully evaluated, if it was not.
+    pub fn write(&self, matched: &[u32], incomplete: Incomplete, out: &mut Vec<u8>) {
         let risk = matched.iter().map(|&r| self.risks[r as usize]).max().unwrap_or(0);
         out.extend_from_slice(&self.key_prefix);
         out.extend_from_slice(b"{\"risk_score\":");
@@ -78,7 +82,20 @@ impl Annotator {
             }
             out.extend_from_slice(&self.detections[r as usize]);
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if !incomplete.is_empty() {
+            out.extend_from_slice(b",\"incomplete\":[");
+            for (i, name) in incomplete.names().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
     }
 }
 
@@ -99,7 +116,7 @@ mod tests {
         let set = RuleSet::builtin().expect("built-ins");
         let a = Annotator::new("iis_tagger", set.rules());
         let mut out = Vec::new();
-        a.write(&[0], &mut out);
+        a.write(&[0], Incomplete::default(), &mut out);
         let want = r#""iis_tagger":{"risk_score":64,"severity":"high","detections":[{"rule":"windows_iis_components_add_new_module","title":"Windows IIS Components Add New Module","id":"38fe731c-1f13-43d4-b878-a5bbe44807e3","source":"Splunk","mitre":["T1505","T1505.004"],"tactics":["persistence"],"risk_score":64,"severity":"high"}]}"#;
         assert_eq!(String::from_utf8(out).expect("utf8"), want);
     }
@@ -109,7 +126,7 @@ mod tests {
         let set = RuleSet::builtin().expect("built-ins");
         let a = Annotator::new("k\"ey", set.rules());
         let mut out = Vec::new();
-        a.write(&[2, 3], &mut out);
+        a.write(&[2, 3], Incomplete::default(), &mut out);
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with(r#""k\"ey":{"risk_score":99,"severity":"critical","#), "{text}");
     }

@@ -6,11 +6,14 @@
 //! two shapes), each with its views: the canonical forms of its field's kind, case kept
 //! and folded ([`crate::normalize`]).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use simd_json::{Node, StaticNode};
 
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
 use crate::normalize::{
-    self, BOTH_READINGS, FieldKind, Reading, Scratch, cmdline, compat_into, fold_for, fold_into, for_each_arg, path,
+    self, BOTH_READINGS, FieldKind, Reading, Scratch, cmdline, compat_into, fold_for, for_each_arg,
 };
 
 /// The JSON type of an occurrence.
@@ -83,12 +86,81 @@ pub struct EventView {
     readings_differ: bool,
     /// Per field: some value of it differs between the readings.
     differs: Vec<bool>,
+    /// Per field, what was pushed of it (see [`EventView::push`]).
+    pushed: Vec<Pushed>,
+    /// Fields of `pushed` that are not at their zero state.
+    touched: Vec<FieldId>,
+    /// Hashes of the occurrences of the fields with more than [`EXACT_PUSHES`] of them →
+    /// the index of one occurrence with that hash.
+    seen: HashMap<u64, u32, BuildHasherDefault<HashIsKey>>,
+    /// Occurrences not kept: identical to one kept, or past [`MAX_OCCURRENCES`].
+    duplicates: u64,
+    excess: u64,
+    /// Bytes of view text the record may take ([`EventView::set_view_budget`]).
+    view_budget: usize,
+    /// Marked while views are made, and by tests while rules are evaluated.
+    incomplete: std::cell::Cell<Incomplete>,
+}
+
+/// Distinct occurrences of one field that are kept and evaluated, at most. A record that
+/// holds more (a field duplicated or an array with more distinct values than this) has
+/// the rest counted and is annotated as not fully evaluated.
+pub const MAX_OCCURRENCES: u32 = 1024;
+
+/// Occurrences of a field pushed before identical ones are looked for: real records hold
+/// a field once or twice, and need no hashing.
+const EXACT_PUSHES: u32 = 4;
+
+/// What was pushed of one field of the current record.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pushed {
+    /// Occurrences kept.
+    kept: u32,
+    /// The first [`EXACT_PUSHES`] of them (indices into `occurrences`).
+    first: [u32; EXACT_PUSHES as usize],
+    /// The last kept (an index into `occurrences`): a run of one value is seen without
+    /// hashing.
+    last: u32,
+    /// Some occurrence was dropped at the cap.
+    capped: bool,
+}
+
+/// Why a record was not fully evaluated (none of these: it was).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Incomplete(u8);
+
+impl Incomplete {
+    /// A field read by a rule had more than [`MAX_OCCURRENCES`] distinct values.
+    pub const OCCURRENCES: Incomplete = Incomplete(1);
+    /// The forms values are compared in took more than the record's share of memory
+    /// (compatibility characters that expand many times over).
+    pub const VIEWS: Incomplete = Incomplete(2);
+    /// A `fieldref` test met more distinct values of the other field than it compares.
+    pub const FIELDREF: Incomplete = Incomplete(4);
+
+    /// Nothing was left out.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Adds `other`.
+    pub fn insert(&mut self, other: Incomplete) {
+        self.0 |= other.0;
+    }
+
+    /// The names of the reasons, for the annotation.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [(Incomplete::OCCURRENCES, "occurrences"), (Incomplete::VIEWS, "views"), (Incomplete::FIELDREF, "fieldref")]
+            .into_iter()
+            .filter(move |(r, _)| self.0 & r.0 != 0)
+            .map(|(_, n)| n)
+    }
 }
 
 impl EventView {
     /// An empty view.
     pub fn new() -> EventView {
-        EventView::default()
+        EventView { view_budget: usize::MAX, ..EventView::default() }
     }
 
     /// Every occurrence of `field` in the current record.
@@ -167,7 +239,7 @@ impl EventView {
     /// Fills the view from the tape of a record whose root is an object.
     pub fn load(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, annotation_key: &str) {
         self.clear();
-        let mut walk = Walk { view: self, trie: catalog.trie(), annotation_key };
+        let mut walk = Walk { view: self, trie: catalog.trie(), annotation_key, fallback: false };
         walk.object(tape, PathTrie::ROOT, true);
         if let Some(keywords) = catalog.keyword_field() {
             self.every_scalar(tape, keywords);
@@ -179,7 +251,7 @@ impl EventView {
     /// catalog's, [`FieldCatalog::trie_of`]).
     pub fn load_from(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, trie: &PathTrie, annotation_key: &str) {
         self.clear();
-        let mut walk = Walk { view: self, trie, annotation_key };
+        let mut walk = Walk { view: self, trie, annotation_key, fallback: false };
         walk.object(tape, PathTrie::ROOT, true);
         self.finish(catalog);
     }
@@ -218,35 +290,141 @@ impl EventView {
         self.views.clear();
         self.text.clear();
         self.has_key = false;
+        for &f in &self.touched {
+            self.pushed[f as usize] = Pushed::default();
+        }
+        self.touched.clear();
+        self.seen.clear();
+        self.duplicates = 0;
+        self.excess = 0;
+        self.incomplete.set(Incomplete::default());
+    }
+
+    /// Bytes of view text (the forms values are compared in, [`crate::normalize`]) one
+    /// record may take; past it, the remaining values get no views and the record is
+    /// marked [`Incomplete::VIEWS`]. Compatibility characters can expand eighteen times.
+    pub fn set_view_budget(&mut self, bytes: usize) {
+        self.view_budget = bytes;
+    }
+
+    /// Why the current record was not fully evaluated, so far.
+    pub fn incomplete(&self) -> Incomplete {
+        self.incomplete.get()
+    }
+
+    /// Marks the record as not fully evaluated (also while rules are evaluated on it).
+    pub fn mark_incomplete(&self, why: Incomplete) {
+        let mut now = self.incomplete.get();
+        now.insert(why);
+        self.incomplete.set(now);
+    }
+
+    /// Occurrences not kept because an identical one was, and because their field was
+    /// at [`MAX_OCCURRENCES`].
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.duplicates, self.excess)
     }
 
     /// Adds an occurrence; `text` is the decoded JSON string, or the number's decimal text.
     /// Its views are made by [`EventView::finish`].
     pub fn push(&mut self, field: FieldId, scalar: Scalar, text: &str) {
+        self.push_as(field, scalar, text, BOTH_READINGS, false);
+    }
+
+    /// [`EventView::push`] for the readings `only` and from a fallback path or not. An
+    /// occurrence identical to one kept is not kept again (it cannot change any test), nor
+    /// one past [`MAX_OCCURRENCES`] distinct ones of its field.
+    fn push_as(&mut self, field: FieldId, scalar: Scalar, text: &str, only: u8, fallback: bool) {
+        let f = field as usize;
+        if f >= self.pushed.len() {
+            self.pushed.resize(f + 1, Pushed::default());
+        }
+        let state = self.pushed[f];
+        if state.kept == 0 && !state.capped {
+            self.touched.push(field);
+        }
+        let index = self.occurrences.len() as u32;
+        let mut hash = None;
+        if state.kept > 0 && self.is_occurrence(state.last as usize, field, scalar, text, only, fallback) {
+            self.duplicates += 1;
+            return;
+        }
+        if state.kept >= EXACT_PUSHES {
+            if state.kept == EXACT_PUSHES {
+                // From now on this field's occurrences are looked up: enter the first ones.
+                for &i in &state.first {
+                    let h = self.occurrence_hash(i as usize);
+                    self.seen.entry(h).or_insert(i);
+                }
+            }
+            let h = occurrence_hash(field, scalar, text, only, fallback);
+            if let Some(&i) = self.seen.get(&h) {
+                if self.is_occurrence(i as usize, field, scalar, text, only, fallback) {
+                    self.duplicates += 1;
+                    return;
+                }
+            }
+            if state.kept >= MAX_OCCURRENCES {
+                self.excess += 1;
+                self.pushed[f].capped = true;
+                return;
+            }
+            hash = Some(h);
+        }
         let start = self.text.len() as u32;
         self.text.push_str(text);
         let raw = (start, self.text.len() as u32);
-        self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0), only: BOTH_READINGS, fallback: false });
+        self.occurrences.push(Occurrence { field, scalar, raw, views: (0, 0), only, fallback });
+        let state = &mut self.pushed[f];
+        if state.kept < EXACT_PUSHES {
+            state.first[state.kept as usize] = index;
+        }
+        state.kept += 1;
+        state.last = index;
+        if let Some(h) = hash {
+            self.seen.entry(h).or_insert(index);
+        }
+    }
+
+    /// Whether occurrence `i` is this one.
+    fn is_occurrence(&self, i: usize, field: FieldId, scalar: Scalar, text: &str, only: u8, fallback: bool) -> bool {
+        let o = &self.occurrences[i];
+        o.field == field && o.scalar == scalar && o.only == only && o.fallback == fallback && self.raw(o) == text
+    }
+
+    fn occurrence_hash(&self, i: usize) -> u64 {
+        let o = self.occurrences[i];
+        occurrence_hash(o.field, o.scalar, self.raw(&o), o.only, o.fallback)
     }
 
     /// Once every occurrence is in: derives fields and indexes by field. Views are made
     /// per field when first asked for ([`EventView::make_views`]).
     pub fn finish(&mut self, catalog: &FieldCatalog) {
         self.drop_fallbacks(catalog);
-        self.cmd = self.process_is_cmd(catalog);
-        self.derive(catalog, self.cmd);
-        self.occurrences.sort_by_key(|o| o.field);
-        self.index.clear();
-        self.index.resize(catalog.len(), (0, 0));
+        self.index_fields(catalog);
         self.viewed.clear();
         self.viewed.resize(catalog.len(), false);
         self.differs.clear();
         self.differs.resize(catalog.len(), false);
+        self.cmd = self.process_is_cmd(catalog);
+        let before = self.occurrences.len();
+        self.derive(catalog, self.cmd);
+        if self.occurrences.len() > before {
+            // The views made so far stay with their occurrences (a stable sort).
+            self.index_fields(catalog);
+        }
         for o in self.occurrences.iter().filter(|o| o.only != BOTH_READINGS) {
             if let Some(d) = self.differs.get_mut(o.field as usize) {
                 *d = true;
             }
         }
+    }
+
+    /// Sorts the occurrences by field and indexes them.
+    fn index_fields(&mut self, catalog: &FieldCatalog) {
+        self.occurrences.sort_by_key(|o| o.field);
+        self.index.clear();
+        self.index.resize(catalog.len(), (0, 0));
         let mut i = 0;
         while i < self.occurrences.len() {
             let field = self.occurrences[i].field;
@@ -268,6 +446,9 @@ impl EventView {
             if std::mem::replace(done, true) {
                 continue;
             }
+            if self.pushed.get(field as usize).is_some_and(|p| p.capped) {
+                self.mark_incomplete(Incomplete::OCCURRENCES);
+            }
             let (from, to) = self.index[field as usize];
             for i in from as usize..to as usize {
                 self.make_occurrence_views(catalog, i);
@@ -288,19 +469,27 @@ impl EventView {
             self.occurrences[i].views = (start, start);
             return;
         }
+        if self.text.len() > self.view_budget {
+            // No views: no positive test holds for it, no filter excludes on it.
+            self.occurrences[i].views = (start, start);
+            self.mark_incomplete(Incomplete::VIEWS);
+            return;
+        }
         self.raw.clear();
         self.raw.push_str(&self.text[occ.raw.0 as usize..occ.raw.1 as usize]);
         let kind = if occ.scalar == Scalar::Str { catalog.kind(occ.field) } else { FieldKind::Argument };
         let cmd = self.cmd;
         let field = occ.field as usize;
-        let EventView { views, text, fold, norm, raw, readings_differ, differs, .. } = self;
+        let EventView { views, text, fold, norm, raw, readings_differ, differs, view_budget, .. } = self;
+        let view_budget = *view_budget;
         let mut differ = |readings_differ: &mut bool| {
             *readings_differ = true;
             if let Some(d) = differs.get_mut(field) {
                 *d = true;
             }
         };
-        normalize::views(kind, raw, cmd, norm, |readings, v| {
+        let limit = view_budget.saturating_sub(text.len()) / 4;
+        let made = normalize::views(kind, raw, cmd, limit, norm, |readings, v| {
             if readings != BOTH_READINGS {
                 differ(readings_differ);
             }
@@ -332,6 +521,10 @@ impl EventView {
                 );
             }
         });
+        if !made {
+            self.views.truncate(start as usize);
+            self.mark_incomplete(Incomplete::VIEWS);
+        }
         self.occurrences[i].views = (start, self.views.len() as u32);
     }
 
@@ -353,28 +546,20 @@ impl EventView {
         self.viewed = primary;
     }
 
-    /// Whether the record's process (`Image`) is cmd.exe, whose carets are escapes.
+    /// Whether the record's process (`Image`) is cmd.exe, whose carets are escapes: read from
+    /// the resolved views of `Image` (made here; rules reading `Image` use them too).
     fn process_is_cmd(&mut self, catalog: &FieldCatalog) -> bool {
         let Some(image) = catalog.id("Image") else { return false };
-        let mut found = false;
-        for occ in self.occurrences.iter().filter(|o| o.field == image && o.scalar == Scalar::Str) {
-            self.fold.clear();
-            compat_into(&self.text[occ.raw.0 as usize..occ.raw.1 as usize], &mut self.fold);
-            self.raw.clear();
-            path::canonical_into(&self.fold, &mut self.raw);
-            self.fold.clear();
-            fold_into(&self.raw, &mut self.fold);
-            found |= self.fold == "cmd.exe" || self.fold.ends_with("\\cmd.exe");
-        }
-        found
+        self.make_views(catalog, &[image]);
+        self.occurrences(image).iter().filter(|o| o.scalar == Scalar::Str).any(|o| {
+            self.form(o, Reading::Resolved)
+                .is_some_and(|(_, folded)| folded == "cmd.exe" || folded.ends_with("\\cmd.exe"))
+        })
     }
 
     /// Adds a string occurrence that exists in one reading only.
     fn push_only(&mut self, field: FieldId, text: &str, reading: Reading) {
-        self.push(field, Scalar::Str, text);
-        if let Some(last) = self.occurrences.last_mut() {
-            last.only = reading.bit();
-        }
+        self.push_as(field, Scalar::Str, text, reading.bit(), false);
     }
 
     /// Adds the derived fields (command-line arguments) as occurrences.
@@ -414,6 +599,41 @@ impl EventView {
     }
 }
 
+/// The hasher of a map whose keys are hashes already.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a over what makes two occurrences identical. Collisions cost only a comparison
+/// (and, if many, an occurrence kept twice), never a value lost.
+fn occurrence_hash(field: FieldId, scalar: Scalar, text: &str, only: u8, fallback: bool) -> u64 {
+    let tag: u64 = match scalar {
+        Scalar::Str => 1,
+        Scalar::Int(_) => 2,
+        Scalar::UInt(_) => 3,
+        Scalar::Float(_) => 4,
+        Scalar::Bool(_) => 5,
+        Scalar::Null => 6,
+    };
+    let seed = (u64::from(field) << 16) | (tag << 8) | (u64::from(only) << 1) | u64::from(fallback);
+    let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    let h = seed.to_le_bytes().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| fnv(h, b));
+    text.bytes().fold(h, fnv)
+}
+
 fn parse_decimal(text: &str) -> Option<i128> {
     let t = text.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
@@ -435,6 +655,8 @@ struct Walk<'v, 'c> {
     view: &'v mut EventView,
     trie: &'c PathTrie,
     annotation_key: &'c str,
+    /// The values being read are under a fallback path.
+    fallback: bool,
 }
 
 impl Walk<'_, '_> {
@@ -453,11 +675,9 @@ impl Walk<'_, '_> {
             if let Some(child) = trie.child(at, key) {
                 let node = trie.node(child);
                 for (&field, &fallback) in node.fields().iter().zip(node.fallbacks()) {
-                    let before = self.view.occurrences.len();
+                    self.fallback = fallback;
                     self.values(field, &nodes[i..i + width]);
-                    if fallback {
-                        self.view.occurrences[before..].iter_mut().for_each(|o| o.fallback = true);
-                    }
+                    self.fallback = false;
                 }
                 if node.has_children() {
                     self.object(&nodes[i..i + width], child, false);
@@ -497,7 +717,7 @@ impl Walk<'_, '_> {
             Node::Static(StaticNode::Null) => (Scalar::Null, ""),
             Node::Object { .. } | Node::Array { .. } => return,
         };
-        self.view.push(field, scalar, text);
+        self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
     }
 }
 

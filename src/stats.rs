@@ -39,6 +39,14 @@ pub struct Stats {
     pub repaired: u64,
     /// Lines written with an annotation.
     pub annotated: u64,
+    /// Of those, records annotated as not fully evaluated (a cap was reached; see
+    /// [`crate::event::Incomplete`]).
+    pub incomplete: u64,
+    /// Values not evaluated again because an identical value of the same field was.
+    pub duplicate_values: u64,
+    /// Values not evaluated because their field had reached
+    /// [`crate::event::MAX_OCCURRENCES`] distinct ones.
+    pub capped_values: u64,
     /// Per rule (by index), the lines it matched.
     pub matches: Vec<u64>,
     /// Lines not inspected, by reason.
@@ -66,6 +74,9 @@ impl Stats {
         self.parsed += other.parsed;
         self.repaired += other.repaired;
         self.annotated += other.annotated;
+        self.incomplete += other.incomplete;
+        self.duplicate_values += other.duplicate_values;
+        self.capped_values += other.capped_values;
         if self.matches.len() < other.matches.len() {
             self.matches.resize(other.matches.len(), 0);
         }
@@ -89,6 +100,9 @@ impl Stats {
             parsed: self.parsed,
             repaired: self.repaired,
             annotated: self.annotated,
+            incomplete: self.incomplete,
+            duplicate_values: self.duplicate_values,
+            capped_values: self.capped_values,
             matches: rules
                 .iter()
                 .zip(&self.matches)
@@ -124,6 +138,12 @@ pub struct Report<'a> {
     pub repaired: u64,
     /// See [`Stats::annotated`].
     pub annotated: u64,
+    /// See [`Stats::incomplete`].
+    pub incomplete: u64,
+    /// See [`Stats::duplicate_values`].
+    pub duplicate_values: u64,
+    /// See [`Stats::capped_values`].
+    pub capped_values: u64,
     /// Matches per rule, in rule order.
     pub matches: Vec<RuleCount<'a>>,
     /// See [`Stats::not_inspected`].
@@ -148,6 +168,13 @@ impl Report<'_> {
             "iis-tagger: {} lines, {} bytes; {} candidates, {} parsed ({} repaired), {} annotated",
             self.lines, self.bytes, self.candidates, self.parsed, self.repaired, self.annotated
         );
+        if self.incomplete + self.duplicate_values + self.capped_values > 0 {
+            let _ = writeln!(
+                s,
+                "  not fully evaluated: {} records (annotated as such); values skipped: {} duplicates, {} over the cap",
+                self.incomplete, self.duplicate_values, self.capped_values
+            );
+        }
         let width = self.matches.iter().map(|m| m.rule.len()).max().unwrap_or(0);
         for m in &self.matches {
             let _ = writeln!(s, "  {:<width$}  {}", m.rule, m.count);

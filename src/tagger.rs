@@ -17,7 +17,7 @@
 use simd_json::{Buffers, Node, Tape};
 
 use crate::annotate::{Annotator, closing_brace};
-use crate::event::EventView;
+use crate::event::{EventView, Incomplete};
 use crate::fields::{FieldId, PathTrie};
 use crate::normalize::Reading;
 use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
@@ -148,6 +148,7 @@ impl Tagger {
             groups: Vec::new(),
             matched: Vec::new(),
             member: Vec::new(),
+            incomplete: Incomplete::default(),
             unfiltered: false,
             stats: Stats::new(self.rules.rules().len()),
         }
@@ -161,6 +162,15 @@ impl Tagger {
         stream.finish(&mut out);
         (out, stream.stats)
     }
+}
+
+/// Bytes of view text one record may take (see [`EventView::set_view_budget`]): its own
+/// values, and four times its length for the forms they are compared in — four forms of a
+/// value (as logged and resolved, case kept and folded) — plus a little for short records.
+/// The expansion of compatibility characters past it is not evaluated (the record is
+/// annotated as such).
+fn view_budget(json_len: usize) -> usize {
+    5 * json_len + (256 << 10)
 }
 
 /// The reusable buffers of the JSON parser.
@@ -217,6 +227,8 @@ pub struct Stream<'t> {
     groups: Vec<u32>,
     matched: Vec<u32>,
     member: Vec<u8>,
+    /// Why the record being written was not fully evaluated (see [`Incomplete`]).
+    incomplete: Incomplete,
     /// Inspecting a record that holds `\n` ([`Stream::record`]): the byte scan that picks
     /// rules works on lines, so every rule is a candidate.
     unfiltered: bool,
@@ -498,7 +510,7 @@ impl Stream<'_> {
                 if !empty {
                     self.member.push(b',');
                 }
-                self.tagger.annotator.write(&self.matched, &mut self.member);
+                self.tagger.annotator.write(&self.matched, self.incomplete, &mut self.member);
                 let brace = range.start + close;
                 out.keep(region, range.start..brace);
                 out.bytes(&self.member);
@@ -511,6 +523,7 @@ impl Stream<'_> {
     /// it is not a JSON object. A text the parser refuses over a lone surrogate or an
     /// out-of-range number is evaluated on a repaired copy ([`repair`]).
     fn load(&mut self, json: &[u8]) -> Option<bool> {
+        self.view.set_view_budget(view_budget(json.len()));
         let (view, catalog, key) =
             (&mut self.view, self.tagger.rules.fields(), self.tagger.config.annotation_key.as_str());
         let mut fill = |tape: &[Node<'_>]| match tape.first() {
@@ -597,6 +610,7 @@ impl Stream<'_> {
     /// Parses a record, finds the rule groups its log sources belong to (in `groups`) and,
     /// when there are any, loads every field the rules read.
     fn load_routed(&mut self, json: &[u8]) -> Option<bool> {
+        self.view.set_view_budget(view_budget(json.len()));
         let tagger = self.tagger;
         let (view, groups, catalog, key) =
             (&mut self.view, &mut self.groups, tagger.rules.fields(), tagger.config.annotation_key.as_str());
@@ -641,7 +655,11 @@ impl Stream<'_> {
             let differ = view.fields_differ(&tagger.detection_fields[r as usize]);
             rules[r as usize].detection.eval_readings(view, readings, differ)
         }));
-        if self.matched.is_empty() {
+        let (duplicates, excess) = self.view.dropped();
+        self.stats.duplicate_values += duplicates;
+        self.stats.capped_values += excess;
+        self.incomplete = self.view.incomplete();
+        if self.matched.is_empty() && self.incomplete.is_empty() {
             return Verdict::Unchanged;
         }
         if self.view.has_annotation_key() {
@@ -653,6 +671,9 @@ impl Stream<'_> {
             self.stats.matches[r as usize] += 1;
         }
         self.stats.annotated += 1;
+        if !self.incomplete.is_empty() {
+            self.stats.incomplete += 1;
+        }
         Verdict::Annotate { close: start + close, empty }
     }
 }

@@ -14,7 +14,7 @@ pub mod path;
 pub mod unicode;
 
 pub use cmdline::{for_each_arg, split_args};
-pub use unicode::{compat, compat_into, fold, fold_into, folds_to_ascii};
+pub use unicode::{compat, compat_into, fold, fold_into, folds_to_ascii, lower_into};
 
 /// What kind of value a field holds; decides its canonical forms and how the prefilter
 /// may cut a rule's literals for it.
@@ -63,12 +63,23 @@ pub const BOTH_READINGS: u8 = 3;
 /// The forms (case kept) of a value of `kind` in each reading, passed to `view` with the
 /// mask of the readings they are (one call with [`BOTH_READINGS`] when the two agree).
 /// `cmd` says the process the value belongs to is cmd.exe (its carets are escapes).
-pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut view: impl FnMut(u8, &str)) {
+/// False, with no form passed, when the compatibility form of `raw` is longer than `limit`
+/// bytes.
+pub fn views(
+    kind: FieldKind,
+    raw: &str,
+    cmd: bool,
+    limit: usize,
+    scratch: &mut Scratch,
+    mut view: impl FnMut(u8, &str),
+) -> bool {
     let compat = if raw.is_ascii() {
         raw
     } else {
         scratch.compat.clear();
-        compat_into(raw, &mut scratch.compat);
+        if !unicode::compat_into_bounded(raw, &mut scratch.compat, limit) {
+            return false;
+        }
         scratch.compat.as_str()
     };
     let resolved: &str = match kind {
@@ -98,20 +109,7 @@ pub fn views(kind: FieldKind, raw: &str, cmd: bool, scratch: &mut Scratch, mut v
         view(Reading::Logged.bit(), raw);
         view(Reading::Resolved.bit(), resolved);
     }
-}
-
-/// Appends `s` lower-cased, Unicode simple case only (no compatibility forms): the fold of
-/// the logged reading.
-pub fn lower_into(s: &str, out: &mut String) {
-    if s.is_ascii() {
-        let start = out.len();
-        out.push_str(s);
-        out[start..].make_ascii_lowercase();
-        return;
-    }
-    for c in s.chars() {
-        out.extend(c.to_lowercase());
-    }
+    true
 }
 
 /// The fold of the text of `reading`.
@@ -164,7 +162,7 @@ mod tests {
 
     fn all_views(kind: FieldKind, raw: &str, cmd: bool) -> Vec<String> {
         let mut out = Vec::new();
-        views(kind, raw, cmd, &mut Scratch::default(), |_, v| out.push(v.to_string()));
+        assert!(views(kind, raw, cmd, usize::MAX, &mut Scratch::default(), |_, v| out.push(v.to_string())));
         out
     }
 

@@ -9,9 +9,106 @@
 //! as a `\uXXXX` escape) is scanned by the prefilter on a folded copy. The set is a table
 //! generated from the same Unicode data this code folds with, and a test recomputes it.
 
+use std::cell::RefCell;
+
 use unicode_normalization::UnicodeNormalization;
 
 use super::fold_table::ASCII_FOLDING;
+
+/// A per-character map of non-ASCII characters, remembered per thread: building an NFKC
+/// iterator and looking up case tables costs tens of nanoseconds a character, and an
+/// attacker repeats one expensive character. Direct-mapped by code point.
+struct CharCache {
+    /// (the character plus one, 0 for an empty slot; what it maps to).
+    slots: Vec<(u32, String)>,
+}
+
+const SLOTS: usize = 512;
+
+impl CharCache {
+    fn new() -> CharCache {
+        CharCache { slots: vec![(0, String::new()); SLOTS] }
+    }
+
+    /// Appends `map(c)` to `out`, from the cache when `c` is there.
+    fn push(&mut self, c: char, out: &mut String, map: impl Fn(char, &mut String)) {
+        let key = c as u32 + 1;
+        let slot = &mut self.slots[(c as usize ^ (c as usize >> 9)) % SLOTS];
+        if slot.0 != key {
+            slot.0 = key;
+            slot.1.clear();
+            map(c, &mut slot.1);
+        }
+        out.push_str(&slot.1);
+    }
+}
+
+thread_local! {
+    static COMPAT: RefCell<CharCache> = RefCell::new(CharCache::new());
+    static FOLD: RefCell<CharCache> = RefCell::new(CharCache::new());
+    static LOWER: RefCell<CharCache> = RefCell::new(CharCache::new());
+}
+
+/// Appends `map(c)` for every character of `s`: ASCII characters as they are (lower-cased
+/// when `lower_ascii`), the others through `cache`.
+fn map_chars(
+    s: &str,
+    out: &mut String,
+    cache: &'static std::thread::LocalKey<RefCell<CharCache>>,
+    lower_ascii: bool,
+    map: fn(char, &mut String),
+) {
+    map_chars_bounded(s, out, usize::MAX, cache, lower_ascii, map);
+}
+
+/// [`map_chars`], stopping once more than `limit` bytes were appended: false then.
+fn map_chars_bounded(
+    s: &str,
+    out: &mut String,
+    limit: usize,
+    cache: &'static std::thread::LocalKey<RefCell<CharCache>>,
+    lower_ascii: bool,
+    map: fn(char, &mut String),
+) -> bool {
+    let end = out.len().saturating_add(limit);
+    cache.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if out.len() > end {
+                return false;
+            }
+            // A run of ASCII at once.
+            let run = bytes[i..].iter().position(|b| !b.is_ascii()).unwrap_or(bytes.len() - i);
+            let start = out.len();
+            out.push_str(&s[i..i + run]);
+            if lower_ascii {
+                out[start..].make_ascii_lowercase();
+            }
+            i += run;
+            if let Some(c) = s[i..].chars().next() {
+                cache.push(c, out, map);
+                i += c.len_utf8();
+            }
+        }
+        out.len() <= end
+    })
+}
+
+fn nfkc_char(c: char, out: &mut String) {
+    out.extend(std::iter::once(c).nfkc());
+}
+
+fn fold_char_uncached(c: char, out: &mut String) {
+    for d in std::iter::once(c).nfkc() {
+        out.extend(d.to_lowercase());
+    }
+}
+
+fn lower_char(c: char, out: &mut String) {
+    out.extend(c.to_lowercase());
+}
 
 /// Appends the compatibility form (NFKC) of `s` to `out`, one character at a time, case
 /// kept: what structure (separators, quotes, blanks, `%`) is read from.
@@ -20,13 +117,28 @@ pub fn compat_into(s: &str, out: &mut String) {
         out.push_str(s);
         return;
     }
-    for c in s.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            out.extend(std::iter::once(c).nfkc());
-        }
+    map_chars(s, out, &COMPAT, false, nfkc_char);
+}
+
+/// [`compat_into`], giving up (false) once more than `limit` bytes were appended: the
+/// compatibility form of one character may be eighteen characters long.
+pub fn compat_into_bounded(s: &str, out: &mut String, limit: usize) -> bool {
+    if s.is_ascii() {
+        out.push_str(s);
+        return s.len() <= limit;
     }
+    map_chars_bounded(s, out, limit, &COMPAT, false, nfkc_char)
+}
+
+/// Appends `s` lower-cased, Unicode simple case only (no compatibility forms).
+pub fn lower_into(s: &str, out: &mut String) {
+    if s.is_ascii() {
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
+        return;
+    }
+    map_chars(s, out, &LOWER, true, lower_char);
 }
 
 /// The compatibility form of `s` (see [`compat_into`]).
@@ -42,9 +154,7 @@ pub fn fold_char_into(c: char, out: &mut String) {
         out.push(c.to_ascii_lowercase());
         return;
     }
-    for d in std::iter::once(c).nfkc() {
-        out.extend(d.to_lowercase());
-    }
+    FOLD.with(|cache| cache.borrow_mut().push(c, out, fold_char_uncached));
 }
 
 /// Appends the fold of `s` to `out`.
@@ -55,9 +165,7 @@ pub fn fold_into(s: &str, out: &mut String) {
         out[start..].make_ascii_lowercase();
         return;
     }
-    for c in s.chars() {
-        fold_char_into(c, out);
-    }
+    map_chars(s, out, &FOLD, true, fold_char_uncached);
 }
 
 /// The fold of `s`.
@@ -97,7 +205,7 @@ pub fn compute_ascii_folding() -> Vec<(u32, u32)> {
     for cp in 0x80..=0x10FFFFu32 {
         let Some(c) = char::from_u32(cp) else { continue };
         buf.clear();
-        fold_char_into(c, &mut buf);
+        fold_char_uncached(c, &mut buf);
         if buf.bytes().any(|b| b.is_ascii()) {
             match ranges.last_mut() {
                 Some(last) if last.1 + 1 == cp => last.1 = cp,
@@ -111,6 +219,36 @@ pub fn compute_ascii_folding() -> Vec<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cached maps give what the uncached ones give, for every character, whatever was
+    /// in the cache before (each character twice: the miss, then the hit).
+    #[test]
+    fn cached_maps_equal_the_unicode_data() {
+        let (mut a, mut b) = (String::new(), String::new());
+        for cp in (0x80..=0x10FFFFu32).step_by(7).chain(0x80..0x800) {
+            let Some(c) = char::from_u32(cp) else { continue };
+            for _ in 0..2 {
+                for (cached, uncached) in [
+                    (compat_into as fn(&str, &mut String), nfkc_char as fn(char, &mut String)),
+                    (fold_into, fold_char_uncached),
+                    (lower_into, lower_char),
+                ] {
+                    a.clear();
+                    b.clear();
+                    cached(c.encode_utf8(&mut [0; 4]), &mut a);
+                    uncached(c, &mut b);
+                    assert_eq!(a, b, "U+{cp:04X}");
+                }
+            }
+        }
+        assert_eq!(fold("x\u{FDFA}y"), format!("x{}y", fold_char_string('\u{FDFA}')));
+    }
+
+    fn fold_char_string(c: char) -> String {
+        let mut s = String::new();
+        fold_char_uncached(c, &mut s);
+        s
+    }
 
     #[test]
     fn folds() {

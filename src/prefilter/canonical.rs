@@ -8,8 +8,8 @@
 
 use memchr::memmem;
 
+use crate::normalize::fold_into;
 use crate::normalize::folds_to_ascii;
-use crate::normalize::unicode::fold_char_into;
 
 /// Whether the backslash at `at` starts an escape: the run of backslashes ending there
 /// has odd length (`\\u00` is an escaped backslash followed by `u00`).
@@ -215,37 +215,20 @@ fn utf8_char(bytes: &[u8]) -> Option<char> {
 
 /// Writes the canonical scan form of a raw JSON line: `\/` and `\uXXXX` decoded (a lone
 /// surrogate becomes U+FFFD), every character folded the way values are
-/// ([`fold_char_into`]), and re-escaped the way literals are ([`escape_literal`]): `"` as
+/// ([`fold_into`]), and re-escaped the way literals are ([`escape_literal`]): `"` as
 /// `\"`, `\` as `\\`, control characters as short escapes.
 pub fn canonicalize(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(raw.len());
     let mut folded = String::new();
-    let mut escaped = String::new();
-    let mut push_folded = |c: char, out: &mut Vec<u8>| {
-        folded.clear();
-        fold_char_into(c, &mut folded);
-        escaped.clear();
-        let mut buf = [0u8; 4];
-        for f in folded.chars() {
-            escape_char(f, &mut escaped, &mut buf);
-        }
-        out.extend_from_slice(escaped.as_bytes());
-    };
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
         if b >= 0x80 {
-            match utf8_char(&raw[i..]) {
-                Some(c) => {
-                    push_folded(c, out);
-                    i += c.len_utf8();
-                }
-                None => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
+            // A run of non-ASCII characters, folded at once.
+            let run = raw[i..].iter().position(|&b| b < 0x80).unwrap_or(raw.len() - i);
+            push_folded_run(&raw[i..i + run], &mut folded, out);
+            i += run;
             continue;
         }
         if b != b'\\' || i + 1 >= raw.len() {
@@ -260,7 +243,9 @@ pub fn canonicalize(raw: &[u8], out: &mut Vec<u8>) {
             }
             b'u' => match decode_unicode_escape(&raw[i..]) {
                 Some((c, used)) => {
-                    push_folded(c, out);
+                    folded.clear();
+                    fold_into(c.encode_utf8(&mut [0; 4]), &mut folded);
+                    escape_into(&folded, out);
                     i += used;
                 }
                 None => {
@@ -275,6 +260,29 @@ pub fn canonicalize(raw: &[u8], out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// The fold of a run of bytes above ASCII, escaped; bytes that are not UTF-8 are kept.
+fn push_folded_run(run: &[u8], folded: &mut String, out: &mut Vec<u8>) {
+    for chunk in run.utf8_chunks() {
+        folded.clear();
+        fold_into(chunk.valid(), folded);
+        escape_into(folded, out);
+        out.extend_from_slice(chunk.invalid());
+    }
+}
+
+/// `text` escaped the way literals are ([`escape_literal`]).
+fn escape_into(text: &str, out: &mut Vec<u8>) {
+    let mut rest = text.as_bytes();
+    while let Some(k) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.extend_from_slice(&rest[..k]);
+        let mut escaped = String::new();
+        escape_char(char::from(rest[k]), &mut escaped, &mut [0; 4]);
+        out.extend_from_slice(escaped.as_bytes());
+        rest = &rest[k + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 fn hex4(bytes: &[u8]) -> Option<u32> {

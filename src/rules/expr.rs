@@ -8,7 +8,7 @@
 //! never switch one off: `"ParentImage":"C:\\evil.exe","ParentImage":"msiexec.exe"`
 //! does not hide behind a `not msiexec` filter.
 
-use crate::event::{EventView, Occurrence, Scalar};
+use crate::event::{EventView, Incomplete, Occurrence, Scalar};
 use crate::fields::FieldId;
 use crate::normalize::Reading;
 use crate::rules::pattern::{Matcher, TextOp};
@@ -85,8 +85,8 @@ impl Atom {
     }
 
     /// Whether the form of an occurrence in `reading` passes the test.
-    fn test_form(&self, view: &EventView, occ: &Occurrence, form: (&str, &str), ctx: Ctx) -> bool {
-        let one = |m: &Matcher| matcher_matches(m, view, occ, form, ctx);
+    fn test_form(&self, view: &EventView, occ: &Occurrence, form: (&str, &str), ctx: Ctx, refs: &Refs<'_>) -> bool {
+        let one = |m: &Matcher| matcher_matches(m, view, occ, form, ctx, refs);
         if self.all {
             return self.matchers.iter().all(one);
         }
@@ -100,12 +100,12 @@ impl Atom {
     }
 
     /// A null occurrence has no views; it is tested as null.
-    fn test(&self, view: &EventView, occ: &Occurrence, ctx: Ctx) -> bool {
+    fn test(&self, view: &EventView, occ: &Occurrence, ctx: Ctx, refs: &Refs<'_>) -> bool {
         if occ.scalar == Scalar::Null {
-            return self.test_form(view, occ, ("", ""), ctx);
+            return self.test_form(view, occ, ("", ""), ctx, refs);
         }
         match view.form(occ, ctx.reading) {
-            Some(form) => self.test_form(view, occ, form, ctx),
+            Some(form) => self.test_form(view, occ, form, ctx, refs),
             // Views not made: only a rule reading a field it did not declare could get
             // here; the test then fails (a positive test does not match, a filter does
             // not apply).
@@ -132,15 +132,88 @@ impl Atom {
         if occurrences.peek().is_none() {
             return self.holds_when_absent();
         }
+        let refs = Refs::gather(&self.matchers, view, ctx.reading);
         // The values of a keyword search are every value of the record, not several of
         // one: "the record holds the keyword" is true when any of them does, under `not`
         // too.
         if ctx.positive || self.keyword {
             let ctx = Ctx { positive: true, ..ctx };
-            occurrences.any(|o| self.test(view, o, ctx))
+            occurrences.any(|o| self.test(view, o, ctx, &refs))
         } else {
-            occurrences.all(|o| self.test(view, o, ctx))
+            occurrences.all(|o| self.test(view, o, ctx, &refs))
         }
+    }
+}
+
+/// A `fieldref` test compares no more distinct values of the other field than this with
+/// `contains`, `startswith` or `endswith` (equality looks values up in a set, whatever
+/// their number); past it the record is marked as not fully evaluated.
+pub const MAX_FIELDREF_VALUES: usize = 64;
+
+/// The values of the other fields of an atom's `fieldref` tests, gathered once per
+/// evaluation of the atom rather than once per value tested: `n` values of one field
+/// against `m` of the other cost `n + m` for equality, not `n × m`.
+struct Refs<'v> {
+    sets: Vec<RefValues<'v>>,
+}
+
+struct RefValues<'v> {
+    field: crate::fields::FieldId,
+    /// The distinct folded values of the other field, in this reading.
+    set: std::collections::HashSet<&'v str>,
+    /// The same, in record order, for `contains` / `startswith` / `endswith`, at most
+    /// [`MAX_FIELDREF_VALUES`].
+    list: Vec<&'v str>,
+    /// More distinct values than `list` holds.
+    truncated: bool,
+    /// Some occurrence of the other field is null or has no views: no test can hold for
+    /// every value.
+    unusable: bool,
+}
+
+impl<'v> Refs<'v> {
+    fn gather(matchers: &[Matcher], view: &'v EventView, reading: Reading) -> Refs<'v> {
+        let mut sets: Vec<RefValues<'v>> = Vec::new();
+        let mut each = |m: &Matcher| {
+            if let Matcher::FieldRef { field, .. } = m {
+                if sets.iter().any(|r| r.field == *field) {
+                    return;
+                }
+                let mut values = RefValues {
+                    field: *field,
+                    set: Default::default(),
+                    list: Vec::new(),
+                    truncated: false,
+                    unusable: false,
+                };
+                for o in view.occurrences(*field).iter().filter(|o| o.in_reading(reading)) {
+                    let form = if o.scalar == Scalar::Null { None } else { view.form(o, reading) };
+                    let Some((_, folded)) = form else {
+                        values.unusable = true;
+                        continue;
+                    };
+                    if values.set.insert(folded) {
+                        if values.list.len() < MAX_FIELDREF_VALUES {
+                            values.list.push(folded);
+                        } else {
+                            values.truncated = true;
+                        }
+                    }
+                }
+                sets.push(values);
+            }
+        };
+        for m in matchers {
+            match m {
+                Matcher::Any(alternatives) => alternatives.iter().for_each(&mut each),
+                other => each(other),
+            }
+        }
+        Refs { sets }
+    }
+
+    fn of(&self, field: crate::fields::FieldId) -> Option<&RefValues<'v>> {
+        self.sets.iter().find(|r| r.field == field)
     }
 }
 
@@ -161,6 +234,7 @@ fn matcher_matches(
     occ: &Occurrence,
     (canon, folded): (&str, &str),
     ctx: Ctx,
+    refs: &Refs<'_>,
 ) -> bool {
     match matcher {
         Matcher::Null => occ.scalar == Scalar::Null,
@@ -169,17 +243,34 @@ fn matcher_matches(
         Matcher::Str(p) => p.matches(if p.cased() { canon } else { folded }, ctx.reading),
         Matcher::Int(n) => view.integer(occ) == Some(i128::from(*n)),
         Matcher::Regex(p) => p.re.is_match(canon),
-        Matcher::Any(alternatives) => alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded), ctx)),
+        Matcher::Any(alternatives) => {
+            alternatives.iter().any(|m| matcher_matches(m, view, occ, (canon, folded), ctx, refs))
+        }
         Matcher::Compare(op, bound) => view.number(occ).is_some_and(|v| op.holds(v, *bound)),
         Matcher::Cidr(net) => net.contains(canon),
         Matcher::FieldRef { field, op } => {
-            let others: Vec<&Occurrence> =
-                view.occurrences(*field).iter().filter(|o| o.in_reading(ctx.reading)).collect();
-            let one = |o: &&Occurrence| {
-                o.scalar != Scalar::Null
-                    && view.form(o, ctx.reading).is_some_and(|(_, other)| TextOp::holds(*op, folded, other))
-            };
-            if ctx.positive { others.iter().any(one) } else { !others.is_empty() && others.iter().all(one) }
+            let Some(values) = refs.of(*field) else { return false };
+            match op {
+                // Equal to some value of the other field; under `not`, to every one (so
+                // the other field holds this one value only).
+                None if ctx.positive => values.set.contains(folded),
+                None => !values.unusable && values.set.len() == 1 && values.set.contains(folded),
+                Some(_) => {
+                    if values.truncated {
+                        view.mark_incomplete(Incomplete::FIELDREF);
+                        // Under `not`, not every value was compared: the filter does not apply.
+                        if !ctx.positive {
+                            return false;
+                        }
+                    }
+                    let one = |other: &&str| TextOp::holds(*op, folded, other);
+                    if ctx.positive {
+                        values.list.iter().any(one)
+                    } else {
+                        !values.unusable && !values.list.is_empty() && values.list.iter().all(one)
+                    }
+                }
+            }
         }
     }
 }

@@ -223,7 +223,11 @@ fn vector_style_socket_sink_with_max_length_framing() {
     let tagger = builtin_tagger();
     let mut member = Vec::new();
     let all: Vec<u32> = (0..tagger.rules().rules().len() as u32).collect();
-    iis_tagger::annotate::Annotator::new("iis_tagger", tagger.rules().rules()).write(&all, &mut member);
+    iis_tagger::annotate::Annotator::new("iis_tagger", tagger.rules().rules()).write(
+        &all,
+        Default::default(),
+        &mut member,
+    );
     assert!(member.len() < 8192, "the room for the annotation in the configurations: {} bytes", member.len());
     let sidecar = Sidecar::start(&["--metrics", "127.0.0.1:0"]);
     let mut conn = sidecar.connect();

@@ -110,13 +110,11 @@ struct Batch {
     bytes: Vec<u8>,
     /// (end offset in `bytes`, kind of the bytes up to it); the last entry ends at `bytes.len()`.
     cuts: Vec<(usize, Kind)>,
-    /// Spaces still owed to a long octet-counted frame the input ended inside.
-    pad: u64,
 }
 
 impl Batch {
     fn new() -> Batch {
-        Batch { bytes: Vec::new(), cuts: Vec::new(), pad: 0 }
+        Batch { bytes: Vec::new(), cuts: Vec::new() }
     }
 
     /// Marks that the bytes added since the last cut are of `kind`. A `Close` is always
@@ -139,7 +137,6 @@ impl Batch {
     fn clear(&mut self) {
         self.bytes.clear();
         self.cuts.clear();
-        self.pad = 0;
     }
 }
 
@@ -213,8 +210,7 @@ async fn write_batches(
             let mut start = 0;
             let mut open = false;
             for &(end, kind) in &batch.cuts {
-                let pad = if kind == Kind::Close { std::mem::take(&mut batch.pad) } else { 0 };
-                if let Err(WriteError::Closed) = guard.write(&batch.bytes[start..end], kind, pad).await {
+                if let Err(WriteError::Closed) = guard.write(&batch.bytes[start..end], kind).await {
                     dead = true;
                     metrics.close_output();
                     break;
@@ -468,23 +464,24 @@ fn frame_piece(
         Piece::LongHead(len) => {
             batch.cut(Kind::Records);
             metrics.long_record(len);
-            if out_framing == Framing::OctetCounted {
-                batch.bytes.extend_from_slice(len.to_string().as_bytes());
-                batch.bytes.push(b' ');
-            }
+            // Nothing yet: the announced length may never arrive, and the output must not
+            // claim bytes it has not got (it is never padded).
             batch.cut(Kind::Open);
         }
         Piece::LongPart(part) => {
             metrics.add_bytes(part.len() as u64);
+            if out_framing == Framing::OctetCounted {
+                // Each part as a frame of its own length, as it arrives.
+                batch.bytes.extend_from_slice(part.len().to_string().as_bytes());
+                batch.bytes.push(b' ');
+                metrics.split_part();
+            }
             batch.bytes.extend_from_slice(part);
             batch.cut(Kind::Open);
         }
-        Piece::LongEnd { missing } => {
-            match out_framing {
-                // The downstream's framing stays whole: the bytes that never came are
-                // written as spaces (the record is counted as truncated).
-                Framing::OctetCounted => batch.pad = missing,
-                Framing::Lines => batch.bytes.push(b'\n'),
+        Piece::LongEnd { .. } => {
+            if out_framing == Framing::Lines {
+                batch.bytes.push(b'\n');
             }
             batch.cut(Kind::Close);
         }

@@ -75,6 +75,9 @@ pub struct Metrics {
     parsed: Counter,
     repaired: Counter,
     annotated: Counter,
+    incomplete: Counter,
+    duplicate_values: Counter,
+    capped_values: Counter,
     matches: Vec<Counter>,
     empty: Counter,
     not_json: Counter,
@@ -84,6 +87,7 @@ pub struct Metrics {
     frames: Counter,
     unframed: Counter,
     unterminated: Counter,
+    split_parts: Counter,
     connections_open: Counter,
     connections_closed: Counter,
     connections_refused: Counter,
@@ -110,6 +114,9 @@ impl Metrics {
             parsed: Counter::default(),
             repaired: Counter::default(),
             annotated: Counter::default(),
+            incomplete: Counter::default(),
+            duplicate_values: Counter::default(),
+            capped_values: Counter::default(),
             matches: (0..rules).map(|_| Counter::default()).collect(),
             empty: Counter::default(),
             not_json: Counter::default(),
@@ -119,6 +126,7 @@ impl Metrics {
             frames: Counter::default(),
             unframed: Counter::default(),
             unterminated: Counter::default(),
+            split_parts: Counter::default(),
             connections_open: Counter::default(),
             connections_closed: Counter::default(),
             connections_refused: Counter::default(),
@@ -143,6 +151,9 @@ impl Metrics {
         self.parsed.add(s.parsed);
         self.repaired.add(s.repaired);
         self.annotated.add(s.annotated);
+        self.incomplete.add(s.incomplete);
+        self.duplicate_values.add(s.duplicate_values);
+        self.capped_values.add(s.capped_values);
         if s.annotated > 0 {
             for (c, &n) in self.matches.iter().zip(&s.matches) {
                 c.add(n);
@@ -172,6 +183,12 @@ impl Metrics {
     pub fn long_record(&self, _len: u64) {
         self.lines.add(1);
         self.oversized.add(1);
+    }
+
+    /// A part of a frame over the limit, written as a frame of its own (octet-counted
+    /// output: the announced length is not written before the bytes are there).
+    pub fn split_part(&self) {
+        self.split_parts.add(1);
     }
 
     /// A record the input ended inside of (written as it came, ended by `\n`).
@@ -251,6 +268,9 @@ impl Metrics {
             parsed: self.parsed.get(),
             repaired: self.repaired.get(),
             annotated: self.annotated.get(),
+            incomplete: self.incomplete.get(),
+            duplicate_values: self.duplicate_values.get(),
+            capped_values: self.capped_values.get(),
             matches: self.matches.iter().map(Counter::get).collect(),
             not_inspected: NotInspected {
                 empty: self.empty.get(),
@@ -276,6 +296,24 @@ impl Metrics {
         counter(&mut o, "parsed_total", "Candidates that parsed as a JSON object.", self.parsed.get());
         counter(&mut o, "repaired_total", "Records parsed from a repaired copy.", self.repaired.get());
         counter(&mut o, "annotated_total", "Records written with an annotation.", self.annotated.get());
+        counter(
+            &mut o,
+            "incomplete_total",
+            "Records annotated as not fully evaluated (a cap was reached).",
+            self.incomplete.get(),
+        );
+        counter(
+            &mut o,
+            "duplicate_values_total",
+            "Values not evaluated again: identical to one of the same field.",
+            self.duplicate_values.get(),
+        );
+        counter(
+            &mut o,
+            "capped_values_total",
+            "Values not evaluated: their field had reached the cap of distinct values.",
+            self.capped_values.get(),
+        );
         let _ = writeln!(o, "# HELP iis_tagger_matches_total Records each rule matched.");
         let _ = writeln!(o, "# TYPE iis_tagger_matches_total counter");
         for (rule, c) in tagger.rules().rules().iter().zip(&self.matches) {
@@ -299,6 +337,12 @@ impl Metrics {
             "unterminated_records_total",
             "Records a connection ended inside of (written as they came, ended by a newline).",
             self.unterminated.get(),
+        );
+        counter(
+            &mut o,
+            "split_frame_parts_total",
+            "Parts of frames over the limit written as frames of their own (octet-counted output).",
+            self.split_parts.get(),
         );
         let open = self.connections_open.get().saturating_sub(self.connections_closed.get());
         let _ = writeln!(o, "# HELP iis_tagger_connections Connections being served.");

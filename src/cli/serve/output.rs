@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Framing;
@@ -81,9 +81,9 @@ impl Output {
         Output { target, framing, metrics, closed: false }
     }
 
-    /// Writes `bytes` (then `pad` spaces). A forward connection is retried until the
-    /// write succeeds; stdout fails for good.
-    pub async fn write(&mut self, bytes: &[u8], kind: Kind, pad: u64) -> Result<(), WriteError> {
+    /// Writes `bytes`. A forward connection is retried until the write succeeds; stdout
+    /// fails for good.
+    pub async fn write(&mut self, bytes: &[u8], kind: Kind) -> Result<(), WriteError> {
         if self.closed {
             return Err(WriteError::Closed);
         }
@@ -91,13 +91,12 @@ impl Output {
             Target::Stdout(out) => {
                 let result = async {
                     out.write_all(bytes).await?;
-                    write_pad(out, pad).await?;
                     out.flush().await
                 }
                 .await;
                 match result {
                     Ok(()) => {
-                        self.metrics.wrote(bytes.len() as u64 + pad);
+                        self.metrics.wrote(bytes.len() as u64);
                         Ok(())
                     }
                     Err(e) => {
@@ -110,7 +109,7 @@ impl Output {
                 }
             }
             Target::Forward(f) => {
-                f.write(bytes, kind, pad, self.framing).await;
+                f.write(bytes, kind, self.framing).await;
                 Ok(())
             }
         }
@@ -125,16 +124,6 @@ impl Output {
             Target::Forward(f) => f.close().await,
         }
     }
-}
-
-async fn write_pad<W: AsyncWrite + Unpin>(out: &mut W, mut pad: u64) -> std::io::Result<()> {
-    const SPACES: [u8; 4096] = [b' '; 4096];
-    while pad > 0 {
-        let n = usize::try_from(pad).map_or(SPACES.len(), |p| p.min(SPACES.len()));
-        out.write_all(&SPACES[..n]).await?;
-        pad -= n as u64;
-    }
-    Ok(())
 }
 
 /// A connection to the downstream.
@@ -217,7 +206,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Writes until the downstream has taken everything (retrying on new connections).
-    async fn write(&mut self, bytes: &[u8], kind: Kind, pad: u64, framing: Framing) {
+    async fn write(&mut self, bytes: &[u8], kind: Kind, framing: Framing) {
         if self.discarding {
             if kind == Kind::Close {
                 self.discarding = false;
@@ -226,7 +215,7 @@ impl Forwarder {
                 return;
             }
         }
-        let total = bytes.len() as u64 + pad;
+        let total = bytes.len() as u64;
         let mut pos = 0u64;
         loop {
             self.connect().await;
@@ -236,7 +225,7 @@ impl Forwarder {
                 return;
             }
             let Some(conn) = self.conn.as_mut() else { continue };
-            match send(conn, bytes, pad, &mut pos).await {
+            match send(conn, bytes, &mut pos).await {
                 Ok(()) => {
                     self.metrics.wrote(total);
                     match kind {
@@ -336,18 +325,10 @@ impl Forwarder {
     }
 }
 
-/// Writes `bytes[pos..]` and the padding, advancing `pos` by what the connection took.
-async fn send(conn: &mut Conn, bytes: &[u8], pad: u64, pos: &mut u64) -> std::io::Result<()> {
-    const SPACES: [u8; 4096] = [b' '; 4096];
-    let total = bytes.len() as u64 + pad;
-    while *pos < total {
-        let n = match usize::try_from(*pos) {
-            Ok(p) if p < bytes.len() => conn.write(&bytes[p..]).await?,
-            _ => {
-                let left = usize::try_from(total - *pos).map_or(SPACES.len(), |l| l.min(SPACES.len()));
-                conn.write(&SPACES[..left]).await?
-            }
-        };
+/// Writes `bytes[pos..]`, advancing `pos` by what the connection took.
+async fn send(conn: &mut Conn, bytes: &[u8], pos: &mut u64) -> std::io::Result<()> {
+    while let Some(rest) = usize::try_from(*pos).ok().and_then(|p| bytes.get(p..)).filter(|r| !r.is_empty()) {
+        let n = conn.write(rest).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -1,0 +1,154 @@
+//! The adversarial benchmark: the cost per byte of crafted records (`benches/crafted.rs`)
+//! as a multiple of the cost per byte of a benign corpus, with the built-in rules and with
+//! the SigmaHQ Windows rules (when `../shared/sigma` is there), measured in one process and
+//! one run, in memory (the rules are loaded once; loading is not part of either cost).
+//!
+//! ```text
+//! cargo bench --bench adversarial [-- --size BYTES] [--benign FILE] [--sigma DIR] [--only NAME]
+//! ```
+//!
+//! The benign corpus is `../shared/tools/gen-sysmon-corpus --size 32MB --seed 1` (flat, 2 %
+//! near misses), made once into `bench-data/`. Each crafted line is tagged as often as
+//! fits in about 4 MB (at least once); the figure is the median of three runs. The
+//! output of every crafted run is checked against the contract (same line count, at
+//! most the input plus the annotations).
+
+// A report on stdout is this program's output.
+#![allow(clippy::print_stdout)]
+
+#[path = "crafted.rs"]
+mod crafted;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use iis_tagger::{Config, RuleSetBuilder, Tagger};
+
+struct Args {
+    size: usize,
+    benign: PathBuf,
+    sigma: Option<PathBuf>,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut a = Args {
+        size: 1_000_000,
+        benign: root.join("bench-data/adversarial-benign-32MB.jsonl"),
+        sigma: Some(root.join("../shared/sigma/rules/windows")).filter(|p| p.is_dir()),
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--size" => a.size = it.next().and_then(|s| s.parse().ok()).expect("--size BYTES"),
+            "--benign" => a.benign = it.next().expect("--benign FILE").into(),
+            "--sigma" => a.sigma = Some(it.next().expect("--sigma DIR").into()),
+            "--no-sigma" => a.sigma = None,
+            "--only" => a.only = it.next(),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn benign(path: &Path) -> Vec<u8> {
+    if !path.exists() {
+        std::fs::create_dir_all(path.parent().expect("folder")).expect("bench-data");
+        let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/gen-sysmon-corpus");
+        let status = std::process::Command::new("python3")
+            .arg(generator)
+            .args(["--size", "32MB", "--seed", "1", "--candidate-rate", "0.02", "-o"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("python3 runs the generator (or pass --benign FILE)");
+        assert!(status.success());
+    }
+    std::fs::read(path).expect("benign corpus")
+}
+
+/// Median seconds of `runs` taggings of `input`; checks the output contract.
+fn time(tagger: &Tagger, input: &[u8], runs: usize) -> (f64, iis_tagger::Stats) {
+    let mut times = Vec::new();
+    let mut stats = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (out, s) = tagger.tag_all(input);
+        times.push(start.elapsed().as_secs_f64());
+        let lines_in = input.iter().filter(|&&b| b == b'\n').count();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines_in, "every line comes out once");
+        assert!(out.len() <= input.len() + s.annotated as usize * 65_536, "output bounded by input and annotations");
+        stats = Some(s);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], stats.expect("one run"))
+}
+
+fn report(label: &str, tagger: &Tagger, benign: &[u8], cases: &[crafted::Case]) {
+    let (t, _) = time(tagger, benign, 5);
+    let base = t / benign.len() as f64;
+    println!(
+        "\n{label}: benign {:.1} MB in {:.3} s = {:.2} ns/byte ({:.0} MB/s)",
+        benign.len() as f64 / 1e6,
+        t,
+        base * 1e9,
+        benign.len() as f64 / t / 1e6
+    );
+    println!("{:<26} {:>9} {:>7} {:>11} {:>9}  notes", "case", "line", "copies", "ns/byte", "x benign");
+    let mut worst = (0.0f64, "");
+    for case in cases {
+        let mut one = case.line.clone();
+        one.push(b'\n');
+        let start = Instant::now();
+        let _ = tagger.tag_all(&one);
+        let single = start.elapsed();
+        let copies = if single > Duration::from_millis(500) { 1 } else { (4_000_000 / one.len()).max(1) };
+        let input = one.repeat(copies);
+        let runs = if single > Duration::from_secs(2) { 1 } else { 3 };
+        let (t, stats) = time(tagger, &input, runs);
+        let per_byte = t / input.len() as f64;
+        let ratio = per_byte / base;
+        if ratio > worst.0 {
+            worst = (ratio, case.name);
+        }
+        let n = &stats.not_inspected;
+        let notes = format!("annotated {}, oversized {}, invalid {}", stats.annotated, n.oversized, n.invalid_json);
+        println!("{:<26} {:>9} {:>7} {:>11.2} {:>9.1}  {notes}", case.name, one.len(), copies, per_byte * 1e9, ratio);
+    }
+    println!("{label}: worst {:.1}x benign ({})", worst.0, worst.1);
+}
+
+fn legend(cases: &[crafted::Case]) {
+    println!("\ncases:");
+    for c in cases {
+        println!("  {:<24} {}", c.name, c.what);
+    }
+}
+
+fn main() {
+    let args = args();
+    let benign = benign(&args.benign);
+    let builtins = Tagger::new(iis_tagger::RuleSet::builtin().expect("built-ins"), Config::default()).expect("tagger");
+    let mut sets = vec![("built-in rules", builtins)];
+    if let Some(dir) = &args.sigma {
+        let mut b = RuleSetBuilder::new();
+        b.add_builtin().expect("built-ins");
+        b.add_path(dir).expect("SigmaHQ rules load");
+        sets.push(("SigmaHQ rules + built-ins", Tagger::new(b.build(), Config::default()).expect("tagger")));
+    }
+    for (label, tagger) in &sets {
+        let literals: Vec<String> = tagger.prefilter().trigger_literals().map(|l| l.text.clone()).collect();
+        let mut cases = crafted::cases(args.size, &literals);
+        if let Some(only) = &args.only {
+            cases.retain(|c| c.name == only);
+        }
+        for c in &cases {
+            assert!(c.line.len() <= args.size, "{} is {} bytes", c.name, c.line.len());
+        }
+        report(label, tagger, &benign, &cases);
+    }
+    legend(&crafted::cases(args.size, &[]));
+}
