@@ -163,6 +163,41 @@ impl EventView {
         EventView { view_budget: usize::MAX, ..EventView::default() }
     }
 
+    /// Bytes of capacity held by the buffers that grow with a record.
+    pub fn capacity_bytes(&self) -> usize {
+        let seen = self.seen.capacity() * std::mem::size_of::<(u64, u32)>();
+        seen + self.norm.capacity_bytes()
+            + crate::scratch::total(&[
+                &self.occurrences,
+                &self.views,
+                &self.text,
+                &self.raw,
+                &self.fold,
+                &self.arg,
+                &self.index,
+                &self.viewed,
+                &self.differs,
+                &self.pushed,
+                &self.touched,
+            ])
+    }
+
+    /// Forgets the current record and gives back capacity above `keep` bytes a buffer.
+    pub fn release(&mut self, keep: usize) {
+        use crate::scratch::Release;
+        self.clear();
+        self.occurrences.release(keep);
+        self.views.release(keep);
+        self.text.release(keep);
+        self.raw.release(keep);
+        self.fold.release(keep);
+        self.arg.release(keep);
+        self.norm.release(keep);
+        if self.seen.capacity() * std::mem::size_of::<(u64, u32)>() > keep {
+            self.seen = HashMap::default();
+        }
+    }
+
     /// Every occurrence of `field` in the current record.
     pub fn occurrences(&self, field: FieldId) -> &[Occurrence] {
         match self.index.get(field as usize) {
@@ -488,7 +523,8 @@ impl EventView {
                 *d = true;
             }
         };
-        let limit = view_budget.saturating_sub(text.len()) / 4;
+        // The compatibility form, and what is made of it: the resolved views and a fold.
+        let limit = view_budget.saturating_sub(text.len()) / 3;
         let made = normalize::views(kind, raw, cmd, limit, norm, |readings, v| {
             if readings != BOTH_READINGS {
                 differ(readings_differ);

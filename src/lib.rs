@@ -54,6 +54,7 @@ pub mod normalize;
 pub mod prefilter;
 pub mod repair;
 pub mod rules;
+pub mod scratch;
 pub mod sink;
 pub mod stats;
 pub mod syslog;

@@ -164,13 +164,19 @@ impl Tagger {
     }
 }
 
+/// After inspecting a record longer than this, the buffers it grew are given back.
+pub const RELEASE_AFTER_BYTES: usize = 64 << 10;
+
+/// What a buffer keeps when giving memory back: enough for the records of a usual stream.
+const KEEP_BYTES: usize = 64 << 10;
+
 /// Bytes of view text one record may take (see [`EventView::set_view_budget`]): its own
-/// values, and four times its length for the forms they are compared in — four forms of a
-/// value (as logged and resolved, case kept and folded) — plus a little for short records.
-/// The expansion of compatibility characters past it is not evaluated (the record is
-/// annotated as such).
+/// values, the four forms each is compared in (as logged and resolved, case kept and
+/// folded), and room for compatibility characters that expand: a 32,767-character path of
+/// a character NFKC makes eighteen (`U+FDFA`) fits. What expands past it is not evaluated,
+/// and the record is annotated as such.
 fn view_budget(json_len: usize) -> usize {
-    5 * json_len + (256 << 10)
+    8 * json_len + (4 << 20)
 }
 
 /// The reusable buffers of the JSON parser.
@@ -178,6 +184,8 @@ struct Parser {
     input: Vec<u8>,
     buffers: Buffers,
     tape: Tape<'static>,
+    /// The longest input parsed since the buffers were made (they grow with it).
+    sized_for: usize,
 }
 
 impl Default for Parser {
@@ -185,7 +193,7 @@ impl Default for Parser {
         // simd-json's stage 2 keeps its own stack, so nesting costs heap bounded by the line
         // limit, not call depth: no depth limit, so no record is refused for its nesting.
         let buffers = Buffers::with_max_depth(128, usize::MAX);
-        Parser { input: Vec::new(), buffers, tape: Tape::null().reset() }
+        Parser { input: Vec::new(), buffers, tape: Tape::null().reset(), sized_for: 0 }
     }
 }
 
@@ -196,8 +204,25 @@ impl std::fmt::Debug for Parser {
 }
 
 impl Parser {
+    /// Bytes of capacity held (the parser's own buffers are counted by the largest input
+    /// they were sized for).
+    fn capacity_bytes(&self) -> usize {
+        use crate::scratch::Release;
+        self.input.capacity_bytes() + self.tape.0.capacity() * std::mem::size_of::<Node<'_>>() + 4 * self.sized_for
+    }
+
+    /// Gives back what a record larger than `keep` bytes made it hold.
+    fn release(&mut self, keep: usize) {
+        use crate::scratch::Release;
+        self.input.release(keep);
+        if self.sized_for > keep || self.tape.0.capacity() * std::mem::size_of::<Node<'_>>() > keep {
+            *self = Parser::default();
+        }
+    }
+
     /// Parses `json` (a copy: simd-json rewrites its input) and hands the tape to `f`.
     fn parse<R>(&mut self, json: &[u8], f: impl FnOnce(&[Node<'_>]) -> R) -> Option<R> {
+        self.sized_for = self.sized_for.max(json.len());
         self.input.clear();
         self.input.extend_from_slice(json);
         self.input.resize(json.len() + simd_json::INPUT_PADDING, 0);
@@ -266,6 +291,38 @@ impl Stream<'_> {
         self.skipping
     }
 
+    /// Bytes of capacity the stream's buffers hold (they are kept from record to record,
+    /// and given back after a record over [`RELEASE_AFTER_BYTES`]).
+    pub fn scratch_bytes(&self) -> usize {
+        use crate::scratch::Release;
+        self.pending.capacity_bytes()
+            + self.text.capacity_bytes()
+            + self.prefilter.capacity_bytes()
+            + self.parser.capacity_bytes()
+            + self.view.capacity_bytes()
+            + self.member.capacity_bytes()
+    }
+
+    /// Gives back every buffer's capacity above a small working size (a front end calls
+    /// this when its input goes quiet). What is held of a partial line is kept.
+    pub fn release(&mut self) {
+        use crate::scratch::Release;
+        self.release_record_scratch();
+        self.text.release(KEEP_BYTES);
+        if self.pending.is_empty() {
+            self.pending.release(KEEP_BYTES);
+        }
+    }
+
+    /// Gives back what inspecting one large record made the stream hold.
+    fn release_record_scratch(&mut self) {
+        use crate::scratch::Release;
+        self.parser.release(KEEP_BYTES);
+        self.view.release(KEEP_BYTES);
+        self.prefilter.release(KEEP_BYTES);
+        self.member.release(KEEP_BYTES);
+    }
+
     /// Zeroes the counters (for front ends that add them to running totals as they go).
     pub fn reset_stats(&mut self) {
         self.stats.reset();
@@ -332,6 +389,12 @@ impl Stream<'_> {
                 self.lines(&line, &mut Out { sink: out, input, base: None });
                 line.clear();
                 self.pending = line;
+                if self.pending.capacity() > RELEASE_AFTER_BYTES {
+                    // A long line completed across reads: its copies go.
+                    use crate::scratch::Release;
+                    self.pending.release(KEEP_BYTES);
+                    self.text.release(KEEP_BYTES);
+                }
             }
             at = i + 1;
         }
@@ -495,6 +558,21 @@ impl Stream<'_> {
 
     /// Inspects `region[range]`, one line without its `\n`, and writes it, annotated or not.
     fn line<S: Sink + ?Sized>(
+        &mut self,
+        region: &[u8],
+        range: std::ops::Range<usize>,
+        lower: &[u8],
+        escaped: bool,
+        out: &mut Out<'_, S>,
+    ) {
+        let large = range.len() > RELEASE_AFTER_BYTES;
+        self.write_line(region, range, lower, escaped, out);
+        if large {
+            self.release_record_scratch();
+        }
+    }
+
+    fn write_line<S: Sink + ?Sized>(
         &mut self,
         region: &[u8],
         range: std::ops::Range<usize>,

@@ -129,6 +129,21 @@ pub struct Scratch {
     arg: String,
 }
 
+impl Scratch {
+    /// Bytes of capacity held.
+    pub fn capacity_bytes(&self) -> usize {
+        crate::scratch::total(&[&self.compat, &self.a, &self.b, &self.arg])
+    }
+
+    /// Gives back capacity above `keep` bytes a buffer.
+    pub fn release(&mut self, keep: usize) {
+        use crate::scratch::Release;
+        for s in [&mut self.compat, &mut self.a, &mut self.b, &mut self.arg] {
+            s.release(keep);
+        }
+    }
+}
+
 /// The canonical, folded form of a piece of a rule value (text between wildcards) for a
 /// field of `kind`, in the resolved reading.
 pub fn compare_form(kind: FieldKind, s: &str) -> String {

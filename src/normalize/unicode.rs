@@ -19,27 +19,42 @@ use super::fold_table::ASCII_FOLDING;
 /// iterator and looking up case tables costs tens of nanoseconds a character, and an
 /// attacker repeats one expensive character. Direct-mapped by code point.
 struct CharCache {
-    /// (the character plus one, 0 for an empty slot; what it maps to).
-    slots: Vec<(u32, String)>,
+    slots: Vec<Slot>,
+}
+
+#[derive(Clone, Default)]
+struct Slot {
+    /// The character plus one (0: an empty slot).
+    key: u32,
+    /// What it maps to.
+    text: String,
+    /// It maps to itself.
+    identity: bool,
 }
 
 const SLOTS: usize = 512;
 
 impl CharCache {
     fn new() -> CharCache {
-        CharCache { slots: vec![(0, String::new()); SLOTS] }
+        CharCache { slots: vec![Slot::default(); SLOTS] }
+    }
+
+    /// The slot of `c`, filled with `map(c)`.
+    fn slot(&mut self, c: char, map: impl Fn(char, &mut String)) -> &Slot {
+        let key = c as u32 + 1;
+        let slot = &mut self.slots[(c as usize ^ (c as usize >> 9)) % SLOTS];
+        if slot.key != key {
+            slot.key = key;
+            slot.text.clear();
+            map(c, &mut slot.text);
+            slot.identity = slot.text.chars().eq(std::iter::once(c));
+        }
+        slot
     }
 
     /// Appends `map(c)` to `out`, from the cache when `c` is there.
     fn push(&mut self, c: char, out: &mut String, map: impl Fn(char, &mut String)) {
-        let key = c as u32 + 1;
-        let slot = &mut self.slots[(c as usize ^ (c as usize >> 9)) % SLOTS];
-        if slot.0 != key {
-            slot.0 = key;
-            slot.1.clear();
-            map(c, &mut slot.1);
-        }
-        out.push_str(&slot.1);
+        out.push_str(&self.slot(c, map).text);
     }
 }
 
@@ -61,7 +76,8 @@ fn map_chars(
     map_chars_bounded(s, out, usize::MAX, cache, lower_ascii, map);
 }
 
-/// [`map_chars`], stopping once more than `limit` bytes were appended: false then.
+/// [`map_chars`], stopping once more than `limit` bytes were appended: false then. Runs of
+/// characters that map to themselves are copied at once.
 fn map_chars_bounded(
     s: &str,
     out: &mut String,
@@ -74,24 +90,32 @@ fn map_chars_bounded(
     cache.with(|cache| {
         let mut cache = cache.borrow_mut();
         let bytes = s.as_bytes();
-        let mut i = 0;
+        // `s[run..i]` maps to itself and is not appended yet.
+        let (mut run, mut i) = (0, 0);
         while i < bytes.len() {
-            if out.len() > end {
+            if out.len() + (i - run) > end {
                 return false;
             }
-            // A run of ASCII at once.
-            let run = bytes[i..].iter().position(|b| !b.is_ascii()).unwrap_or(bytes.len() - i);
-            let start = out.len();
-            out.push_str(&s[i..i + run]);
-            if lower_ascii {
-                out[start..].make_ascii_lowercase();
+            let b = bytes[i];
+            if b.is_ascii() {
+                if lower_ascii && b.is_ascii_uppercase() {
+                    out.push_str(&s[run..i]);
+                    out.push(char::from(b.to_ascii_lowercase()));
+                    run = i + 1;
+                }
+                i += 1;
+                continue;
             }
-            i += run;
-            if let Some(c) = s[i..].chars().next() {
-                cache.push(c, out, map);
-                i += c.len_utf8();
+            let Some(c) = s[i..].chars().next() else { break };
+            let slot = cache.slot(c, map);
+            if !slot.identity {
+                out.push_str(&s[run..i]);
+                out.push_str(&slot.text);
+                run = i + c.len_utf8();
             }
+            i += c.len_utf8();
         }
+        out.push_str(&s[run..]);
         out.len() <= end
     })
 }

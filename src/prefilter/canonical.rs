@@ -39,6 +39,20 @@ pub struct ScanText {
 }
 
 impl ScanText {
+    /// Bytes of capacity held.
+    pub fn capacity_bytes(&self) -> usize {
+        crate::scratch::total(&[&self.lower, &self.high_blocks, &self.deleted, &self.deleted_lines])
+    }
+
+    /// Gives back capacity above `keep` bytes a buffer.
+    pub fn release(&mut self, keep: usize) {
+        use crate::scratch::Release;
+        self.lower.release(keep);
+        self.high_blocks.release(keep);
+        self.deleted.release(keep);
+        self.deleted_lines.release(keep);
+    }
+
     /// Fills the copy and the block marks for `text`: the lower-casing and the marking are
     /// separate passes (each is simple enough for the compiler to vectorize; fused, neither
     /// was, measured slower).

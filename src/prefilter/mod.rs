@@ -670,6 +670,19 @@ impl Presence {
 }
 
 impl Scratch {
+    /// Bytes of capacity held by the buffers that grow with a line.
+    pub fn capacity_bytes(&self) -> usize {
+        crate::scratch::total(&[&self.canonical, &self.deleted, &self.value])
+    }
+
+    /// Gives back capacity above `keep` bytes a buffer (those that grow with a line).
+    pub fn release(&mut self, keep: usize) {
+        use crate::scratch::Release;
+        self.canonical.release(keep);
+        self.deleted.release(keep);
+        self.value.release(keep);
+    }
+
     fn begin(&mut self, literals: usize, clauses: usize, rules: usize) {
         let words = literals.div_ceil(64);
         if self.present.len() != words {

@@ -4,6 +4,10 @@ mod agents;
 mod builtin_rules;
 mod cli;
 mod corpus;
+mod crafted;
+#[path = "../../benches/crafted.rs"]
+#[allow(dead_code)]
+mod crafted_cases;
 mod daemons;
 mod evasion;
 mod framing;
