@@ -1,19 +1,22 @@
-//! Where each field a rule names is found in each event shape (DESIGN §4).
+//! Where each field a rule names is found in each event shape.
 //!
-//! Rules speak Sysmon field names. A record may be flat (NXLog, OTRF, Splunk TA),
-//! evtx_dump JSON (`Event.System.*`, `Event.EventData.*`), Winlogbeat raw
-//! (`winlog.event_data.*`), ECS-normalised (`process.executable`, ...) or Security 4688
-//! (`NewProcessName`), and one stream may mix them. Rather than guessing a record's
-//! shape and then looking fields up, every JSON path that can hold a field is put in one
-//! trie, and a single walk over the parsed record collects every value found under any
-//! of them. A value found twice (a duplicate key, or the same fact in `winlog.event_data`
-//! and in ECS) is kept twice: rules see every occurrence.
+//! Rules speak Sysmon field names. A record may be in any of the shapes of the shape
+//! table ([`crate::shapes`]: flat, evtx_dump, Winlogbeat, ECS, Vector, Wazuh, Sentinel,
+//! Splunk HEC, Fluent Bit, or a user's own), and one stream may mix them. Rather than
+//! guessing a record's shape and then looking fields up, every JSON path that can hold a
+//! field is put in one trie, and a single walk over the parsed record collects every value
+//! found under any of them. A value found twice (a duplicate key, or the same fact in
+//! `winlog.event_data` and in ECS) is kept twice: rules see every occurrence. The trie also
+//! marks where a record's shape is recognised, the string members that may hold a whole
+//! event (read as part of the record) and the arrays of positional EventData values.
 //!
 //! JSON keys are matched without regard to ASCII case (`commandline` is `CommandLine`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::normalize::FieldKind;
+use crate::shapes::ShapeTable;
 
 /// Index of a field in a [`FieldCatalog`].
 pub type FieldId = u32;
@@ -28,163 +31,110 @@ pub enum Derivation {
     },
 }
 
-/// Fields with more places than the three generic containers, and their kinds.
-struct Known {
-    name: &'static str,
-    kind: FieldKind,
-    extra_paths: &'static [&'static [&'static str]],
-}
-
-const KNOWN: &[Known] = &[
-    Known {
-        name: "EventID",
-        kind: FieldKind::Text,
-        extra_paths: &[
-            &["EventCode"],
-            &["Event", "System", "EventID"],
-            &["Event", "System", "EventID", "#text"],
-            &["winlog", "event_id"],
-            &["event", "code"],
-        ],
-    },
-    Known {
-        name: "Channel",
-        kind: FieldKind::Text,
-        extra_paths: &[&["Event", "System", "Channel"], &["winlog", "channel"]],
-    },
-    Known {
-        name: "Provider_Name",
-        kind: FieldKind::Text,
-        extra_paths: &[
-            &["SourceName"],
-            &["ProviderName"],
-            &["Event", "System", "Provider", "#attributes", "Name"],
-            &["winlog", "provider_name"],
-            &["event", "provider"],
-        ],
-    },
-    Known {
-        name: "Image",
-        kind: FieldKind::Path,
-        extra_paths: &[
-            &["NewProcessName"],
-            &["Event", "EventData", "NewProcessName"],
-            &["winlog", "event_data", "NewProcessName"],
-            &["process", "executable"],
-        ],
-    },
-    Known {
-        name: "ParentImage",
-        kind: FieldKind::Path,
-        extra_paths: &[
-            &["ParentProcessName"],
-            &["Event", "EventData", "ParentProcessName"],
-            &["winlog", "event_data", "ParentProcessName"],
-            &["process", "parent", "executable"],
-        ],
-    },
-    Known { name: "CommandLine", kind: FieldKind::CommandLine, extra_paths: &[&["process", "command_line"]] },
-    Known {
-        name: "ParentCommandLine",
-        kind: FieldKind::CommandLine,
-        extra_paths: &[&["process", "parent", "command_line"]],
-    },
-    Known { name: "OriginalFileName", kind: FieldKind::Text, extra_paths: &[&["process", "pe", "original_file_name"]] },
-    Known { name: "TargetFilename", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
-    Known { name: "ImageLoaded", kind: FieldKind::Path, extra_paths: &[&["file", "path"]] },
-    Known { name: "CurrentDirectory", kind: FieldKind::Path, extra_paths: &[&["process", "working_directory"]] },
-    Known { name: "SourceImage", kind: FieldKind::Path, extra_paths: &[&["process", "executable"]] },
-    Known { name: "TargetImage", kind: FieldKind::Path, extra_paths: &[] },
-    Known { name: "TargetObject", kind: FieldKind::Text, extra_paths: &[&["registry", "path"]] },
-    Known { name: "Details", kind: FieldKind::Text, extra_paths: &[&["registry", "data", "strings"]] },
-    // The rest of pySigma's `ecs_windows` mapping (Winlogbeat 7+ and Elastic Agent).
-    Known { name: "User", kind: FieldKind::Text, extra_paths: &[&["user", "name"]] },
-    Known { name: "ProcessId", kind: FieldKind::Text, extra_paths: &[&["process", "pid"]] },
-    Known { name: "ProcessGuid", kind: FieldKind::Text, extra_paths: &[&["process", "entity_id"]] },
-    Known { name: "ParentProcessId", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "pid"]] },
-    Known { name: "ParentProcessGuid", kind: FieldKind::Text, extra_paths: &[&["process", "parent", "entity_id"]] },
-    Known {
-        name: "Description",
-        kind: FieldKind::Text,
-        extra_paths: &[&["process", "pe", "description"], &["file", "pe", "description"]],
-    },
-    Known {
-        name: "Product",
-        kind: FieldKind::Text,
-        extra_paths: &[&["process", "pe", "product"], &["file", "pe", "product"]],
-    },
-    Known {
-        name: "Company",
-        kind: FieldKind::Text,
-        extra_paths: &[&["process", "pe", "company"], &["file", "pe", "company"]],
-    },
-    Known {
-        name: "FileVersion",
-        kind: FieldKind::Text,
-        extra_paths: &[&["process", "pe", "file_version"], &["file", "pe", "file_version"]],
-    },
-    Known { name: "Imphash", kind: FieldKind::Text, extra_paths: &[&["file", "pe", "imphash"]] },
-    Known { name: "Signed", kind: FieldKind::Text, extra_paths: &[&["file", "code_signature", "signed"]] },
-    Known { name: "SignatureStatus", kind: FieldKind::Text, extra_paths: &[&["file", "code_signature", "status"]] },
-    Known { name: "PipeName", kind: FieldKind::Text, extra_paths: &[&["file", "name"]] },
-    Known { name: "QueryName", kind: FieldKind::Text, extra_paths: &[&["dns", "question", "name"]] },
-    Known { name: "QueryStatus", kind: FieldKind::Text, extra_paths: &[&["sysmon", "dns", "status"]] },
-    Known { name: "SourceIp", kind: FieldKind::Text, extra_paths: &[&["source", "ip"]] },
-    Known { name: "SourcePort", kind: FieldKind::Text, extra_paths: &[&["source", "port"]] },
-    Known { name: "SourceHostname", kind: FieldKind::Text, extra_paths: &[&["source", "domain"]] },
-    Known { name: "DestinationIp", kind: FieldKind::Text, extra_paths: &[&["destination", "ip"]] },
-    Known { name: "DestinationPort", kind: FieldKind::Text, extra_paths: &[&["destination", "port"]] },
-    Known { name: "DestinationHostname", kind: FieldKind::Text, extra_paths: &[&["destination", "domain"]] },
-    Known { name: "DestinationPortName", kind: FieldKind::Text, extra_paths: &[&["network", "protocol"]] },
-    Known { name: "Protocol", kind: FieldKind::Text, extra_paths: &[&["network", "transport"]] },
-    Known { name: "Initiated", kind: FieldKind::Text, extra_paths: &[&["network", "direction"]] },
-    Known { name: "ComputerName", kind: FieldKind::Text, extra_paths: &[&["winlog", "computer_name"]] },
-    Known {
-        name: "ScriptBlockText",
-        kind: FieldKind::Text,
-        extra_paths: &[&["powershell", "file", "script_block_text"]],
-    },
-    Known { name: "Payload", kind: FieldKind::Text, extra_paths: &[&["powershell", "file", "script_block_text"]] },
-    Known { name: "CommandName", kind: FieldKind::Text, extra_paths: &[&["powershell", "command", "name"]] },
-    Known { name: "CommandPath", kind: FieldKind::Text, extra_paths: &[&["powershell", "command", "path"]] },
-    Known { name: "HostApplication", kind: FieldKind::CommandLine, extra_paths: &[&["process", "command_line"]] },
-    Known { name: "SubjectUserName", kind: FieldKind::Text, extra_paths: &[&["user", "name"]] },
-    Known { name: "SubjectDomainName", kind: FieldKind::Text, extra_paths: &[&["user", "domain"]] },
-    Known { name: "SubjectUserSid", kind: FieldKind::Text, extra_paths: &[&["user", "id"]] },
-    Known { name: "SubjectLogonId", kind: FieldKind::Text, extra_paths: &[&["winlog", "logon", "id"]] },
-    Known { name: "ServiceName", kind: FieldKind::Text, extra_paths: &[&["service", "name"]] },
-    Known { name: "IpAddress", kind: FieldKind::Text, extra_paths: &[&["source", "ip"]] },
-    Known { name: "IpPort", kind: FieldKind::Text, extra_paths: &[&["source", "port"]] },
-    Known { name: "WorkstationName", kind: FieldKind::Text, extra_paths: &[&["source", "domain"]] },
-];
-
 /// The name of the keyword pseudo-field (not a JSON key: no path leads to it).
 pub const KEYWORDS: &str = "|keywords";
 
 /// The derived field holding the arguments of `CommandLine`.
 pub const COMMAND_LINE_ARGS: &str = "CommandLineArgs";
 
-/// Containers in which every Sysmon field name may appear, besides the top level.
-const CONTAINERS: &[&[&str]] = &[&["Event", "EventData"], &["winlog", "event_data"]];
+/// What a trie node marks besides fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    /// A record with this path is of shape `n` of the table.
+    Recognises(u16),
+    /// A string here may hold a whole event.
+    Embedded,
+    /// An array here holds EventData values by position.
+    Positional,
+}
 
 /// The fields the loaded rules use, and where to find them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FieldCatalog {
+    shapes: Arc<ShapeTable>,
     names: Vec<String>,
     kinds: Vec<FieldKind>,
     derived: Vec<Option<Derivation>>,
     by_name: HashMap<String, FieldId>,
     trie: PathTrie,
-    /// Per field, the JSON paths it is read from.
-    paths: Vec<Vec<Vec<String>>>,
+    /// Per field, the JSON paths it is read from (and whether as a fallback).
+    paths: Vec<Vec<(Vec<String>, bool)>>,
+    /// The marked paths.
+    marks: Vec<(Vec<String>, Mark)>,
     /// The pseudo-field of keyword searches: every string and number of a record.
     keywords: Option<FieldId>,
 }
 
+impl Default for FieldCatalog {
+    fn default() -> FieldCatalog {
+        FieldCatalog::new()
+    }
+}
+
 impl FieldCatalog {
-    /// An empty catalog.
+    /// An empty catalog over the built-in shape table.
     pub fn new() -> FieldCatalog {
-        FieldCatalog::default()
+        FieldCatalog::with_shapes(Arc::new(ShapeTable::builtin()))
+    }
+
+    /// An empty catalog over `shapes`.
+    pub fn with_shapes(shapes: Arc<ShapeTable>) -> FieldCatalog {
+        let mut c = FieldCatalog {
+            shapes,
+            names: Vec::new(),
+            kinds: Vec::new(),
+            derived: Vec::new(),
+            by_name: HashMap::new(),
+            trie: PathTrie::default(),
+            paths: Vec::new(),
+            marks: Vec::new(),
+            keywords: None,
+        };
+        let shapes = Arc::clone(&c.shapes);
+        for (i, shape) in shapes.shapes.iter().enumerate() {
+            let shape_id = u16::try_from(i).expect("fewer than 65536 shapes");
+            for p in &shape.recognised_by {
+                c.mark(&p.0, Mark::Recognises(shape_id));
+            }
+            for p in &shape.embedded {
+                c.mark(&p.0, Mark::Embedded);
+            }
+            for p in &shape.positional {
+                c.mark(&p.array.0, Mark::Positional);
+            }
+        }
+        if shapes.shapes.iter().any(|s| !s.positional.is_empty()) {
+            // Positional values are named by their provider and event.
+            c.intern("EventID");
+            c.intern("Provider_Name");
+        }
+        c
+    }
+
+    /// The shape table.
+    pub fn shapes(&self) -> &ShapeTable {
+        &self.shapes
+    }
+
+    fn mark(&mut self, path: &[String], mark: Mark) {
+        for full in self.with_envelopes(path) {
+            if !self.marks.contains(&(full.clone(), mark)) {
+                self.trie.mark(&full, mark);
+                self.marks.push((full, mark));
+            }
+        }
+    }
+
+    /// `path`, and `path` under every envelope of the table.
+    fn with_envelopes(&self, path: &[String]) -> Vec<Vec<String>> {
+        let mut all = vec![path.to_vec()];
+        for shape in &self.shapes.shapes {
+            if let Some(envelope) = &shape.envelope {
+                all.push(envelope.0.iter().chain(path).cloned().collect());
+            }
+        }
+        all.retain(|p| !p.is_empty());
+        all
     }
 
     /// The id of the field `name`, adding it (and where to find it) on first use.
@@ -196,33 +146,43 @@ impl FieldCatalog {
             let from = self.intern("CommandLine");
             return self.push(name, FieldKind::Argument, Some(Derivation::Arguments { from }));
         }
-        let known = KNOWN.iter().find(|k| k.name == name);
-        let id = self.push(name, known.map_or(FieldKind::Text, |k| k.kind), None);
-        self.add_path(&[name], id);
-        for container in CONTAINERS {
-            let mut path: Vec<&str> = container.to_vec();
-            path.push(name);
-            self.add_path(&path, id);
-        }
-        for path in known.map_or(&[][..], |k| k.extra_paths) {
-            self.add_path(path, id);
+        let id = self.push(name, self.shapes.kind(name), None);
+        let shapes = Arc::clone(&self.shapes);
+        for shape in &shapes.shapes {
+            for container in &shape.containers {
+                let mut path = container.0.clone();
+                path.push(name.to_string());
+                self.add_path(&path, id, shape.fallback);
+            }
+            for (_, paths) in shape.paths.iter().filter(|(f, _)| f == name) {
+                for path in paths {
+                    self.add_path(&path.0, id, shape.fallback);
+                }
+            }
         }
         id
     }
 
-    fn add_path(&mut self, path: &[&str], id: FieldId) {
-        self.trie.insert(path, id);
-        self.paths[id as usize].push(path.iter().map(|k| k.to_string()).collect());
+    fn add_path(&mut self, path: &[String], id: FieldId, fallback: bool) {
+        for full in self.with_envelopes(path) {
+            if self.paths[id as usize].iter().any(|(p, _)| *p == full) {
+                continue;
+            }
+            self.trie.insert(&full, id, fallback);
+            self.paths[id as usize].push((full, fallback));
+        }
     }
 
-    /// A trie of just the paths of `fields` (a walk that collects only them).
+    /// A trie of just the paths of `fields`, and the marks (a walk that collects only them).
     pub fn trie_of(&self, fields: &[FieldId]) -> PathTrie {
         let mut trie = PathTrie::default();
         for &f in fields {
-            for path in &self.paths[f as usize] {
-                let keys: Vec<&str> = path.iter().map(String::as_str).collect();
-                trie.insert(&keys, f);
+            for (path, fallback) in &self.paths[f as usize] {
+                trie.insert(path, f, *fallback);
             }
+        }
+        for (path, mark) in &self.marks {
+            trie.mark(path, *mark);
         }
         trie
     }
@@ -304,6 +264,12 @@ pub struct TrieNode {
     /// Per field of `fields`: this path is a fallback (an ECS name), read only when the
     /// record holds the field under no other path.
     fallback: Vec<bool>,
+    /// Shapes a record with this path is of.
+    recognises: Vec<u16>,
+    /// A string here may hold a whole event.
+    embedded: bool,
+    /// An array here holds EventData values by position.
+    positional: bool,
 }
 
 impl TrieNode {
@@ -321,6 +287,21 @@ impl TrieNode {
     pub fn has_children(&self) -> bool {
         !self.children.is_empty()
     }
+
+    /// The shapes (indices into the shape table) a record holding this path is of.
+    pub fn recognises(&self) -> &[u16] {
+        &self.recognises
+    }
+
+    /// Whether a string here may hold a whole event (XML or JSON).
+    pub fn embedded(&self) -> bool {
+        self.embedded
+    }
+
+    /// Whether an array here holds EventData values by position.
+    pub fn positional(&self) -> bool {
+        self.positional
+    }
 }
 
 /// JSON paths (lower-cased keys) to field ids. Node 0 is the root (the record itself).
@@ -335,31 +316,6 @@ impl Default for PathTrie {
     }
 }
 
-/// ECS objects: a field read under one of these names is a fallback. A Winlogbeat 8
-/// record holds both `winlog.event_data.User` (`DOMAIN\\name`) and `user.name` (`name`);
-/// taking both as values of `User` would make two different occurrences of one fact, and
-/// a filter on it would then never apply. The ECS name is used when the other is absent.
-const ECS_OBJECTS: &[&str] = &[
-    "process",
-    "file",
-    "registry",
-    "user",
-    "dns",
-    "source",
-    "destination",
-    "network",
-    "powershell",
-    "service",
-    "sysmon",
-    "event",
-];
-
-/// Whether a path of the field table is an ECS one (compared as written there: the
-/// evtx_dump `Event` object is not ECS `event`).
-fn is_fallback(path: &[&str]) -> bool {
-    path.len() > 1 && ECS_OBJECTS.contains(&path[0])
-}
-
 /// FNV-1a over the ASCII-lower-cased bytes of a key (never 0).
 fn key_hash(key: &[u8]) -> u64 {
     let h = key
@@ -372,10 +328,33 @@ fn key_hash(key: &[u8]) -> u64 {
 pub const MAX_KEY_BYTES: usize = 128;
 
 impl PathTrie {
-    fn insert(&mut self, path: &[&str], field: FieldId) {
+    fn insert(&mut self, path: &[String], field: FieldId, fallback: bool) {
+        let node = self.node_of(path);
+        if !self.nodes[node].fields.contains(&field) {
+            self.nodes[node].fields.push(field);
+            self.nodes[node].fallback.push(fallback);
+        }
+    }
+
+    fn mark(&mut self, path: &[String], mark: Mark) {
+        let at = self.node_of(path);
+        let node = &mut self.nodes[at];
+        match mark {
+            Mark::Recognises(shape) => {
+                if !node.recognises.contains(&shape) {
+                    node.recognises.push(shape);
+                }
+            }
+            Mark::Embedded => node.embedded = true,
+            Mark::Positional => node.positional = true,
+        }
+    }
+
+    /// The node of `path`, made if it is not there.
+    fn node_of(&mut self, path: &[String]) -> usize {
         assert!(
             path.iter().all(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES),
-            "field names are checked by the loader"
+            "field names and shape paths are checked by their loaders"
         );
         let mut node = 0usize;
         for key in path {
@@ -397,10 +376,7 @@ impl PathTrie {
             };
             node = child as usize;
         }
-        if !self.nodes[node].fields.contains(&field) {
-            self.nodes[node].fields.push(field);
-            self.nodes[node].fallback.push(is_fallback(path));
-        }
+        node
     }
 
     /// The root node's index.

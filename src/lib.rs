@@ -55,10 +55,13 @@ pub mod prefilter;
 pub mod repair;
 pub mod rules;
 pub mod scratch;
+pub mod shapes;
 pub mod sink;
 pub mod stats;
 pub mod syslog;
 pub mod tagger;
+pub mod xml;
+pub mod yaml;
 
 pub use rules::{RuleError, RuleSet, RuleSetBuilder};
 pub use sink::Sink;

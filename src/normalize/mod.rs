@@ -18,7 +18,8 @@ pub use unicode::{compat, compat_into, fold, fold_into, folds_to_ascii, lower_in
 
 /// What kind of value a field holds; decides its canonical forms and how the prefilter
 /// may cut a rule's literals for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FieldKind {
     /// A file-system path (`Image`, `ParentImage`, `TargetFilename`, ...).
     Path,

@@ -9,7 +9,7 @@ use crate::fields::FieldCatalog;
 use crate::normalize::FieldKind;
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::pattern::{Matcher, Token};
-use crate::rules::yaml::{Node, Value};
+use crate::yaml::{Node, Value};
 
 /// The Sysmon channel.
 pub const SYSMON: &str = "Microsoft-Windows-Sysmon/Operational";

@@ -12,7 +12,6 @@ pub mod logsource;
 pub mod modifiers;
 pub mod pattern;
 pub mod sigma;
-pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,8 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::fields::FieldCatalog;
+use crate::yaml::{self, Pos};
 use expr::Expr;
-use yaml::Pos;
 
 /// Severity bands of the risk score (Elastic's: 0–21 low, 22–47 medium, 48–73 high,
 /// 74–100 critical).

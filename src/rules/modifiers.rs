@@ -10,7 +10,7 @@
 use crate::fields::FieldCatalog;
 use crate::normalize::FieldKind;
 use crate::rules::pattern::{Cidr, Compare, Matcher, RegexFlags, TextOp, Token, tokenize};
-use crate::rules::yaml::Scalar;
+use crate::yaml::Scalar;
 
 /// The text encodings applied before `base64` / `base64offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use crate::rules::expr::{Atom, Expr};
 use crate::rules::logsource;
 use crate::rules::modifiers::{self, Modifiers};
 use crate::rules::pattern::TextOp;
-use crate::rules::yaml::{Key, Node, Pos, Scalar, Value};
 use crate::rules::{Rule, RuleMeta, Severity};
+use crate::yaml::{Key, Node, Pos, Scalar, Value};
 
 /// A located problem in a rule document.
 #[derive(Debug)]
