@@ -2,7 +2,7 @@
 """The reference reading of Sigma rules over event files: pySigma + its SQLite backend.
 
 Converts every rule under RULES (pySigma, `pysigma-backend-sqlite`, no processing
-pipeline), loads each JSON event of FILE... into one SQLite table (one column per Sysmon
+pipeline), loads each JSON event (and Windows XML event line) of FILE... into one SQLite table (one column per Sysmon
 field name, TEXT COLLATE NOCASE, as the backend's own runtime does), runs each rule's query
 restricted to the events of its log source, and prints one line per match:
 
@@ -20,6 +20,7 @@ import json
 import re
 import sqlite3
 import sys
+import xml.etree.ElementTree as ET
 
 from sigma.backends.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
@@ -145,12 +146,46 @@ def flatten(rec):
         if "EventCode" in rec:
             put(out, "EventID", rec["EventCode"])
         walk_ecs({k: v for k, v in rec.items() if isinstance(v, dict)}, "", out)
-    # Security 4688 names the processes otherwise (the Sigma taxonomy's process_creation_2).
+    return security_names(out)
+
+
+def security_names(out):
+    """Security 4688 names the processes otherwise (the Sigma taxonomy's process_creation_2)."""
     if "NewProcessName" in out:
         out.setdefault("Image", out["NewProcessName"])
     if "ParentProcessName" in out:
         out.setdefault("ParentImage", out["ParentProcessName"])
     return out
+
+
+def local(tag):
+    """An element name without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def flatten_xml(raw):
+    """The Sysmon-named fields of one Windows XML event line (Python's own XML parser),
+    as flatten() reads the same event in evtx_dump JSON; None when it is not an event."""
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError:
+        return None
+    if local(root.tag) != "Event":
+        return None
+    out = {}
+    for part in root:
+        if local(part.tag) == "System":
+            for child in part:
+                name = local(child.tag)
+                if name == "Provider":
+                    put(out, "Provider_Name", child.get("Name"))
+                elif name in ("EventID", "Channel", "Computer"):
+                    put(out, name, child.text)
+        elif local(part.tag) == "EventData":
+            for data in part:
+                if local(data.tag) == "Data" and data.get("Name") is not None:
+                    put(out, data.get("Name"), data.text)
+    return security_names(out)
 
 
 def quote(s):
@@ -202,6 +237,12 @@ def main():
     for path in files:
         with open(path, "rb") as f:
             for n, raw in enumerate(f, 1):
+                if raw.lstrip().startswith(b"<"):
+                    fields = flatten_xml(raw)
+                    if fields is not None:
+                        columns.update(fields)
+                        rows.append((path, n, fields))
+                    continue
                 try:
                     rec = json.loads(raw)
                 except ValueError:

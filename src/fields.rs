@@ -117,7 +117,10 @@ impl FieldCatalog {
     }
 
     fn mark(&mut self, path: &[String], mark: Mark) {
-        for full in self.with_envelopes(path) {
+        // A shape is recognised by its own paths only: keys match without regard to case,
+        // so under the `event` envelope `EventData` would be evtx_dump's `Event.EventData`.
+        let paths = if let Mark::Recognises(_) = mark { vec![path.to_vec()] } else { self.with_envelopes(path) };
+        for full in paths {
             if !self.marks.contains(&(full.clone(), mark)) {
                 self.trie.mark(&full, mark);
                 self.marks.push((full, mark));

@@ -1,5 +1,6 @@
-//! Where the JSON object of a line starts: at once, after a byte-order mark, or after a
-//! syslog header (RFC 5424 or RFC 3164) that is kept byte for byte.
+//! Where the record of a line starts — a JSON object, or a Windows XML event — at once,
+//! after a byte-order mark, or after a syslog header (RFC 5424 or RFC 3164) that is kept
+//! byte for byte.
 //!
 //! RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG`, where SD is `-` or
 //! `[...]` elements whose quoted parameter values may hold `]`, `"` and `\` escaped. The
@@ -19,18 +20,40 @@ fn skip_bom(line: &[u8], i: usize) -> usize {
     if line[i..].starts_with(BOM) { i + BOM.len() } else { i }
 }
 
+/// What a line's record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A JSON object.
+    Json,
+    /// Windows XML (`<Event …>`, possibly after an XML declaration).
+    Xml,
+}
+
 /// Offset of the `{` that opens the line's JSON object, if the line looks like one.
 pub fn json_start(line: &[u8]) -> Option<usize> {
+    payload_start(line).and_then(|(i, p)| (p == Payload::Json).then_some(i))
+}
+
+/// Where the line's record starts and what it is, if it looks like one.
+pub fn payload_start(line: &[u8]) -> Option<(usize, Payload)> {
     let i = skip_blanks(line, skip_bom(line, 0));
     match line.get(i)? {
-        b'{' => Some(i),
+        b'{' => Some((i, Payload::Json)),
+        b'<' if is_xml_start(&line[i..]) => Some((i, Payload::Xml)),
         b'<' => syslog_payload(line, i),
         _ => None,
     }
 }
 
-/// After `<PRI>`, the start of a JSON message.
-fn syslog_payload(line: &[u8], lt: usize) -> Option<usize> {
+/// Whether `text` starts a Windows XML event: `<Event` (then a blank, `>` or `/`) or an
+/// XML declaration.
+fn is_xml_start(text: &[u8]) -> bool {
+    text.starts_with(b"<?xml")
+        || (text.starts_with(b"<Event") && matches!(text.get(6), Some(b' ' | b'\t' | b'>' | b'/' | b'\r' | b'\n')))
+}
+
+/// After `<PRI>`, the start of a JSON or XML message.
+fn syslog_payload(line: &[u8], lt: usize) -> Option<(usize, Payload)> {
     let digits = line[lt + 1..].iter().take(4).take_while(|b| b.is_ascii_digit()).count();
     if !(1..=3).contains(&digits) || line.get(lt + 1 + digits) != Some(&b'>') {
         return None;
@@ -38,9 +61,20 @@ fn syslog_payload(line: &[u8], lt: usize) -> Option<usize> {
     let after_pri = lt + digits + 2;
     let rfc5424 = matches!(line.get(after_pri), Some(b'1'..=b'9'))
         && line.get(after_pri + 1).is_some_and(|b| *b == b' ' || b.is_ascii_digit());
-    let start =
-        if rfc5424 { rfc5424_message(line, after_pri)? } else { after_pri + memchr::memchr(b'{', &line[after_pri..])? };
-    (line.get(start) == Some(&b'{')).then_some(start)
+    let start = if rfc5424 {
+        rfc5424_message(line, after_pri)?
+    } else {
+        // RFC 3164 has no fixed structure: the first `{`, or the first XML event.
+        let rest = &line[after_pri..];
+        let brace = memchr::memchr(b'{', rest);
+        let event = memchr::memmem::find_iter(rest, b"<").find(|&k| is_xml_start(&rest[k..]));
+        after_pri + brace.into_iter().chain(event).min()?
+    };
+    match line.get(start)? {
+        b'{' => Some((start, Payload::Json)),
+        b'<' if is_xml_start(&line[start..]) => Some((start, Payload::Xml)),
+        _ => None,
+    }
 }
 
 /// Skips VERSION and five header fields, then the structured data.
@@ -101,6 +135,22 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(json_start(line), *want, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn xml_starts() {
+        let cases: &[(&[u8], Option<usize>)] = &[
+            (b"<Event xmlns='x'><System/></Event>", Some(0)),
+            (b"<?xml version='1.0'?><Event/>", Some(0)),
+            (b"<Events></Events>", None),
+            (b"<13>1 2024-03-01T01:00:00Z web01 WEF - - - <Event xmlns='x'/>", Some(43)),
+            (b"<13>Oct 11 22:14:15 web01 MSWinEventLog: <Event xmlns='x'/>", Some(41)),
+            (b"<13>Oct 11 22:14:15 web01 x: <b>text</b>", None),
+        ];
+        for (line, want) in cases {
+            let got = payload_start(line).and_then(|(i, p)| (p == Payload::Xml).then_some(i));
+            assert_eq!(got, *want, "{}", String::from_utf8_lossy(line));
         }
     }
 }

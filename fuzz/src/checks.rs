@@ -64,6 +64,11 @@ fn line_contract(input: &[u8], output: &[u8]) -> Option<serde_json::Value> {
     if input == output {
         return None;
     }
+    let last = input.iter().rposition(|&b| !is_blank(b)).expect("an annotated line is not blank");
+    if input[last] == b'>' {
+        let (slugs, incomplete) = xml_line_contract(input, output)?;
+        return Some(serde_json::json!({"detections": slugs, "incomplete": incomplete, "xml": true}));
+    }
     let brace = input.iter().rposition(|&b| !is_blank(b)).expect("an annotated line has a final `}`");
     assert_eq!(input[brace], b'}', "only a line ending in `}}` may change");
     assert!(output.len() > input.len(), "a changed line only grows");
@@ -90,11 +95,56 @@ fn line_contract(input: &[u8], output: &[u8]) -> Option<serde_json::Value> {
     assert_eq!(map.len(), 1, "exactly one member");
     let annotation = map.get(KEY).expect("the annotation key").clone();
     let detections = annotation["detections"].as_array().expect("detections");
-    assert!(!detections.is_empty());
+    let incomplete = annotation.get("incomplete").and_then(|i| i.as_array()).map_or(0, Vec::len);
+    assert!(!detections.is_empty() || incomplete > 0, "an annotation says something");
     let top = annotation["risk_score"].as_u64().expect("risk_score");
-    let max = detections.iter().map(|d| d["risk_score"].as_u64().expect("risk")).max();
-    assert_eq!(Some(top), max, "the top risk is the maximum");
+    let max = detections.iter().map(|d| d["risk_score"].as_u64().expect("risk")).max().unwrap_or(0);
+    assert_eq!(top, max, "the top risk is the maximum");
     Some(annotation)
+}
+
+/// Checks an XML output line against its input line: identical, or the input with one
+/// element `<iis_tagger …>…</iis_tagger>` inserted right before the event's end tag, the
+/// element and the whole line well-formed XML (read with roxmltree, not the library's
+/// reader). Returns the element's detections (rule slugs) and reasons for being incomplete.
+fn xml_line_contract(input: &[u8], output: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
+    if input == output {
+        return None;
+    }
+    assert!(output.len() > input.len(), "a changed line only grows");
+    let first = input.iter().zip(output).position(|(a, b)| a != b).unwrap_or(input.len());
+    let added = output.len() - input.len();
+    let open = format!("<{KEY} ");
+    // The element starts with `<`, as the end tag it goes before does: the first difference
+    // may be one byte into it.
+    let at = (first.saturating_sub(1)..=first)
+        .find(|&p| output[p..].starts_with(open.as_bytes()) && output[..p] == input[..p])
+        .expect("an annotation element where the lines first differ");
+    assert_eq!(&output[at + added..], &input[at..], "everything after the element unchanged");
+    let element = std::str::from_utf8(&output[at..at + added]).expect("the element is UTF-8");
+    assert!(input[at..].starts_with(b"</"), "inserted right before an end tag");
+    assert!(element.starts_with(&open) && element.ends_with(&format!("</{KEY}>")), "{element}");
+    let doc = roxmltree::Document::parse(element).expect("the element is well-formed XML");
+    let root = doc.root_element();
+    let slugs: Vec<String> = root
+        .children()
+        .filter(|n| n.has_tag_name("detection"))
+        .map(|d| d.attribute("rule").expect("a rule").to_string())
+        .collect();
+    let incomplete: Vec<String> = root
+        .children()
+        .filter(|n| n.has_tag_name("incomplete"))
+        .map(|n| n.text().unwrap_or_default().to_string())
+        .collect();
+    assert!(!slugs.is_empty() || !incomplete.is_empty(), "an annotation says something");
+    let xml_part = |line: &[u8]| {
+        let lt = line.windows(6).position(|w| w == b"<Event").unwrap_or(0);
+        String::from_utf8_lossy(&line[lt..]).into_owned()
+    };
+    if roxmltree::Document::parse(&xml_part(input)).is_ok() {
+        roxmltree::Document::parse(&xml_part(output)).expect("an annotated XML event stays well-formed");
+    }
+    Some((slugs, incomplete))
 }
 
 /// The record contract between a whole input and its output.

@@ -86,7 +86,7 @@ impl StatsArgs {
         if !self.stats && self.stats_format.is_none() {
             return;
         }
-        let mut report = stats.report(tagger.rules().rules());
+        let mut report = stats.report(tagger.rules().rules(), tagger.rules().fields().shapes());
         report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
         match self.stats_format.unwrap_or(StatsFormat::Text) {
             StatsFormat::Text => eprint!("{}", report.to_text()),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use iis_tagger::{Stats, Tagger};
+use iis_tagger::{SHAPE_SAMPLE_LINES, Stats, Tagger};
 
 use super::run::{Failure, Input, READ_BYTES};
 use super::signal;
@@ -38,6 +38,9 @@ struct Job {
     seq: u64,
     data: Vec<u8>,
     finish: bool,
+    /// Lines at the block's start that are in its input's shape sample (the first
+    /// [`SHAPE_SAMPLE_LINES`] lines of every input), as one stream would sample them.
+    sample: u64,
 }
 
 /// Output for the writer, in sequence order.
@@ -89,6 +92,7 @@ pub fn run(
             tokens: token_rx,
             seq: 0,
             stats: Stats::new(tagger.rules().rules().len()),
+            input_lines: 0,
             closed: &closed,
         };
         let read = reader.read_all(inputs);
@@ -116,6 +120,8 @@ struct Reader<'a> {
     seq: u64,
     /// Counters of what the reader passes on itself (lines over the limit).
     stats: Stats,
+    /// Lines of the current input sent so far (counted until past the shape sample).
+    input_lines: u64,
     closed: &'a AtomicBool,
 }
 
@@ -129,8 +135,12 @@ impl Reader<'_> {
 
     fn send_lines(&mut self, data: Vec<u8>, finish: bool) {
         let seq = self.next_seq();
+        let sample = SHAPE_SAMPLE_LINES.saturating_sub(self.input_lines);
+        if sample > 0 {
+            self.input_lines += memchr::memchr_iter(b'\n', &data).count() as u64;
+        }
         // A closed channel means the run is ending; nothing more to do with the block.
-        let _ = self.jobs.send(Job { seq, data, finish });
+        let _ = self.jobs.send(Job { seq, data, finish, sample });
     }
 
     fn send_raw(&mut self, data: &[u8]) {
@@ -152,6 +162,7 @@ impl Reader<'_> {
     /// One input: blocks of whole lines to the workers, over-long lines straight to the
     /// writer.
     fn read_one(&mut self, input: &mut Input) -> Result<Ended, Failure> {
+        self.input_lines = 0;
         let limit = self.tagger.config().max_line_bytes;
         let mut buf = vec![0u8; READ_BYTES];
         let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + READ_BYTES);
@@ -209,6 +220,7 @@ impl Reader<'_> {
                     self.send_lines(std::mem::take(&mut block), false);
                 }
                 self.stats.lines += 1;
+                self.input_lines += 1;
                 self.stats.not_inspected.oversized += 1;
                 self.send_raw(&line);
                 skipping = true;
@@ -236,6 +248,7 @@ fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -
             _ => break,
         };
         let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8);
+        stream.sample_lines(job.sample);
         stream.feed(&job.data, &mut out);
         if job.finish {
             stream.finish(&mut out);

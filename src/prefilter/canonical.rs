@@ -299,6 +299,92 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
+/// What a lower-cased (or canonical) JSON line holds when a string member may hold a whole
+/// event: Windows XML (`<event`, which `<eventdata` starts with too) or a JSON object
+/// (`{` and, after any blank, an escaped quote). Every XML line holds the first.
+pub const EMBEDDED_MARKERS: &[&str] = &["<event", "{\\\"", "{ \\\"", "{\\n", "{\\r", "{\\t"];
+
+/// Whether `text` (a lower-cased or canonical JSON line) holds an [`EMBEDDED_MARKERS`] mark.
+pub fn embeds_an_event(text: &[u8]) -> bool {
+    EMBEDDED_MARKERS.iter().any(|m| memmem::find(text, m.as_bytes()).is_some())
+}
+
+/// Writes the canonical scan form of a Windows XML line: the text the way JSON would write
+/// it, so that the literals (kept as JSON writes them) apply unchanged — entity and
+/// character references decoded, CDATA sections' text kept and their marks removed,
+/// comments and processing instructions removed (the reader skips them, so they could
+/// split a value), every character folded, `"` as `\"`, `\` as `\\`, control characters
+/// as escapes. Markup stays: it only adds text. Every value the XML reader gives
+/// ([`crate::xml`]) is a substring of this form, folded and escaped.
+pub fn canonicalize_xml(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(raw.len() + raw.len() / 8);
+    let mut folded = String::new();
+    let mut i = 0;
+    while i < raw.len() {
+        let rest = &raw[i..];
+        if rest[0] == b'<' {
+            if rest.starts_with(b"<![CDATA[") {
+                let end = memmem::find(&rest[9..], b"]]>").map_or(rest.len(), |k| 9 + k);
+                push_plain(&rest[9..end], &mut folded, out);
+                i += (end + 3).min(rest.len());
+                continue;
+            }
+            let skip = if rest.starts_with(b"<!--") {
+                memmem::find(&rest[4..], b"-->").map(|k| 4 + k + 3)
+            } else if rest.starts_with(b"<?") {
+                memmem::find(&rest[2..], b"?>").map(|k| 2 + k + 2)
+            } else {
+                None
+            };
+            if let Some(n) = skip {
+                i += n;
+                continue;
+            }
+        }
+        if rest[0] == b'&' {
+            let mut one = String::new();
+            let semi = rest.iter().take(12).position(|&b| b == b';');
+            if let Some(k) = semi.filter(|&k| crate::xml::decode_into(&rest[..=k], &mut one).is_ok()) {
+                folded.clear();
+                fold_into(&one, &mut folded);
+                escape_into(&folded, out);
+                i += k + 1;
+                continue;
+            }
+        }
+        // Plain text up to the next `<` or `&`.
+        let n = rest[1..].iter().position(|&b| b == b'<' || b == b'&').map_or(rest.len(), |k| k + 1);
+        push_plain(&rest[..n], &mut folded, out);
+        i += n;
+    }
+}
+
+/// Text without references: ASCII lower-cased and escaped, the rest folded and escaped.
+fn push_plain(text: &[u8], folded: &mut String, out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b >= 0x80 {
+            let run = text[i..].iter().position(|&b| b < 0x80).unwrap_or(text.len() - i);
+            push_folded_run(&text[i..i + run], folded, out);
+            i += run;
+            continue;
+        }
+        let plain = |b: &u8| *b >= 0x80 || *b == b'"' || *b == b'\\' || *b < 0x20;
+        let run = text[i..].iter().position(plain).unwrap_or(text.len() - i);
+        if run == 0 {
+            let mut escaped = String::new();
+            escape_char(char::from(b), &mut escaped, &mut [0; 4]);
+            out.extend_from_slice(escaped.as_bytes());
+            i += 1;
+            continue;
+        }
+        out.extend(text[i..i + run].iter().map(u8::to_ascii_lowercase));
+        i += run;
+    }
+}
+
 fn hex4(bytes: &[u8]) -> Option<u32> {
     let s = std::str::from_utf8(bytes.get(..4)?).ok()?;
     u32::from_str_radix(s, 16).ok().filter(|_| s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -357,6 +443,24 @@ mod tests {
         );
         canonicalize("{\"a\":\"ＡＰＰＣＭＤ．ＥＸＥ ＂ \\uFF3C ﬁ\"}".as_bytes(), &mut out);
         assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"a":"appcmd.exe \" \\ fi"}"#);
+    }
+
+    #[test]
+    fn canonical_xml_is_the_json_text_of_its_values() {
+        let mut out = Vec::new();
+        canonicalize_xml(
+            br#"<Data Name='CommandLine'>&quot;C:\X\AppCmd.exe&quot; l&#x69;st<![CDATA[ <&amp;>]]><!-- c -->&bogus;</Data>"#,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out.clone()).expect("utf8"),
+            r#"<data name='commandline'>\"c:\\x\\appcmd.exe\" list <&amp;>&bogus;</data>"#
+        );
+        canonicalize_xml("<D>ＣＭＤ\u{1}</D>".as_bytes(), &mut out);
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"<d>cmd\u0001</d>"#);
+        assert!(embeds_an_event(br#"{"event":{"original":"<event xmlns=\"x\">"}}"#));
+        assert!(embeds_an_event(br#"{"eventdata":"{\"image\":\"x\"}"}"#));
+        assert!(!embeds_an_event(br#"{"processguid":"{17362f25-244c}","image":"c:\\x"}"#));
     }
 
     fn scan(line: &[u8]) -> Option<usize> {

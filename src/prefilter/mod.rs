@@ -41,7 +41,9 @@ mod literals;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
-pub use canonical::{HidingScan, ScanText, canonicalize, escape_literal};
+pub use canonical::{
+    EMBEDDED_MARKERS, HidingScan, ScanText, canonicalize, canonicalize_xml, embeds_an_event, escape_literal,
+};
 pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
 use crate::event::EventView;
@@ -206,8 +208,8 @@ impl Prefilter {
                 .filter(|l| l.space == space)
                 .map(|l| l.text.as_str())
                 .collect();
-            let anchors = anchors(of_space.iter().copied());
-            let anchor_rules = anchors
+            let mut anchors = anchors(of_space.iter().copied());
+            let anchor_rules: Vec<Vec<u32>> = anchors
                 .iter()
                 .map(|a| {
                     let mut rules: Vec<u32> = trigger_literals
@@ -222,6 +224,16 @@ impl Prefilter {
                     rules
                 })
                 .collect();
+            let mut anchor_rules = anchor_rules;
+            if space == Space::Raw {
+                // The marks of a record that may hold a whole event in a string member, or
+                // of an XML line: such a line is inspected (with every rule, or on its
+                // canonical copy), so the scan must stop there. They stand for no rule.
+                for marker in EMBEDDED_MARKERS {
+                    anchors.push((*marker).to_string());
+                    anchor_rules.push(Vec::new());
+                }
+            }
             Trigger::new(&anchors).map(|searcher| Triggers { searcher, anchor_rules })
         };
         examine_all |= !always.is_empty();

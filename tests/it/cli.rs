@@ -66,10 +66,28 @@ fn sample_output_and_stats() {
 
     let out = run(&["--stats-format", "json", "examples/sample.jsonl"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stderr).expect("stats json");
-    assert_eq!(stats["lines"], 12);
-    assert_eq!(stats["annotated"], 7);
-    assert_eq!(stats["not_inspected"]["not_json"], 2);
-    assert_eq!(stats["matches"][3], serde_json::json!({"rule": "webshell_child_process", "count": 1}));
+    assert_eq!(stats["lines"], 18);
+    assert_eq!(stats["annotated"], 14);
+    assert_eq!(stats["not_inspected"]["not_json"], 1, "the plain-text line; the XML line is an event");
+    assert_eq!(stats["matches"][3], serde_json::json!({"rule": "webshell_child_process", "count": 6}));
+    // Every line but the plain text is recognised in some shape, and the stats say which.
+    let shapes: Vec<&str> =
+        stats["shapes"].as_array().expect("shapes").iter().map(|s| s["shape"].as_str().expect("name")).collect();
+    for shape in [
+        "flat",
+        "evtx_dump",
+        "winlogbeat",
+        "ecs",
+        "vector",
+        "wazuh",
+        "sentinel",
+        "splunk_hec",
+        "fluent_bit_winevtlog",
+        "windows_xml",
+    ] {
+        assert!(shapes.contains(&shape), "{shape} in {shapes:?}");
+    }
+    assert_eq!(stats["unrecognised_json"], 0);
 }
 
 #[test]

@@ -70,7 +70,7 @@ pub fn generate(
 }
 
 /// The schemas of the generator and the file extension of each.
-pub const SCHEMAS: [(&str, &str); 2] = [("flat", "jsonl"), ("ecs", "jsonl")];
+pub const SCHEMAS: [(&str, &str); 3] = [("flat", "jsonl"), ("ecs", "jsonl"), ("xml", "log")];
 
 /// The kept corpus of `schema` and its truth file's matches.
 pub fn kept(schema: &str) -> (PathBuf, BTreeSet<(usize, String)>) {

@@ -448,10 +448,13 @@ fn metrics_count_lines_matches_and_reasons() {
     let mut conn = sidecar.connect();
     conn.write_all(&std::fs::read(crate::support::repo("examples/sample.jsonl")).expect("sample")).expect("send");
     drop(conn);
-    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_lines_total") == 12));
-    assert_eq!(sidecar.metric("iis_tagger_annotated_total"), 7);
-    assert_eq!(sidecar.metric("iis_tagger_matches_total{rule=\"webshell_child_process\"}"), 1);
-    assert_eq!(sidecar.metric("iis_tagger_not_inspected_total{reason=\"not_json\"}"), 2);
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_lines_total") == 18));
+    assert_eq!(sidecar.metric("iis_tagger_annotated_total"), 14);
+    assert_eq!(sidecar.metric("iis_tagger_matches_total{rule=\"webshell_child_process\"}"), 6);
+    assert_eq!(sidecar.metric("iis_tagger_records_by_shape_total{shape=\"wazuh\"}"), 1);
+    // The plain-text line; the XML line is an event (issue 9).
+    assert_eq!(sidecar.metric("iis_tagger_not_inspected_total{reason=\"not_json\"}"), 1);
+    assert_eq!(sidecar.metric("iis_tagger_windows_xml_total"), 1);
     assert!(wait_for(Duration::from_secs(5), || sidecar.metric("iis_tagger_connections_total") == 1));
     let page = sidecar.metrics();
     assert!(page.contains("# TYPE iis_tagger_lines_total counter"));

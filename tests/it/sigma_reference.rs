@@ -1,6 +1,7 @@
 //! Agreement with an independent Sigma implementation (issue 5): pySigma with its SQLite
 //! backend (`scripts/sigma-reference.py`) and iis-tagger read the SigmaHQ Windows rules of
-//! `../shared/sigma` over the real corpus and two generated corpora, and the sets of
+//! `../shared/sigma` over the real corpus (JSON and Windows XML) and three generated corpora
+//! (flat, ECS, XML), and the sets of
 //! (file, line, rule id) are compared.
 //!
 //! * Reading values as written (`Config::resolved_reading = false`, what SQL `LIKE` does),
@@ -45,7 +46,20 @@ fn inputs(dir: &Path) -> Vec<(String, PathBuf)> {
         .into_iter()
         .map(|p| (p.strip_prefix(&root).expect("under corpus").display().to_string(), p))
         .collect();
-    for (schema, seed) in [("flat", 31), ("ecs", 32)] {
+    // The Windows XML lines of the corpus (the reference reads them with Python's XML parser).
+    let xml = root.join("windows-xml");
+    let mut stack = vec![xml];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("corpus folder") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "log") {
+                files.push((p.strip_prefix(&root).expect("under corpus").display().to_string(), p));
+            }
+        }
+    }
+    for (schema, seed) in [("flat", 31), ("ecs", 32), ("xml", 33)] {
         let (path, _) = generate(dir, schema, seed, 20_000, 0.01, 0.05).expect("the generator is there");
         files.push((format!("generated-{schema}"), path));
     }

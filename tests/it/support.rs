@@ -63,10 +63,74 @@ pub fn detections(output: &[u8], key: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The XML annotation element `<key risk_score=…>…</key>` of an XML line: its range, as
+/// found without the library's code (the last such element, ending right before an end tag).
+fn xml_element(line: &[u8], key: &str) -> Option<std::ops::Range<usize>> {
+    let open = format!("<{key} risk_score=\"");
+    let close = format!("</{key}>");
+    let start = line.windows(open.len()).rposition(|w| w == open.as_bytes())?;
+    let end = start + line[start..].windows(close.len()).position(|w| w == close.as_bytes())? + close.len();
+    line[end..].starts_with(b"</").then_some(start..end)
+}
+
+/// The annotation of an XML line, as the JSON annotation would hold it (risk, severity,
+/// detections with their rule slugs, ids and ATT&CK ids, incomplete reasons), read with
+/// roxmltree.
+fn xml_annotation(line: &[u8], key: &str) -> Option<Value> {
+    let range = xml_element(line, key)?;
+    let text = std::str::from_utf8(&line[range]).ok()?;
+    let doc = roxmltree::Document::parse(text).ok()?;
+    let root = doc.root_element();
+    let detections: Vec<Value> = root
+        .children()
+        .filter(|n| n.has_tag_name("detection"))
+        .map(|d| {
+            let texts = |tag: &str| -> Vec<Value> {
+                d.children().filter(|c| c.has_tag_name(tag)).map(|c| json!(c.text().unwrap_or_default())).collect()
+            };
+            let mut o = Map::new();
+            for a in d.attributes() {
+                let v = a.value().parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(a.value()));
+                o.insert(a.name().to_string(), v);
+            }
+            o.insert("mitre".into(), Value::Array(texts("mitre")));
+            o.insert("tactics".into(), Value::Array(texts("tactic")));
+            Value::Object(o)
+        })
+        .collect();
+    let incomplete: Vec<Value> =
+        root.children().filter(|n| n.has_tag_name("incomplete")).map(|n| json!(n.text().unwrap_or_default())).collect();
+    let mut a = json!({
+        "risk_score": root.attribute("risk_score")?.parse::<u64>().ok()?,
+        "severity": root.attribute("severity")?,
+        "detections": detections,
+    });
+    if !incomplete.is_empty() {
+        a["incomplete"] = Value::Array(incomplete);
+    }
+    Some(a)
+}
+
+/// The XML part of a line (after a syslog header, if any).
+fn xml_part(line: &[u8]) -> &[u8] {
+    match line.windows(6).position(|w| w == b"<Event") {
+        Some(i) => &line[i..],
+        None => line,
+    }
+}
+
+/// Whether a line is an XML record (ends with `>`).
+fn is_xml_line(line: &[u8]) -> bool {
+    line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r')).is_some_and(|i| line[i] == b'>')
+}
+
 /// The annotation of a line: the member `"<key>":{"risk_score":...}` that ends right before
-/// the final `}`. Read on its own, since the record around it may hold what serde_json
+/// the final `}` (or, for an XML line, its annotation element read as that member). Read on its own, since the record around it may hold what serde_json
 /// refuses (a lone surrogate, `1e400`).
 pub fn annotation(line: &[u8], key: &str) -> Option<Value> {
+    if is_xml_line(line) {
+        return xml_annotation(line, key);
+    }
     let end = line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'))?;
     let marker = format!("{}:{{\"risk_score\":", serde_json::to_string(key).expect("key"));
     let start = line[..end].windows(marker.len()).rposition(|w| w == marker.as_bytes())?;
@@ -95,6 +159,13 @@ pub fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
 /// Removes an annotation member `"<key>":{"risk_score":...}` that ends right before the
 /// line's final `}` (with its leading comma), independently of the library's code.
 pub fn strip_line(line: &[u8], key: &str) -> Option<Vec<u8>> {
+    if is_xml_line(line) {
+        let range = xml_element(line, key)?;
+        xml_annotation(line, key)?;
+        let mut out = line[..range.start].to_vec();
+        out.extend_from_slice(&line[range.end..]);
+        return Some(out);
+    }
     let end = line.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'))?;
     if line[end] != b'}' {
         return None;
@@ -123,6 +194,15 @@ pub fn assert_contract(input: &[u8], output: &[u8], key: &str) {
         }
         let stripped = strip_line(b, key).unwrap_or_else(|| panic!("line {} changed without an annotation", i + 1));
         assert_eq!(&stripped[..], *a, "line {}: stripping the annotation must give the input back", i + 1);
+        if is_xml_line(a) {
+            // Well-formed XML stays well-formed (read with roxmltree, not the library).
+            let text = |l: &[u8]| String::from_utf8_lossy(xml_part(l)).into_owned();
+            if roxmltree::Document::parse(&text(a)).is_ok() {
+                roxmltree::Document::parse(&text(b))
+                    .unwrap_or_else(|e| panic!("line {} annotated but not well-formed XML: {e}", i + 1));
+            }
+            continue;
+        }
         // An input serde_json reads must stay readable; one it refuses (a lone surrogate,
         // `1e400`, deep nesting) gets an annotation that is JSON on its own.
         if serde_json::from_slice::<Value>(json_part(a)).is_ok() {

@@ -113,7 +113,7 @@ fn tls_listener_tags_like_the_stream_mode() {
         "127.0.0.1:0",
     ]);
     send_tls(sidecar.addr, pki.client_config(false), &sample()).expect("TLS client");
-    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_lines_total") == 12));
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_lines_total") == 18));
     let (status, out, err) = sidecar.stop();
     assert!(status.success(), "{err}");
     assert_eq!(out, builtin_tagger().tag_all(&sample()).0);

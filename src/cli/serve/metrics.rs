@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use iis_tagger::framing::FrameStats;
-use iis_tagger::stats::NotInspected;
 use iis_tagger::{Stats, Tagger};
 
 /// Why a connection ended.
@@ -69,21 +68,8 @@ impl Counter {
 
 /// The sidecar's counters (shared by every task).
 pub struct Metrics {
-    lines: Counter,
-    bytes: Counter,
-    candidates: Counter,
-    parsed: Counter,
-    repaired: Counter,
-    annotated: Counter,
-    incomplete: Counter,
-    duplicate_values: Counter,
-    capped_values: Counter,
-    matches: Vec<Counter>,
-    empty: Counter,
-    not_json: Counter,
-    invalid_json: Counter,
-    oversized: Counter,
-    already_annotated: Counter,
+    /// The core's counters, merged from every connection's stream.
+    core: StdMutex<Stats>,
     frames: Counter,
     unframed: Counter,
     unterminated: Counter,
@@ -105,24 +91,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Zeroed counters for `rules` rules.
-    pub fn new(rules: usize) -> Metrics {
+    /// Zeroed counters for `rules` rules and `shapes` shapes.
+    pub fn new(rules: usize, shapes: usize) -> Metrics {
         Metrics {
-            lines: Counter::default(),
-            bytes: Counter::default(),
-            candidates: Counter::default(),
-            parsed: Counter::default(),
-            repaired: Counter::default(),
-            annotated: Counter::default(),
-            incomplete: Counter::default(),
-            duplicate_values: Counter::default(),
-            capped_values: Counter::default(),
-            matches: (0..rules).map(|_| Counter::default()).collect(),
-            empty: Counter::default(),
-            not_json: Counter::default(),
-            invalid_json: Counter::default(),
-            oversized: Counter::default(),
-            already_annotated: Counter::default(),
+            core: StdMutex::new(Stats::with_shapes(rules, shapes)),
             frames: Counter::default(),
             unframed: Counter::default(),
             unterminated: Counter::default(),
@@ -145,26 +117,7 @@ impl Metrics {
 
     /// Adds a stream's counters.
     pub fn add(&self, s: &Stats) {
-        self.lines.add(s.lines);
-        self.bytes.add(s.bytes);
-        self.candidates.add(s.candidates);
-        self.parsed.add(s.parsed);
-        self.repaired.add(s.repaired);
-        self.annotated.add(s.annotated);
-        self.incomplete.add(s.incomplete);
-        self.duplicate_values.add(s.duplicate_values);
-        self.capped_values.add(s.capped_values);
-        if s.annotated > 0 {
-            for (c, &n) in self.matches.iter().zip(&s.matches) {
-                c.add(n);
-            }
-        }
-        let n = &s.not_inspected;
-        self.empty.add(n.empty);
-        self.not_json.add(n.not_json);
-        self.invalid_json.add(n.invalid_json);
-        self.oversized.add(n.oversized);
-        self.already_annotated.add(n.already_annotated);
+        self.core.lock().unwrap_or_else(|e| e.into_inner()).merge(s);
     }
 
     /// Adds a frame decoder's counters (its truncated records are counted as
@@ -176,13 +129,14 @@ impl Metrics {
 
     /// Input bytes that went around the core (a long frame's body).
     pub fn add_bytes(&self, n: u64) {
-        self.bytes.add(n);
+        self.core.lock().unwrap_or_else(|e| e.into_inner()).bytes += n;
     }
 
     /// A frame over the limit, passed through uninspected.
     pub fn long_record(&self, _len: u64) {
-        self.lines.add(1);
-        self.oversized.add(1);
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        core.lines += 1;
+        core.not_inspected.oversized += 1;
     }
 
     /// A part of a frame over the limit, written as a frame of its own (octet-counted
@@ -261,74 +215,36 @@ impl Metrics {
 
     /// The totals as the core's counters (for --stats).
     pub fn stats(&self) -> Stats {
-        Stats {
-            lines: self.lines.get(),
-            bytes: self.bytes.get(),
-            candidates: self.candidates.get(),
-            parsed: self.parsed.get(),
-            repaired: self.repaired.get(),
-            annotated: self.annotated.get(),
-            incomplete: self.incomplete.get(),
-            duplicate_values: self.duplicate_values.get(),
-            capped_values: self.capped_values.get(),
-            matches: self.matches.iter().map(Counter::get).collect(),
-            not_inspected: NotInspected {
-                empty: self.empty.get(),
-                not_json: self.not_json.get(),
-                invalid_json: self.invalid_json.get(),
-                oversized: self.oversized.get(),
-                already_annotated: self.already_annotated.get(),
-            },
-        }
+        self.core.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, tagger: &Tagger) -> String {
-        let mut o = String::with_capacity(4096 + 96 * self.matches.len());
+        let mut o = String::with_capacity(4096 + 96 * tagger.rules().rules().len());
         let counter = |o: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
             let _ = writeln!(o, "iis_tagger_{name} {value}");
         };
-        counter(&mut o, "lines_total", "Records read (lines or frames).", self.lines.get());
-        counter(&mut o, "bytes_total", "Bytes read from connections.", self.bytes.get());
+        let core = self.stats();
+        for c in iis_tagger::stats::COUNTERS {
+            counter(&mut o, c.name, c.help, (c.get)(&core));
+        }
         counter(&mut o, "bytes_out_total", "Bytes written to the output.", self.bytes_out.get());
-        counter(&mut o, "candidates_total", "Records the prefilter passed to the parser.", self.candidates.get());
-        counter(&mut o, "parsed_total", "Candidates that parsed as a JSON object.", self.parsed.get());
-        counter(&mut o, "repaired_total", "Records parsed from a repaired copy.", self.repaired.get());
-        counter(&mut o, "annotated_total", "Records written with an annotation.", self.annotated.get());
-        counter(
-            &mut o,
-            "incomplete_total",
-            "Records annotated as not fully evaluated (a cap was reached).",
-            self.incomplete.get(),
-        );
-        counter(
-            &mut o,
-            "duplicate_values_total",
-            "Values not evaluated again: identical to one of the same field.",
-            self.duplicate_values.get(),
-        );
-        counter(
-            &mut o,
-            "capped_values_total",
-            "Values not evaluated: their field had reached the cap of distinct values.",
-            self.capped_values.get(),
-        );
         let _ = writeln!(o, "# HELP iis_tagger_matches_total Records each rule matched.");
         let _ = writeln!(o, "# TYPE iis_tagger_matches_total counter");
-        for (rule, c) in tagger.rules().rules().iter().zip(&self.matches) {
-            let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {}", label(&rule.meta.slug), c.get());
+        for (rule, n) in tagger.rules().rules().iter().zip(&core.matches) {
+            let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", label(&rule.meta.slug));
+        }
+        let _ =
+            writeln!(o, "# HELP iis_tagger_records_by_shape_total Records read, by the shape they were recognised in.");
+        let _ = writeln!(o, "# TYPE iis_tagger_records_by_shape_total counter");
+        for (shape, n) in tagger.rules().fields().shapes().shapes.iter().zip(&core.shapes) {
+            let _ = writeln!(o, "iis_tagger_records_by_shape_total{{shape=\"{}\"}} {n}", label(&shape.name));
         }
         let _ = writeln!(o, "# HELP iis_tagger_not_inspected_total Records passed through uninspected, by reason.");
         let _ = writeln!(o, "# TYPE iis_tagger_not_inspected_total counter");
-        for (reason, c) in [
-            ("empty", &self.empty),
-            ("not_json", &self.not_json),
-            ("invalid_json", &self.invalid_json),
-            ("oversized", &self.oversized),
-            ("already_annotated", &self.already_annotated),
-        ] {
-            let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {}", c.get());
+        for (reason, n) in core.not_inspected.reasons() {
+            let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {n}");
         }
         counter(&mut o, "frames_total", "Octet-counted frames read.", self.frames.get());
         counter(&mut o, "unframed_records_total", "Records outside the octet-counted framing.", self.unframed.get());

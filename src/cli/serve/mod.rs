@@ -174,7 +174,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
     };
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
     let runtime = runtime()?;
-    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len()));
+    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
     let report = runtime.block_on(async {
         let listener = bind(args.listen).await?;
         let metrics_listener = match args.metrics {

@@ -22,7 +22,7 @@ const SHUTDOWN: Duration = Duration::from_secs(30);
 pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
     super::tls::check_addr(addr)?;
     let runtime = runtime()?;
-    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len()));
+    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
     let result = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let target = Target::forward(addr.to_string(), None, metrics.clone());

@@ -14,18 +14,20 @@
 //! A partial line is kept until its end arrives, up to the line limit; past it the line
 //! is passed through as it streams, never held whole.
 
-use simd_json::{Buffers, Node, Tape};
+mod inspect;
 
-use crate::annotate::{Annotator, closing_brace};
+use inspect::Parser;
+pub use inspect::SHAPE_SAMPLE_LINES;
+
+use crate::annotate::Annotator;
 use crate::event::{EventView, Incomplete};
 use crate::fields::{FieldId, PathTrie};
 use crate::normalize::Reading;
 use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
-use crate::repair::repair;
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
-use crate::syslog::json_start;
+use crate::syslog::payload_start;
 
 /// Settings of a [`Tagger`], validated by [`Tagger::new`].
 #[derive(Clone, Debug)]
@@ -63,8 +65,12 @@ impl Default for Config {
 /// A setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// The annotation key is empty or too long.
-    #[error("the annotation key must be 1 to {MAX_KEY_BYTES} bytes long")]
+    /// The annotation key is empty, too long, or not an XML name (it names the
+    /// annotation element of XML events too).
+    #[error(
+        "the annotation key must be 1 to {MAX_KEY_BYTES} letters, digits, `_`, `-` or `.`, starting with a letter or \
+         `_` (it is also the name of the XML element XML events are annotated with)"
+    )]
     AnnotationKey,
     /// The line limit is out of range.
     #[error("the line limit must be from 1 byte to 1 GiB")]
@@ -89,7 +95,7 @@ pub struct Tagger {
 impl Tagger {
     /// Builds the prefilter and the annotation pieces.
     pub fn new(rules: RuleSet, config: Config) -> Result<Tagger, ConfigError> {
-        if config.annotation_key.is_empty() || config.annotation_key.len() > MAX_KEY_BYTES {
+        if config.annotation_key.len() > MAX_KEY_BYTES || !crate::xml::is_name(&config.annotation_key) {
             return Err(ConfigError::AnnotationKey);
         }
         if config.max_line_bytes == 0 || config.max_line_bytes > MAX_MAX_LINE_BYTES {
@@ -129,6 +135,16 @@ impl Tagger {
         &self.config
     }
 
+    /// The rule groups (when every line is examined) whose log sources a record read into
+    /// `view` belongs to, into `groups`.
+    fn route(&self, view: &mut EventView, groups: &mut Vec<u32>) {
+        let catalog = self.rules.fields();
+        view.make_views(catalog, &self.route_fields);
+        groups.clear();
+        let routes = self.prefilter.group_routes().enumerate();
+        groups.extend(routes.filter(|(_, route)| route.eval_in(view, self.readings())).map(|(g, _)| g as u32));
+    }
+
     /// The readings rules are matched in.
     fn readings(&self) -> &'static [Reading] {
         if self.config.resolved_reading { &Reading::BOTH } else { &[Reading::Logged] }
@@ -143,6 +159,12 @@ impl Tagger {
             text: ScanText::default(),
             prefilter: prefilter::Scratch::default(),
             parser: Parser::default(),
+            inner: Parser::default(),
+            doc: String::new(),
+            embedded_read: 0,
+            canonical_xml: Vec::new(),
+            sample_until: SHAPE_SAMPLE_LINES,
+            lines_before: 0,
             view: EventView::new(),
             candidates: Vec::new(),
             groups: Vec::new(),
@@ -150,7 +172,7 @@ impl Tagger {
             member: Vec::new(),
             incomplete: Incomplete::default(),
             unfiltered: false,
-            stats: Stats::new(self.rules.rules().len()),
+            stats: Stats::with_shapes(self.rules.rules().len(), self.rules.fields().shapes().shapes.len()),
         }
     }
 
@@ -179,63 +201,6 @@ fn view_budget(json_len: usize) -> usize {
     8 * json_len + (4 << 20)
 }
 
-/// The reusable buffers of the JSON parser.
-struct Parser {
-    input: Vec<u8>,
-    buffers: Buffers,
-    tape: Tape<'static>,
-    /// The longest input parsed since the buffers were made (they grow with it).
-    sized_for: usize,
-}
-
-impl Default for Parser {
-    fn default() -> Parser {
-        // simd-json's stage 2 keeps its own stack, so nesting costs heap bounded by the line
-        // limit, not call depth: no depth limit, so no record is refused for its nesting.
-        let buffers = Buffers::with_max_depth(128, usize::MAX);
-        Parser { input: Vec::new(), buffers, tape: Tape::null().reset(), sized_for: 0 }
-    }
-}
-
-impl std::fmt::Debug for Parser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parser").finish_non_exhaustive()
-    }
-}
-
-impl Parser {
-    /// Bytes of capacity held (the parser's own buffers are counted by the largest input
-    /// they were sized for).
-    fn capacity_bytes(&self) -> usize {
-        use crate::scratch::Release;
-        self.input.capacity_bytes() + self.tape.0.capacity() * std::mem::size_of::<Node<'_>>() + 4 * self.sized_for
-    }
-
-    /// Gives back what a record larger than `keep` bytes made it hold.
-    fn release(&mut self, keep: usize) {
-        use crate::scratch::Release;
-        self.input.release(keep);
-        if self.sized_for > keep || self.tape.0.capacity() * std::mem::size_of::<Node<'_>>() > keep {
-            *self = Parser::default();
-        }
-    }
-
-    /// Parses `json` (a copy: simd-json rewrites its input) and hands the tape to `f`.
-    fn parse<R>(&mut self, json: &[u8], f: impl FnOnce(&[Node<'_>]) -> R) -> Option<R> {
-        self.sized_for = self.sized_for.max(json.len());
-        self.input.clear();
-        self.input.extend_from_slice(json);
-        self.input.resize(json.len() + simd_json::INPUT_PADDING, 0);
-        let mut tape = std::mem::replace(&mut self.tape, Tape::null().reset()).reset();
-        let result = match simd_json::fill_tape_padded(&mut self.input, json.len(), &mut self.buffers, &mut tape) {
-            Ok(()) => Some(f(&tape.0)),
-            Err(_) => None,
-        };
-        self.tape = tape.reset();
-        result
-    }
-}
-
 /// The state of one input stream.
 #[derive(Debug)]
 pub struct Stream<'t> {
@@ -247,6 +212,19 @@ pub struct Stream<'t> {
     text: ScanText,
     prefilter: prefilter::Scratch,
     parser: Parser,
+    /// A parser for the JSON events string members hold.
+    inner: Parser,
+    /// The text of such an event, while it is read.
+    doc: String,
+    /// Events read from the string members of the record being inspected.
+    embedded_read: usize,
+    /// The canonical copy of an XML line (or of a JSON line the embedding check reads).
+    canonical_xml: Vec<u8>,
+    /// Lines up to this many (counted by `stats.lines`) are parsed to recognise their
+    /// shape whatever the prefilter says.
+    sample_until: u64,
+    /// Lines counted before the counters were last reset.
+    lines_before: u64,
     view: EventView,
     candidates: Vec<u32>,
     groups: Vec<u32>,
@@ -258,14 +236,6 @@ pub struct Stream<'t> {
     /// rules works on lines, so every rule is a candidate.
     unfiltered: bool,
     stats: Stats,
-}
-
-/// How a line's inspection ended.
-enum Verdict {
-    /// Write the line unchanged.
-    Unchanged,
-    /// Write the line with the annotation before the `}` at this offset.
-    Annotate { close: usize, empty: bool },
 }
 
 impl Stream<'_> {
@@ -299,6 +269,9 @@ impl Stream<'_> {
             + self.text.capacity_bytes()
             + self.prefilter.capacity_bytes()
             + self.parser.capacity_bytes()
+            + self.inner.capacity_bytes()
+            + self.doc.capacity_bytes()
+            + self.canonical_xml.capacity_bytes()
             + self.view.capacity_bytes()
             + self.member.capacity_bytes()
     }
@@ -318,14 +291,30 @@ impl Stream<'_> {
     fn release_record_scratch(&mut self) {
         use crate::scratch::Release;
         self.parser.release(KEEP_BYTES);
+        self.inner.release(KEEP_BYTES);
+        self.doc.release(KEEP_BYTES);
+        self.canonical_xml.release(KEEP_BYTES);
         self.view.release(KEEP_BYTES);
         self.prefilter.release(KEEP_BYTES);
         self.member.release(KEEP_BYTES);
     }
 
+    /// Parses the next `lines` lines to recognise their shape whatever the prefilter says
+    /// (a stream starts so, for [`SHAPE_SAMPLE_LINES`]; a front end that cuts one input
+    /// into blocks for several streams says how many lines of the sample a block holds).
+    pub fn sample_lines(&mut self, lines: u64) {
+        self.sample_until = self.lines_seen() + lines;
+    }
+
     /// Zeroes the counters (for front ends that add them to running totals as they go).
     pub fn reset_stats(&mut self) {
+        self.lines_before += self.stats.lines;
         self.stats.reset();
+    }
+
+    /// Lines the stream has seen (not reset with the counters).
+    fn lines_seen(&self) -> u64 {
+        self.lines_before + self.stats.lines
     }
 
     /// Tags one whole record, for framings that deliver records rather than lines (a
@@ -447,7 +436,7 @@ impl Stream<'_> {
         }
         // A rule with no literal makes every line an event; the trigger scan still picks
         // the other rules each line is worth.
-        let every = tagger.prefilter.examines_every_line();
+        let every_line = tagger.prefilter.examines_every_line();
         let pf = &tagger.prefilter;
         let mut text = std::mem::take(&mut self.text);
         text.fill(region);
@@ -469,7 +458,7 @@ impl Stream<'_> {
             .into_iter()
             .chain(next_escape)
             .chain(deleted_lines.peek().copied())
-            .chain(Some(pos).filter(|&p| every && p < region.len()))
+            .chain(Some(pos).filter(|&p| (every_line || self.lines_seen() < self.sample_until) && p < region.len()))
             .min()
         {
             let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
@@ -551,207 +540,8 @@ impl Stream<'_> {
     fn classify(&mut self, line: &[u8]) {
         if line.is_empty() || line == b"\r" {
             self.stats.not_inspected.empty += 1;
-        } else if json_start(line).is_none() {
+        } else if payload_start(line).is_none() {
             self.stats.not_inspected.not_json += 1;
         }
-    }
-
-    /// Inspects `region[range]`, one line without its `\n`, and writes it, annotated or not.
-    fn line<S: Sink + ?Sized>(
-        &mut self,
-        region: &[u8],
-        range: std::ops::Range<usize>,
-        lower: &[u8],
-        escaped: bool,
-        out: &mut Out<'_, S>,
-    ) {
-        let large = range.len() > RELEASE_AFTER_BYTES;
-        self.write_line(region, range, lower, escaped, out);
-        if large {
-            self.release_record_scratch();
-        }
-    }
-
-    fn write_line<S: Sink + ?Sized>(
-        &mut self,
-        region: &[u8],
-        range: std::ops::Range<usize>,
-        lower: &[u8],
-        escaped: bool,
-        out: &mut Out<'_, S>,
-    ) {
-        match self.inspect(&region[range.clone()], lower, escaped) {
-            Verdict::Unchanged => out.keep(region, range),
-            Verdict::Annotate { close, empty } => {
-                // The member goes right before the final `}`; the line itself is not copied.
-                self.member.clear();
-                if !empty {
-                    self.member.push(b',');
-                }
-                self.tagger.annotator.write(&self.matched, self.incomplete, &mut self.member);
-                let brace = range.start + close;
-                out.keep(region, range.start..brace);
-                out.bytes(&self.member);
-                out.keep(region, brace..range.end);
-            }
-        }
-    }
-
-    /// Parses a record's JSON text into the event view; `Some(empty object?)`, or `None` when
-    /// it is not a JSON object. A text the parser refuses over a lone surrogate or an
-    /// out-of-range number is evaluated on a repaired copy ([`repair`]).
-    fn load(&mut self, json: &[u8]) -> Option<bool> {
-        self.view.set_view_budget(view_budget(json.len()));
-        let (view, catalog, key) =
-            (&mut self.view, self.tagger.rules.fields(), self.tagger.config.annotation_key.as_str());
-        let mut fill = |tape: &[Node<'_>]| match tape.first() {
-            Some(Node::Object { len, .. }) => {
-                view.load(tape, catalog, key);
-                Some(*len == 0)
-            }
-            _ => None,
-        };
-        match self.parser.parse(json, &mut fill) {
-            Some(parsed) => parsed,
-            None => {
-                let repaired = repair(json)?;
-                let parsed = self.parser.parse(&repaired, fill)??;
-                self.stats.repaired += 1;
-                Some(parsed)
-            }
-        }
-    }
-
-    fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
-        let tagger = self.tagger;
-        if tagger.config.prefilter && tagger.prefilter.examines_every_line() {
-            return self.inspect_routed(line);
-        }
-        self.candidates.clear();
-        if tagger.config.prefilter && !self.unfiltered {
-            let rules = tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter);
-            self.candidates.extend_from_slice(rules);
-        } else {
-            self.candidates.extend(0..tagger.rules.rules().len() as u32);
-        }
-        if self.candidates.is_empty() {
-            self.classify(line);
-            return Verdict::Unchanged;
-        }
-        self.stats.candidates += 1;
-        let Some(start) = json_start(line) else {
-            self.classify(line);
-            return Verdict::Unchanged;
-        };
-        let json = &line[start..];
-        let Some(empty) = self.load(json) else {
-            self.stats.not_inspected.invalid_json += 1;
-            return Verdict::Unchanged;
-        };
-        self.stats.parsed += 1;
-        let (rules, catalog) = (tagger.rules.rules(), tagger.rules.fields());
-        // Log sources first: most candidates of a record are rules for other events. Then
-        // only the fields the remaining rules read get their views.
-        self.view.make_views(catalog, &tagger.route_fields);
-        let view = &self.view;
-        let readings = tagger.readings();
-        self.candidates.retain(|&r| rules[r as usize].route.eval_in(view, readings));
-        self.evaluate(json, start, empty)
-    }
-
-    /// When every line is examined: the record is parsed first, its log sources decide
-    /// which rule groups it is worth (read from a walk for the log source fields alone, so
-    /// that a record no group wants costs no more), and the prefilter picks among their
-    /// rules.
-    fn inspect_routed(&mut self, line: &[u8]) -> Verdict {
-        let tagger = self.tagger;
-        let Some(start) = json_start(line) else {
-            self.classify(line);
-            return Verdict::Unchanged;
-        };
-        self.stats.candidates += 1;
-        let json = &line[start..];
-        let Some(empty) = self.load_routed(json) else {
-            self.stats.not_inspected.invalid_json += 1;
-            return Verdict::Unchanged;
-        };
-        self.stats.parsed += 1;
-        if self.groups.is_empty() {
-            return Verdict::Unchanged;
-        }
-        let rules = tagger.prefilter.rules_for_routed_line(&self.groups, &self.view, &mut self.prefilter);
-        self.candidates.clear();
-        self.candidates.extend_from_slice(rules);
-        self.evaluate(json, start, empty)
-    }
-
-    /// Parses a record, finds the rule groups its log sources belong to (in `groups`) and,
-    /// when there are any, loads every field the rules read.
-    fn load_routed(&mut self, json: &[u8]) -> Option<bool> {
-        self.view.set_view_budget(view_budget(json.len()));
-        let tagger = self.tagger;
-        let (view, groups, catalog, key) =
-            (&mut self.view, &mut self.groups, tagger.rules.fields(), tagger.config.annotation_key.as_str());
-        let mut fill = |tape: &[Node<'_>]| match tape.first() {
-            Some(Node::Object { len, .. }) => {
-                view.load_from(tape, catalog, &tagger.route_trie, key);
-                view.make_views(catalog, &tagger.route_fields);
-                groups.clear();
-                let routes = tagger.prefilter.group_routes().enumerate();
-                groups
-                    .extend(routes.filter(|(_, route)| route.eval_in(view, tagger.readings())).map(|(g, _)| g as u32));
-                if !groups.is_empty() {
-                    view.load(tape, catalog, key);
-                }
-                Some(*len == 0)
-            }
-            _ => None,
-        };
-        match self.parser.parse(json, &mut fill) {
-            Some(parsed) => parsed,
-            None => {
-                let repaired = repair(json)?;
-                let parsed = self.parser.parse(&repaired, fill)??;
-                self.stats.repaired += 1;
-                Some(parsed)
-            }
-        }
-    }
-
-    /// Evaluates the detections of the candidate rules (whose log sources hold) on the
-    /// parsed record.
-    fn evaluate(&mut self, json: &[u8], start: usize, empty: bool) -> Verdict {
-        let tagger = self.tagger;
-        let (rules, catalog) = (tagger.rules.rules(), tagger.rules.fields());
-        self.matched.clear();
-        for &r in &self.candidates {
-            self.view.make_views(catalog, &tagger.detection_fields[r as usize]);
-        }
-        let view = &self.view;
-        let readings = tagger.readings();
-        self.matched.extend(self.candidates.iter().copied().filter(|&r| {
-            let differ = view.fields_differ(&tagger.detection_fields[r as usize]);
-            rules[r as usize].detection.eval_readings(view, readings, differ)
-        }));
-        let (duplicates, excess) = self.view.dropped();
-        self.stats.duplicate_values += duplicates;
-        self.stats.capped_values += excess;
-        self.incomplete = self.view.incomplete();
-        if self.matched.is_empty() && self.incomplete.is_empty() {
-            return Verdict::Unchanged;
-        }
-        if self.view.has_annotation_key() {
-            self.stats.not_inspected.already_annotated += 1;
-            return Verdict::Unchanged;
-        }
-        let Some(close) = closing_brace(json) else { return Verdict::Unchanged };
-        for &r in &self.matched {
-            self.stats.matches[r as usize] += 1;
-        }
-        self.stats.annotated += 1;
-        if !self.incomplete.is_empty() {
-            self.stats.incomplete += 1;
-        }
-        Verdict::Annotate { close: start + close, empty }
     }
 }

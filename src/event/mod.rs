@@ -11,10 +11,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use simd_json::{Node, StaticNode};
 
+mod walk;
+
 use crate::fields::{Derivation, FieldCatalog, FieldId, PathTrie};
 use crate::normalize::{
     self, BOTH_READINGS, FieldKind, Reading, Scratch, cmdline, compat_into, fold_for, for_each_arg,
 };
+use walk::Walk;
+pub use walk::{XmlEvent, fmt_into};
 
 /// The JSON type of an occurrence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,6 +104,20 @@ pub struct EventView {
     view_budget: usize,
     /// Marked while views are made, and by tests while rules are evaluated.
     incomplete: std::cell::Cell<Incomplete>,
+    /// Shapes of the table the record was recognised in.
+    shapes: Vec<u16>,
+    /// String members that may hold a whole event, kept by the walk: (trie node, range
+    /// of `embedded_text`).
+    embedded: Vec<(u32, (u32, u32))>,
+    embedded_text: String,
+    /// Positional values kept by the walk: (array, index, scalar, range of
+    /// `positional_text`).
+    positional: Vec<(u32, u32, Scalar, (u32, u32))>,
+    positional_text: String,
+    /// Positional arrays seen.
+    positional_arrays: u32,
+    /// An XML reader's buffers.
+    xml: crate::xml::Scratch,
 }
 
 /// Distinct occurrences of one field that are kept and evaluated, at most. A record that
@@ -274,11 +292,7 @@ impl EventView {
     /// Fills the view from the tape of a record whose root is an object.
     pub fn load(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, annotation_key: &str) {
         self.clear();
-        let mut walk = Walk { view: self, trie: catalog.trie(), annotation_key, fallback: false };
-        walk.object(tape, PathTrie::ROOT, true);
-        if let Some(keywords) = catalog.keyword_field() {
-            self.every_scalar(tape, keywords);
-        }
+        self.walk_json(tape, catalog, catalog.trie(), annotation_key, PathTrie::ROOT, true);
         self.finish(catalog);
     }
 
@@ -286,9 +300,123 @@ impl EventView {
     /// catalog's, [`FieldCatalog::trie_of`]).
     pub fn load_from(&mut self, tape: &[Node<'_>], catalog: &FieldCatalog, trie: &PathTrie, annotation_key: &str) {
         self.clear();
-        let mut walk = Walk { view: self, trie, annotation_key, fallback: false };
-        walk.object(tape, PathTrie::ROOT, true);
+        self.walk_json(tape, catalog, trie, annotation_key, PathTrie::ROOT, true);
         self.finish(catalog);
+    }
+
+    /// Adds the values of a JSON tape: the record (`at` the root, `top`), or an event a
+    /// string member held (`at` that member's node; its own members that may hold events
+    /// are not read: one level only). A record is read by [`EventView::clear`], walks,
+    /// the events its members hold ([`EventView::embedded_count`]), then
+    /// [`EventView::finish`].
+    pub fn walk_json(
+        &mut self,
+        tape: &[Node<'_>],
+        catalog: &FieldCatalog,
+        trie: &PathTrie,
+        annotation_key: &str,
+        at: u32,
+        top: bool,
+    ) {
+        let mut walk = Walk { view: self, trie, annotation_key, expand: top, fallback: false };
+        walk.object(tape, at, top);
+        if let Some(keywords) = catalog.keyword_field() {
+            self.every_scalar(tape, keywords);
+        }
+    }
+
+    /// Adds the values of a Windows XML event (an `<Event>` or an `<EventData>`), read in
+    /// the layout of evtx_dump (see [`walk`]).
+    pub fn walk_xml(
+        &mut self,
+        text: &[u8],
+        catalog: &FieldCatalog,
+        trie: &PathTrie,
+        annotation_key: &str,
+    ) -> Result<XmlEvent, crate::xml::XmlError> {
+        let mut scratch = std::mem::take(&mut self.xml);
+        let walk = walk::XmlWalk::new(self, trie, annotation_key, catalog.keyword_field());
+        let read = walk.read(text, &mut scratch);
+        self.xml = scratch;
+        read
+    }
+
+    /// How many string members that may hold an event the walks kept.
+    pub fn embedded_count(&self) -> usize {
+        self.embedded.len()
+    }
+
+    /// The `i`th of them: its trie node and its text.
+    pub fn embedded(&self, i: usize) -> (u32, &str) {
+        let (node, (start, end)) = self.embedded[i];
+        (node, &self.embedded_text[start as usize..end as usize])
+    }
+
+    /// The shapes of the table the record was recognised in (indices).
+    pub fn shapes(&self) -> &[u16] {
+        &self.shapes
+    }
+
+    /// Notes that the record is of these shapes.
+    pub fn recognise(&mut self, shapes: &[u16]) {
+        for &s in shapes {
+            if !self.shapes.contains(&s) {
+                self.shapes.push(s);
+            }
+        }
+    }
+
+    fn stash_embedded(&mut self, node: u32, text: &str) {
+        let trimmed = text.trim_start();
+        if !(trimmed.starts_with('<') || trimmed.starts_with('{')) {
+            return;
+        }
+        let start = self.embedded_text.len() as u32;
+        self.embedded_text.push_str(trimmed);
+        self.embedded.push((node, (start, self.embedded_text.len() as u32)));
+    }
+
+    fn stash_positional(&mut self, array: u32, index: u32, scalar: Scalar, text: &str) {
+        let start = self.positional_text.len() as u32;
+        self.positional_text.push_str(text);
+        self.positional.push((array, index, scalar, (start, self.positional_text.len() as u32)));
+    }
+
+    /// Names the positional values: the layout of the shape table for the record's
+    /// provider, event id and number of values; each value is then read as the member of
+    /// that name at the top of the record.
+    fn name_positional(&mut self, catalog: &FieldCatalog) {
+        if self.positional.is_empty() {
+            return;
+        }
+        let provider = catalog.id("Provider_Name");
+        let event = catalog.id("EventID");
+        let providers: Vec<String> =
+            self.occurrences.iter().filter(|o| Some(o.field) == provider).map(|o| self.raw(o).to_string()).collect();
+        let events: Vec<i128> =
+            self.occurrences.iter().filter(|o| Some(o.field) == event).filter_map(|o| self.integer(o)).collect();
+        let values = std::mem::take(&mut self.positional);
+        let text = std::mem::take(&mut self.positional_text);
+        let trie = catalog.trie();
+        for array in 1..=self.positional_arrays {
+            let of: Vec<&(u32, u32, Scalar, (u32, u32))> = values.iter().filter(|v| v.0 == array).collect();
+            let len = of.last().map_or(0, |v| v.1 as usize + 1);
+            let layout = catalog.shapes().shapes.iter().flat_map(|s| &s.positional).find(|p| {
+                p.fields.len() == len
+                    && events.contains(&i128::from(p.event_id))
+                    && providers.iter().any(|n| n.eq_ignore_ascii_case(&p.provider))
+            });
+            let Some(layout) = layout else { continue };
+            for &&(_, index, scalar, (start, end)) in &of {
+                let name = &layout.fields[index as usize];
+                let Some(node) = trie.child(PathTrie::ROOT, name) else { continue };
+                for &field in trie.node(node).fields() {
+                    self.push_as(field, scalar, &text[start as usize..end as usize], BOTH_READINGS, false);
+                }
+            }
+        }
+        self.positional_text = text;
+        self.positional = values;
     }
 
     /// Adds every string and number of the record, at any depth (keys excepted), as an
@@ -333,6 +461,12 @@ impl EventView {
         self.duplicates = 0;
         self.excess = 0;
         self.incomplete.set(Incomplete::default());
+        self.shapes.clear();
+        self.embedded.clear();
+        self.embedded_text.clear();
+        self.positional.clear();
+        self.positional_text.clear();
+        self.positional_arrays = 0;
     }
 
     /// Bytes of view text (the forms values are compared in, [`crate::normalize`]) one
@@ -435,6 +569,7 @@ impl EventView {
     /// Once every occurrence is in: derives fields and indexes by field. Views are made
     /// per field when first asked for ([`EventView::make_views`]).
     pub fn finish(&mut self, catalog: &FieldCatalog) {
+        self.name_positional(catalog);
         self.drop_fallbacks(catalog);
         self.index_fields(catalog);
         self.viewed.clear();
@@ -677,91 +812,6 @@ fn parse_decimal(text: &str) -> Option<i128> {
         return None;
     }
     t.parse::<i128>().ok()
-}
-
-/// The number of tape nodes a value occupies, itself included.
-fn span(node: &Node<'_>) -> usize {
-    match node {
-        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
-        _ => 1,
-    }
-}
-
-struct Walk<'v, 'c> {
-    view: &'v mut EventView,
-    trie: &'c PathTrie,
-    annotation_key: &'c str,
-    /// The values being read are under a fallback path.
-    fallback: bool,
-}
-
-impl Walk<'_, '_> {
-    /// Walks the object at `nodes[0]` whose path is trie node `at`.
-    fn object(&mut self, nodes: &[Node<'_>], at: u32, top: bool) {
-        let Some(&Node::Object { len, .. }) = nodes.first() else { return };
-        let trie = self.trie;
-        let mut i = 1;
-        for _ in 0..len {
-            let (Some(Node::String(key)), Some(value)) = (nodes.get(i), nodes.get(i + 1)) else { return };
-            i += 1;
-            let width = span(value);
-            if top && *key == self.annotation_key {
-                self.view.has_key = true;
-            }
-            if let Some(child) = trie.child(at, key) {
-                let node = trie.node(child);
-                for (&field, &fallback) in node.fields().iter().zip(node.fallbacks()) {
-                    self.fallback = fallback;
-                    self.values(field, &nodes[i..i + width]);
-                    self.fallback = false;
-                }
-                if node.has_children() {
-                    self.object(&nodes[i..i + width], child, false);
-                }
-            }
-            i += width;
-        }
-    }
-
-    /// Records the scalar at `nodes[0]`, or each scalar element of the array there.
-    fn values(&mut self, field: FieldId, nodes: &[Node<'_>]) {
-        match nodes.first() {
-            Some(Node::Array { len, .. }) => {
-                let mut i = 1;
-                for _ in 0..*len {
-                    let Some(element) = nodes.get(i) else { return };
-                    self.scalar(field, element);
-                    i += span(element);
-                }
-            }
-            Some(node) => self.scalar(field, node),
-            None => {}
-        }
-    }
-
-    fn scalar(&mut self, field: FieldId, node: &Node<'_>) {
-        let mut buf = String::new();
-        let (scalar, text): (Scalar, &str) = match node {
-            Node::String(s) => (Scalar::Str, s),
-            Node::Static(StaticNode::I64(i)) => (Scalar::Int(*i), fmt_into(&mut buf, *i)),
-            Node::Static(StaticNode::U64(u)) => match i64::try_from(*u) {
-                Ok(i) => (Scalar::Int(i), fmt_into(&mut buf, i)),
-                Err(_) => (Scalar::UInt(*u), fmt_into(&mut buf, *u)),
-            },
-            Node::Static(StaticNode::F64(f)) => (Scalar::Float(*f), fmt_into(&mut buf, *f)),
-            Node::Static(StaticNode::Bool(b)) => (Scalar::Bool(*b), if *b { "true" } else { "false" }),
-            Node::Static(StaticNode::Null) => (Scalar::Null, ""),
-            Node::Object { .. } | Node::Array { .. } => return,
-        };
-        self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
-    }
-}
-
-fn fmt_into<T: std::fmt::Display>(buf: &mut String, value: T) -> &str {
-    use std::fmt::Write;
-    buf.clear();
-    let _ = write!(buf, "{value}");
-    buf
 }
 
 #[cfg(test)]
