@@ -37,6 +37,15 @@ pub const KEYWORDS: &str = "|keywords";
 /// The derived field holding the arguments of `CommandLine`.
 pub const COMMAND_LINE_ARGS: &str = "CommandLineArgs";
 
+/// How the values at a path are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PathOf {
+    /// Only when the record holds the field under no other path.
+    fallback: bool,
+    /// With every `\\` and `\"` of the value undone (Wazuh).
+    doubled: bool,
+}
+
 /// What a trie node marks besides fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mark {
@@ -57,8 +66,8 @@ pub struct FieldCatalog {
     derived: Vec<Option<Derivation>>,
     by_name: HashMap<String, FieldId>,
     trie: PathTrie,
-    /// Per field, the JSON paths it is read from (and whether as a fallback).
-    paths: Vec<Vec<(Vec<String>, bool)>>,
+    /// Per field, the JSON paths it is read from (and how).
+    paths: Vec<Vec<(Vec<String>, PathOf)>>,
     /// The marked paths.
     marks: Vec<(Vec<String>, Mark)>,
     /// The pseudo-field of keyword searches: every string and number of a record.
@@ -151,28 +160,34 @@ impl FieldCatalog {
         }
         let id = self.push(name, self.shapes.kind(name), None);
         let shapes = Arc::clone(&self.shapes);
+        let names: Vec<&str> = std::iter::once(name)
+            .chain(shapes.aliases.iter().filter(|(_, f)| f == name).map(|(a, _)| a.as_str()))
+            .collect();
         for shape in &shapes.shapes {
+            let how = PathOf { fallback: shape.fallback, doubled: shape.doubled_backslashes };
             for container in &shape.containers {
-                let mut path = container.0.clone();
-                path.push(name.to_string());
-                self.add_path(&path, id, shape.fallback);
+                for n in &names {
+                    let mut path = container.0.clone();
+                    path.push(n.to_string());
+                    self.add_path(&path, id, how);
+                }
             }
             for (_, paths) in shape.paths.iter().filter(|(f, _)| f == name) {
                 for path in paths {
-                    self.add_path(&path.0, id, shape.fallback);
+                    self.add_path(&path.0, id, how);
                 }
             }
         }
         id
     }
 
-    fn add_path(&mut self, path: &[String], id: FieldId, fallback: bool) {
+    fn add_path(&mut self, path: &[String], id: FieldId, how: PathOf) {
         for full in self.with_envelopes(path) {
             if self.paths[id as usize].iter().any(|(p, _)| *p == full) {
                 continue;
             }
-            self.trie.insert(&full, id, fallback);
-            self.paths[id as usize].push((full, fallback));
+            self.trie.insert(&full, id, how);
+            self.paths[id as usize].push((full, how));
         }
     }
 
@@ -180,8 +195,8 @@ impl FieldCatalog {
     pub fn trie_of(&self, fields: &[FieldId]) -> PathTrie {
         let mut trie = PathTrie::default();
         for &f in fields {
-            for (path, fallback) in &self.paths[f as usize] {
-                trie.insert(path, f, *fallback);
+            for (path, how) in &self.paths[f as usize] {
+                trie.insert(path, f, *how);
             }
         }
         for (path, mark) in &self.marks {
@@ -267,6 +282,8 @@ pub struct TrieNode {
     /// Per field of `fields`: this path is a fallback (an ECS name), read only when the
     /// record holds the field under no other path.
     fallback: Vec<bool>,
+    /// Its values have every backslash doubled (and quotes escaped).
+    doubled: bool,
     /// Shapes a record with this path is of.
     recognises: Vec<u16>,
     /// A string here may hold a whole event.
@@ -294,6 +311,12 @@ impl TrieNode {
     /// The shapes (indices into the shape table) a record holding this path is of.
     pub fn recognises(&self) -> &[u16] {
         &self.recognises
+    }
+
+    /// Whether the values here have every backslash doubled and every quote escaped (to be
+    /// undone before they are read).
+    pub fn doubled(&self) -> bool {
+        self.doubled
     }
 
     /// Whether a string here may hold a whole event (XML or JSON).
@@ -331,12 +354,13 @@ fn key_hash(key: &[u8]) -> u64 {
 pub const MAX_KEY_BYTES: usize = 128;
 
 impl PathTrie {
-    fn insert(&mut self, path: &[String], field: FieldId, fallback: bool) {
+    fn insert(&mut self, path: &[String], field: FieldId, how: PathOf) {
         let node = self.node_of(path);
         if !self.nodes[node].fields.contains(&field) {
             self.nodes[node].fields.push(field);
-            self.nodes[node].fallback.push(fallback);
+            self.nodes[node].fallback.push(how.fallback);
         }
+        self.nodes[node].doubled |= how.doubled;
     }
 
     fn mark(&mut self, path: &[String], mark: Mark) {

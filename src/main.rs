@@ -23,6 +23,15 @@ fn main() -> ExitCode {
             }
             if failed { Err(Failure::Check("some rules were refused (--strict)".into())) } else { Ok(()) }
         }),
+        Some(Command::Shapes(shapes)) => cli::rules_cmd::shapes(&args.tag.rules, shapes).and_then(|text| {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Failure::Io(format!("writing output: {e}")))
+                }
+                _ => Ok(()),
+            }
+        }),
         Some(Command::Serve(serve)) => cli::serve::run(serve, &args.tag.rules),
         Some(Command::Mmexternal(mm)) => cli::mmexternal::run(mm, &args.tag.rules),
         None => cli::run::tag(&args.tag),

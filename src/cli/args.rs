@@ -30,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// List the loaded rules: slug, source, risk, severity, ATT&CK ids, title.
     Rules(RulesArgs),
+    /// Print the shape table: every layout of Windows events read, how each is recognised
+    /// and where each field lives in it (with those of --shapes files).
+    Shapes(ShapesArgs),
     /// Run as a TCP sidecar: tag the records of every connection to --listen and write
     /// them to --forward (or stdout), each connection's records in order and whole.
     Serve(Box<super::serve::ServeArgs>),
@@ -64,6 +67,7 @@ impl CoreArgs {
             max_line_bytes: self.max_line_bytes,
             prefilter,
             resolved_reading: !self.logged_reading_only,
+            shape_sample_lines: iis_tagger::SHAPE_SAMPLE_LINES,
         }
     }
 }
@@ -121,6 +125,30 @@ pub struct RuleArgs {
     /// --stats) instead of stopping.
     #[arg(long, global = true)]
     pub skip_invalid_rules: bool,
+    /// Add the shapes of a YAML file (the format of `iis-tagger shapes`; e.g. an in-house
+    /// pipeline's renamed fields) to the built-in shape table (repeatable). A file that
+    /// cannot be used stops start-up, naming its line and column.
+    #[arg(long = "shapes", value_name = "FILE", global = true)]
+    pub shapes: Vec<PathBuf>,
+}
+
+impl RuleArgs {
+    /// The built-in shape table with the `--shapes` files added.
+    pub fn shape_table(&self) -> Result<iis_tagger::shapes::ShapeTable, iis_tagger::shapes::ShapeError> {
+        let mut table = iis_tagger::shapes::ShapeTable::builtin();
+        for file in &self.shapes {
+            table.add_file(file)?;
+        }
+        Ok(table)
+    }
+}
+
+/// Options of `iis-tagger shapes` (with the global --shapes).
+#[derive(Debug, Args)]
+pub struct ShapesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatsFormat,
 }
 
 /// Output format of `--stats`.

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use iis_tagger::{SHAPE_SAMPLE_LINES, Stats, Tagger};
+use iis_tagger::{Stats, Tagger};
 
 use super::run::{Failure, Input, READ_BYTES};
 use super::signal;
@@ -39,7 +39,7 @@ struct Job {
     data: Vec<u8>,
     finish: bool,
     /// Lines at the block's start that are in its input's shape sample (the first
-    /// [`SHAPE_SAMPLE_LINES`] lines of every input), as one stream would sample them.
+    /// `shape_sample_lines` of every input), as one stream would sample them.
     sample: u64,
 }
 
@@ -135,7 +135,7 @@ impl Reader<'_> {
 
     fn send_lines(&mut self, data: Vec<u8>, finish: bool) {
         let seq = self.next_seq();
-        let sample = SHAPE_SAMPLE_LINES.saturating_sub(self.input_lines);
+        let sample = self.tagger.config().shape_sample_lines.saturating_sub(self.input_lines);
         if sample > 0 {
             self.input_lines += memchr::memchr_iter(b'\n', &data).count() as u64;
         }

@@ -47,7 +47,10 @@ struct Refusal {
 /// and reports.
 fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
     let started = Instant::now();
-    let mut builder = RuleSetBuilder::new();
+    let mut builder = match rules.shape_table() {
+        Ok(shapes) => RuleSetBuilder::with_shapes(std::sync::Arc::new(shapes)),
+        Err(_) => RuleSetBuilder::new(),
+    };
     if !rules.no_builtin {
         // The built-ins always load; they are here so that clashes with them show.
         let _ = builder.add_builtin();
@@ -196,4 +199,13 @@ fn table(metas: &[&RuleMeta]) -> String {
     let builtin = metas.iter().filter(|m| m.origin.starts_with("builtin:")).count();
     let _ = writeln!(s, "{} rules ({} built-in, {} from --rules)", metas.len(), builtin, metas.len() - builtin);
     s
+}
+
+/// `iis-tagger shapes`: the shape table, with the `--shapes` files added.
+pub fn shapes(rules: &RuleArgs, args: &super::args::ShapesArgs) -> Result<String, Failure> {
+    let table = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
+    Ok(match args.format {
+        StatsFormat::Text => table.to_text(),
+        StatsFormat::Json => serde_json::to_string_pretty(&table).map_err(|e| Failure::Io(e.to_string()))? + "\n",
+    })
 }

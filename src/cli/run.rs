@@ -38,7 +38,8 @@ impl fmt::Display for Failure {
 /// Loads the rules and builds the tagger. With --skip-invalid-rules, the rules that could
 /// not be loaded are listed on stderr and returned.
 pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<RuleError>), Failure> {
-    let mut builder = RuleSetBuilder::new();
+    let shapes = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
+    let mut builder = RuleSetBuilder::with_shapes(std::sync::Arc::new(shapes));
     if !rules.no_builtin {
         builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
     }

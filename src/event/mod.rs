@@ -318,7 +318,7 @@ impl EventView {
         at: u32,
         top: bool,
     ) {
-        let mut walk = Walk { view: self, trie, annotation_key, expand: top, fallback: false };
+        let mut walk = Walk { view: self, trie, annotation_key, expand: top, fallback: false, doubled: false };
         walk.object(tape, at, top);
         if let Some(keywords) = catalog.keyword_field() {
             self.every_scalar(tape, keywords);

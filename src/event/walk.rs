@@ -40,6 +40,8 @@ pub(super) struct Walk<'v, 'c> {
     pub(super) expand: bool,
     /// The values being read are under a fallback path.
     pub(super) fallback: bool,
+    /// The values being read have their backslashes doubled.
+    pub(super) doubled: bool,
 }
 
 impl Walk<'_, '_> {
@@ -58,11 +60,13 @@ impl Walk<'_, '_> {
             if let Some(child) = trie.child(at, key) {
                 let node = trie.node(child);
                 self.view.recognise(node.recognises());
+                self.doubled = node.doubled();
                 for (&field, &fallback) in node.fields().iter().zip(node.fallbacks()) {
                     self.fallback = fallback;
                     self.values(field, &nodes[i..i + width]);
                     self.fallback = false;
                 }
+                self.doubled = false;
                 match value {
                     Node::String(s) if node.embedded() && self.expand => self.view.stash_embedded(child, s),
                     Node::Array { .. } if node.positional() => self.positional(&nodes[i..i + width]),
@@ -95,7 +99,12 @@ impl Walk<'_, '_> {
     fn scalar(&mut self, field: FieldId, node: &Node<'_>) {
         let mut buf = String::new();
         let Some((scalar, text)) = scalar_of(node, &mut buf) else { return };
-        self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
+        if self.doubled && scalar == Scalar::Str && text.contains('\\') {
+            let undone = undouble(text);
+            self.view.push_as(field, scalar, &undone, BOTH_READINGS, self.fallback);
+        } else {
+            self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
+        }
     }
 
     /// Keeps the scalars of a positional array for [`EventView::finish`] to name.
@@ -114,6 +123,27 @@ impl Walk<'_, '_> {
             i += span(element);
         }
     }
+}
+
+/// A value written with every `\` doubled and every `"` as `\"`, as it was.
+fn undouble(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(next @ ('\\' | '"')) => out.push(next),
+                Some(other) => {
+                    out.push(c);
+                    out.push(other);
+                }
+                None => out.push(c),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn scalar_of<'a>(node: &'a Node<'_>, buf: &'a mut String) -> Option<(Scalar, &'a str)> {

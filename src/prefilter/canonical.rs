@@ -299,14 +299,16 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
-/// What a lower-cased (or canonical) JSON line holds when a string member may hold a whole
-/// event: Windows XML (`<event`, which `<eventdata` starts with too) or a JSON object
-/// (`{` and, after any blank, an escaped quote). Every XML line holds the first.
-pub const EMBEDDED_MARKERS: &[&str] = &["<event", "{\\\"", "{ \\\"", "{\\n", "{\\r", "{\\t"];
+/// What a lower-cased (or canonical) JSON line holds when its bytes may hide a literal
+/// behind a second layer of escaping, so that it is inspected with every rule: a string
+/// member holding a whole event as Windows XML (`<event`, which `<eventdata` starts with
+/// too) or as a JSON object (`{` and, after any blank, an escaped quote), or Wazuh's
+/// `data.win` (whose values have their backslashes doubled). Every XML line holds the first.
+pub const INSPECT_MARKERS: &[&str] = &["<event", "{\\\"", "{ \\\"", "{\\n", "{\\r", "{\\t", "\"win\":{\""];
 
-/// Whether `text` (a lower-cased or canonical JSON line) holds an [`EMBEDDED_MARKERS`] mark.
-pub fn embeds_an_event(text: &[u8]) -> bool {
-    EMBEDDED_MARKERS.iter().any(|m| memmem::find(text, m.as_bytes()).is_some())
+/// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
+pub fn needs_every_rule(text: &[u8]) -> bool {
+    INSPECT_MARKERS.iter().any(|m| memmem::find(text, m.as_bytes()).is_some())
 }
 
 /// Writes the canonical scan form of a Windows XML line: the text the way JSON would write
@@ -458,9 +460,9 @@ mod tests {
         );
         canonicalize_xml("<D>ＣＭＤ\u{1}</D>".as_bytes(), &mut out);
         assert_eq!(String::from_utf8(out).expect("utf8"), r#"<d>cmd\u0001</d>"#);
-        assert!(embeds_an_event(br#"{"event":{"original":"<event xmlns=\"x\">"}}"#));
-        assert!(embeds_an_event(br#"{"eventdata":"{\"image\":\"x\"}"}"#));
-        assert!(!embeds_an_event(br#"{"processguid":"{17362f25-244c}","image":"c:\\x"}"#));
+        assert!(needs_every_rule(br#"{"event":{"original":"<event xmlns=\"x\">"}}"#));
+        assert!(needs_every_rule(br#"{"eventdata":"{\"image\":\"x\"}"}"#));
+        assert!(!needs_every_rule(br#"{"processguid":"{17362f25-244c}","image":"c:\\x"}"#));
     }
 
     fn scan(line: &[u8]) -> Option<usize> {

@@ -42,7 +42,7 @@ mod literals;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 pub use canonical::{
-    EMBEDDED_MARKERS, HidingScan, ScanText, canonicalize, canonicalize_xml, embeds_an_event, escape_literal,
+    HidingScan, INSPECT_MARKERS, ScanText, canonicalize, canonicalize_xml, escape_literal, needs_every_rule,
 };
 pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
@@ -229,7 +229,7 @@ impl Prefilter {
                 // The marks of a record that may hold a whole event in a string member, or
                 // of an XML line: such a line is inspected (with every rule, or on its
                 // canonical copy), so the scan must stop there. They stand for no rule.
-                for marker in EMBEDDED_MARKERS {
+                for marker in INSPECT_MARKERS {
                     anchors.push((*marker).to_string());
                     anchor_rules.push(Vec::new());
                 }

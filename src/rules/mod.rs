@@ -186,9 +186,18 @@ pub struct RuleSetBuilder {
 const MAX_DIR_DEPTH: usize = 16;
 
 impl RuleSetBuilder {
-    /// An empty builder.
+    /// An empty builder over the built-in shape table.
     pub fn new() -> RuleSetBuilder {
         RuleSetBuilder::default()
+    }
+
+    /// An empty builder whose rules read fields where `shapes` says they are (the built-in
+    /// table and a user's `--shapes` files).
+    pub fn with_shapes(shapes: std::sync::Arc<crate::shapes::ShapeTable>) -> RuleSetBuilder {
+        RuleSetBuilder {
+            set: RuleSet { rules: Vec::new(), fields: FieldCatalog::with_shapes(shapes) },
+            ..RuleSetBuilder::default()
+        }
     }
 
     /// Adds the built-in rules.

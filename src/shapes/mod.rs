@@ -84,6 +84,8 @@ pub struct Shape {
     pub embedded: Vec<KeyPath>,
     /// EventData arrays by position.
     pub positional: Vec<Positional>,
+    /// Values under its paths have every `\` doubled and every `"` escaped.
+    pub doubled_backslashes: bool,
     /// `builtin` or the file it came from.
     pub origin: String,
 }
@@ -93,6 +95,8 @@ pub struct Shape {
 pub struct ShapeTable {
     /// Field kinds (a field not listed is text).
     pub fields: Vec<(String, FieldKind)>,
+    /// Other names fields go by (alias, field), wherever fields appear by name.
+    pub aliases: Vec<(String, String)>,
     /// The shapes, built-in ones first.
     pub shapes: Vec<Shape>,
 }
@@ -118,7 +122,7 @@ pub const WINDOWS_XML: &str = "windows_xml";
 impl ShapeTable {
     /// The built-in table.
     pub fn builtin() -> ShapeTable {
-        let mut table = ShapeTable { fields: Vec::new(), shapes: Vec::new() };
+        let mut table = ShapeTable { fields: Vec::new(), aliases: Vec::new(), shapes: Vec::new() };
         table.add_source("builtin:shapes.yml", BUILTIN).expect("the built-in shape table is valid");
         table
     }
@@ -140,10 +144,19 @@ impl ShapeTable {
         let doc = yaml::parse(text).map_err(|e| fail(e.pos, format!("invalid YAML: {}", e.message)))?;
         let Some(entries) = doc.as_map() else { return Err(fail(doc.pos, "expected a mapping".into())) };
         let mut fields = Vec::new();
+        let mut aliases = Vec::new();
         let mut shapes = Vec::new();
         for (key, value) in entries {
             match key.text.as_str() {
                 "fields" => fields = read_fields(value).map_err(|(p, m)| fail(p, m))?,
+                "aliases" => {
+                    let Some(entries) = value.as_map() else {
+                        return Err(fail(value.pos, "`aliases` must map other names to field names".into()));
+                    };
+                    for (alias, field) in entries {
+                        aliases.push((alias.text.clone(), string(field, "a field name").map_err(|(p, m)| fail(p, m))?));
+                    }
+                }
                 "shapes" => {
                     let Value::Seq(items) = &value.value else {
                         return Err(fail(value.pos, "`shapes` must be a list".into()));
@@ -152,7 +165,12 @@ impl ShapeTable {
                         shapes.push(read_shape(item, origin).map_err(|(p, m)| fail(p, m))?);
                     }
                 }
-                other => return Err(fail(key.pos, format!("unknown key `{other}` (expected `fields` or `shapes`)"))),
+                other => {
+                    return Err(fail(
+                        key.pos,
+                        format!("unknown key `{other}` (expected `fields`, `aliases` or `shapes`)"),
+                    ));
+                }
             }
         }
         for (name, kind, pos) in fields {
@@ -162,6 +180,11 @@ impl ShapeTable {
                 }
                 Some(_) => {}
                 None => self.fields.push((name, kind)),
+            }
+        }
+        for (alias, field) in aliases {
+            if !self.aliases.contains(&(alias.clone(), field.clone())) {
+                self.aliases.push((alias, field));
             }
         }
         for (shape, pos) in shapes {
@@ -201,6 +224,9 @@ impl ShapeTable {
             if shape.fallback {
                 let _ = writeln!(s, "  (its paths are read only where the record has no other path for the field)");
             }
+            if shape.doubled_backslashes {
+                let _ = writeln!(s, "  (its values have every backslash doubled: read with that undone)");
+            }
             for (field, paths) in &shape.paths {
                 let _ = writeln!(s, "    {field:<20} {}", list(paths));
             }
@@ -221,6 +247,8 @@ impl ShapeTable {
             s,
             "{WINDOWS_XML}  (builtin)\n  one <Event> (or <EventData>) per line, or in an embedded member; read in the evtx_dump layout\n"
         );
+        let aliases: Vec<String> = self.aliases.iter().map(|(a, f)| format!("{a} = {f}")).collect();
+        let _ = writeln!(s, "other names of fields, wherever fields appear by name: {}", aliases.join(", "));
         let kinds: Vec<String> = self.fields.iter().map(|(n, k)| format!("{n} ({})", kind_name(*k))).collect();
         let _ = writeln!(s, "field kinds (others are text): {}", kinds.join(", "));
         s
@@ -254,6 +282,13 @@ fn read_fields(node: &Node) -> Result<Vec<(String, FieldKind, Pos)>, Problem> {
         .collect()
 }
 
+fn boolean(node: &Node, what: &str) -> Result<bool, Problem> {
+    match node.value {
+        Value::Scalar(Scalar::Bool(b)) => Ok(b),
+        _ => Err((node.pos, format!("`{what}` must be true or false"))),
+    }
+}
+
 fn string(node: &Node, what: &str) -> Result<String, Problem> {
     match &node.value {
         Value::Scalar(Scalar::Str(s)) => Ok(s.clone()),
@@ -284,6 +319,7 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
         envelope: None,
         embedded: Vec::new(),
         positional: Vec::new(),
+        doubled_backslashes: false,
         origin: origin.trim_start_matches("builtin:shapes.yml").to_string(),
     };
     if shape.origin.is_empty() {
@@ -297,10 +333,8 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
             "containers" => shape.containers = paths(value)?,
             "embedded" => shape.embedded = paths(value)?,
             "envelope" => shape.envelope = Some(path(value)?),
-            "fallback" => match value.value {
-                Value::Scalar(Scalar::Bool(b)) => shape.fallback = b,
-                _ => return Err((value.pos, "`fallback` must be true or false".into())),
-            },
+            "fallback" => shape.fallback = boolean(value, "fallback")?,
+            "doubled_backslashes" => shape.doubled_backslashes = boolean(value, "doubled_backslashes")?,
             "paths" => {
                 let Some(fields) = value.as_map() else {
                     return Err((value.pos, "`paths` must map field names to paths".into()));
@@ -322,7 +356,7 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
                     key.pos,
                     format!(
                         "unknown key `{other}` (a shape has name, description, recognised_by, containers, paths, \
-                         fallback, envelope, embedded, positional)"
+                         fallback, envelope, embedded, positional, doubled_backslashes)"
                     ),
                 ));
             }

@@ -7,8 +7,9 @@
 //! line from its canonical copy ([`prefilter::canonicalize_xml`]: references decoded,
 //! written the way JSON writes text, so the literals apply unchanged). A JSON line that may
 //! hold a whole event in a string member (`<Event`, `<EventData`, `{\"`) is worth every
-//! rule: its bytes are escaped twice over. So are the first [`SHAPE_SAMPLE_LINES`] lines of
-//! a stream, so that the statistics say what shape the stream is in from the start.
+//! rule: its bytes are escaped twice over. So are the first lines of a stream, when the
+//! configuration asks (`shape_sample_lines`), so that the statistics say what shape the
+//! stream is in from the start.
 
 use simd_json::{Buffers, Node, Tape};
 
@@ -21,8 +22,8 @@ use crate::repair::repair;
 use crate::sink::{Out, Sink};
 use crate::syslog::{Payload, payload_start};
 
-/// Lines at the start of every stream parsed whatever the prefilter says, to recognise
-/// their shape (a stream in a shape no table entry knows is then seen at once).
+/// Lines at the start of every stream the command line parses whatever the prefilter says,
+/// to recognise their shape ([`crate::Config::shape_sample_lines`]).
 pub const SHAPE_SAMPLE_LINES: u64 = 100;
 
 /// How a line's inspection ended.
@@ -186,7 +187,7 @@ impl Stream<'_> {
 
     /// Whether the line is one of the first of its stream, parsed to recognise its shape.
     fn sampling(&self) -> bool {
-        self.lines_seen() <= self.sample_until
+        self.lines_seen() <= self.sample_until && self.sample_until > 0
     }
 
     pub(super) fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
@@ -260,7 +261,7 @@ impl Stream<'_> {
         } else {
             lower
         };
-        prefilter::embeds_an_event(text)
+        prefilter::needs_every_rule(text)
     }
 
     /// Reads the record text (`text` starts at its `{` or `<`) into the view, counting what

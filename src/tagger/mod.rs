@@ -42,6 +42,11 @@ pub struct Config {
     /// Match in the resolved reading too (the default; off: only the text as written, as
     /// other Sigma tools read it — for comparing with them). See [`Reading`].
     pub resolved_reading: bool,
+    /// The first this many lines of every stream are parsed whatever the prefilter says, so
+    /// that the statistics say what shapes the stream is in from its start (a stream in a
+    /// shape the table does not know is then seen at once). The output does not change.
+    /// The command line uses [`SHAPE_SAMPLE_LINES`]; the default is 0.
+    pub shape_sample_lines: u64,
 }
 
 /// Default line limit: 1 MiB, far above any Windows event record.
@@ -58,6 +63,7 @@ impl Default for Config {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             prefilter: true,
             resolved_reading: true,
+            shape_sample_lines: 0,
         }
     }
 }
@@ -163,7 +169,7 @@ impl Tagger {
             doc: String::new(),
             embedded_read: 0,
             canonical_xml: Vec::new(),
-            sample_until: SHAPE_SAMPLE_LINES,
+            sample_until: self.config.shape_sample_lines,
             lines_before: 0,
             view: EventView::new(),
             candidates: Vec::new(),

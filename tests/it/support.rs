@@ -227,9 +227,211 @@ pub enum Shape {
     Winlogbeat,
     /// ECS-normalised: `event.code`, `winlog.channel`, `process.*`, `file.path`, `registry.*`.
     Ecs,
+    /// One Windows XML `<Event>` line.
+    Xml,
+    /// Winlogbeat with `include_xml`: the XML event in `event.original`, no `event_data`.
+    WinlogbeatXml,
+    /// Vector's `windows_event_log`: `event_id`, `channel`, `provider_name`, `event_data`.
+    Vector,
+    /// A Wazuh alert: `data.win.system`, `data.win.eventdata` in lowerCamelCase.
+    Wazuh,
+    /// Sentinel `WindowsEvent` with `EventData` an object.
+    SentinelObject,
+    /// Sentinel `WindowsEvent` with `EventData` a JSON string.
+    SentinelString,
+    /// Sentinel `SecurityEvent`: `EventData` an XML `<EventData>` string.
+    SecurityEventXml,
+    /// Splunk HEC with the XmlWinEventLog event as a string.
+    HecXml,
+    /// Fluent Bit winevtlog: the EventData values by position in `StringInserts`.
+    FluentBit,
 }
 
 pub const SHAPES: [Shape; 5] = [Shape::Flat, Shape::EvtxDump, Shape::EvtxDumpText, Shape::Winlogbeat, Shape::Ecs];
+
+/// The shapes issue 9 added, each a way Windows events are shipped: records in them are
+/// read through the shape table (XML, embedded events, other layouts).
+pub const MORE_SHAPES: [Shape; 9] = [
+    Shape::Xml,
+    Shape::WinlogbeatXml,
+    Shape::Vector,
+    Shape::Wazuh,
+    Shape::SentinelObject,
+    Shape::SentinelString,
+    Shape::SecurityEventXml,
+    Shape::HecXml,
+    Shape::FluentBit,
+];
+
+/// Every shape a fixture is written in.
+pub fn every_shape() -> impl Iterator<Item = Shape> {
+    SHAPES.into_iter().chain(MORE_SHAPES)
+}
+
+/// `s` escaped for XML text and attribute values.
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+fn provider_of(channel: &str) -> &'static str {
+    match channel {
+        SYSMON => "Microsoft-Windows-Sysmon",
+        "Security" => "Microsoft-Windows-Security-Auditing",
+        _ => "Microsoft-Windows-IIS-Configuration",
+    }
+}
+
+/// One event as Windows renders it in XML (single-quoted attributes, as Splunk and
+/// Winlogbeat have it).
+pub fn xml_event(eid: i64, channel: &str, fields: &[(&str, &str)]) -> String {
+    let mut x = format!(
+        "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='{}'/><EventID>{eid}</EventID><TimeCreated SystemTime='2024-03-01T01:00:00.000Z'/><Channel>{}</Channel><Computer>WEB01</Computer></System><EventData>",
+        provider_of(channel),
+        xml_escape(channel)
+    );
+    for (k, v) in fields {
+        x.push_str(&format!("<Data Name='{}'>{}</Data>", xml_escape(k), xml_escape(v)));
+    }
+    x.push_str("</EventData></Event>");
+    x
+}
+
+/// Fluent Bit's StringInserts layouts (the shape table's) for a provider and event.
+fn layouts(eid: i64) -> &'static [&'static [&'static str]] {
+    match eid {
+        1 => &[&[
+            "RuleName",
+            "UtcTime",
+            "ProcessGuid",
+            "ProcessId",
+            "Image",
+            "FileVersion",
+            "Description",
+            "Product",
+            "Company",
+            "OriginalFileName",
+            "CommandLine",
+            "CurrentDirectory",
+            "User",
+            "LogonGuid",
+            "LogonId",
+            "TerminalSessionId",
+            "IntegrityLevel",
+            "Hashes",
+            "ParentProcessGuid",
+            "ParentProcessId",
+            "ParentImage",
+            "ParentCommandLine",
+            "ParentUser",
+        ]],
+        11 => &[&[
+            "RuleName",
+            "UtcTime",
+            "ProcessGuid",
+            "ProcessId",
+            "Image",
+            "TargetFilename",
+            "CreationUtcTime",
+            "User",
+        ]],
+        13 => &[&[
+            "RuleName",
+            "EventType",
+            "UtcTime",
+            "ProcessGuid",
+            "ProcessId",
+            "Image",
+            "TargetObject",
+            "Details",
+            "User",
+        ]],
+        4688 => &[&[
+            "SubjectUserSid",
+            "SubjectUserName",
+            "SubjectDomainName",
+            "SubjectLogonId",
+            "NewProcessId",
+            "NewProcessName",
+            "TokenElevationType",
+            "ProcessId",
+            "CommandLine",
+            "TargetUserSid",
+            "TargetUserName",
+            "TargetDomainName",
+            "TargetLogonId",
+            "ParentProcessName",
+            "MandatoryLabel",
+        ]],
+        _ => &[],
+    }
+}
+
+/// A record in one of [`MORE_SHAPES`]; `None` when the shape cannot carry these fields
+/// (Fluent Bit's positional values have no layout for them).
+fn more_event(
+    shape: Shape,
+    eid: i64,
+    channel: &str,
+    fields: &[(&str, &str)],
+    data: Map<String, Value>,
+) -> Option<Value> {
+    let provider = provider_of(channel);
+    Some(match shape {
+        Shape::Xml | Shape::Flat | Shape::EvtxDump | Shape::EvtxDumpText | Shape::Winlogbeat | Shape::Ecs => {
+            unreachable!("written elsewhere")
+        }
+        Shape::WinlogbeatXml => json!({"@timestamp": "2024-03-01T01:00:00Z",
+            "event": {"code": eid.to_string(), "original": xml_event(eid, channel, fields)},
+            "winlog": {"event_id": eid.to_string(), "channel": channel, "provider_name": provider}}),
+        Shape::Vector => json!({"timestamp": "2024-03-01T01:00:00Z", "event_id": eid, "channel": channel,
+            "provider_name": provider, "computer": "WEB01", "event_data": Value::Object(data), "source_type": "windows_event_log"}),
+        Shape::Wazuh => {
+            // The decoder lower-cases the first letter of each name and doubles backslashes.
+            let mut ed = Map::new();
+            for (k, v) in fields {
+                let mut name = k.to_string();
+                name[..1].make_ascii_lowercase();
+                ed.insert(name, json!(v.replace('\\', "\\\\")));
+            }
+            json!({"timestamp": "2024-03-01T01:00:00.000+0000", "rule": {"id": "61603"}, "decoder": {"name": "windows_eventchannel"},
+                "data": {"win": {"system": {"providerName": provider, "eventID": eid.to_string(), "channel": channel, "computer": "WEB01"},
+                "eventdata": Value::Object(ed)}}, "location": "EventChannel"})
+        }
+        Shape::SentinelObject => {
+            json!({"TimeGenerated": "2024-03-01T01:00:00Z", "Computer": "WEB01", "Channel": channel,
+            "EventID": eid, "Provider": provider, "Type": "WindowsEvent", "EventData": Value::Object(data)})
+        }
+        Shape::SentinelString => {
+            json!({"TimeGenerated": "2024-03-01T01:00:00Z", "Computer": "WEB01", "Channel": channel,
+            "EventID": eid, "Provider": provider, "Type": "WindowsEvent",
+            "EventData": serde_json::to_string(&Value::Object(data)).expect("serializes")})
+        }
+        Shape::SecurityEventXml => {
+            let mut x = String::from("<EventData xmlns=\"http://schemas.microsoft.com/win/2004/08/events/event\">");
+            for (k, v) in fields {
+                x.push_str(&format!("<Data Name=\"{}\">{}</Data>", xml_escape(k), xml_escape(v)));
+            }
+            x.push_str("</EventData>");
+            json!({"TimeGenerated": "2024-03-01T01:00:00Z", "Computer": "WEB01", "Channel": channel, "EventID": eid,
+                "EventSourceName": provider, "Type": "SecurityEvent", "EventData": x})
+        }
+        Shape::HecXml => json!({"time": 1709254800, "host": "WEB01", "source": format!("XmlWinEventLog:{channel}"),
+            "sourcetype": "XmlWinEventLog", "event": xml_event(eid, channel, fields)}),
+        Shape::FluentBit => {
+            let inserts: Vec<Value> = if fields.is_empty() {
+                Vec::new()
+            } else {
+                let layout = layouts(eid).iter().find(|l| fields.iter().all(|(k, _)| l.contains(k)))?;
+                layout
+                    .iter()
+                    .map(|name| json!(fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| *v)))
+                    .collect()
+            };
+            json!({"ProviderName": provider, "EventID": eid, "Channel": channel, "Computer": "WEB01",
+                "Message": "", "StringInserts": inserts})
+        }
+    })
+}
 
 fn ecs_path(field: &str) -> Option<&'static [&'static str]> {
     Some(match field {
@@ -255,9 +457,17 @@ fn insert_path(obj: &mut Map<String, Value>, path: &[&str], value: Value) {
 
 /// One record of event `eid` in `channel` with `fields` (Sysmon names), in `shape`.
 pub fn event(shape: Shape, eid: i64, channel: &str, fields: &[(&str, &str)]) -> String {
+    event_in(shape, eid, channel, fields).expect("a JSON shape carries any fields")
+}
+
+/// [`event`] in any shape; `None` when the shape cannot carry `fields`.
+pub fn event_in(shape: Shape, eid: i64, channel: &str, fields: &[(&str, &str)]) -> Option<String> {
     let mut data = Map::new();
     for (k, v) in fields {
         data.insert(k.to_string(), json!(v));
+    }
+    if shape == Shape::Xml {
+        return Some(xml_event(eid, channel, fields));
     }
     let record = match shape {
         Shape::Flat => {
@@ -295,8 +505,9 @@ pub fn event(shape: Shape, eid: i64, channel: &str, fields: &[(&str, &str)]) -> 
             }
             Value::Object(o)
         }
+        other => more_event(other, eid, channel, fields, data)?,
     };
-    serde_json::to_string(&record).expect("serializes")
+    Some(serde_json::to_string(&record).expect("serializes"))
 }
 
 /// What kind of event a fixture describes.
@@ -325,12 +536,16 @@ pub struct Record {
 /// Every record a fixture stands for: each shape, and for process creation also 4688.
 pub fn records(kind: Kind, fields: &[(&str, &str)]) -> Vec<Record> {
     let mut out = Vec::new();
-    for shape in SHAPES {
+    for shape in every_shape() {
         let label = |what: &str| format!("{what} {shape:?}");
-        let rec = |label: String, line: String| Record { label, line, security: false };
+        let mut rec = |label: String, line: Option<String>, security: bool| {
+            if let Some(line) = line {
+                out.push(Record { label, line, security });
+            }
+        };
         match kind {
             Kind::Process => {
-                out.push(rec(label("sysmon 1"), event(shape, 1, SYSMON, fields)));
+                rec(label("sysmon 1"), event_in(shape, 1, SYSMON, fields), false);
                 let sec: Vec<(&str, &str)> = fields
                     .iter()
                     .filter(|(k, _)| *k != "OriginalFileName")
@@ -340,16 +555,12 @@ pub fn records(kind: Kind, fields: &[(&str, &str)]) -> Vec<Record> {
                         _ => (k, v),
                     })
                     .collect();
-                out.push(Record {
-                    label: label("security 4688"),
-                    line: event(shape, 4688, "Security", &sec),
-                    security: true,
-                });
+                rec(label("security 4688"), event_in(shape, 4688, "Security", &sec), true);
             }
-            Kind::File => out.push(rec(label("sysmon 11"), event(shape, 11, SYSMON, fields))),
-            Kind::Registry => out.push(rec(label("sysmon 13"), event(shape, 13, SYSMON, fields))),
+            Kind::File => rec(label("sysmon 11"), event_in(shape, 11, SYSMON, fields), false),
+            Kind::Registry => rec(label("sysmon 13"), event_in(shape, 13, SYSMON, fields), false),
             Kind::Raw(eid, channel) => {
-                out.push(rec(label(&format!("{eid} {channel}")), event(shape, eid, channel, fields)))
+                rec(label(&format!("{eid} {channel}")), event_in(shape, eid, channel, fields), false)
             }
         }
     }
