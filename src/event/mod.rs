@@ -366,8 +366,11 @@ impl EventView {
         }
     }
 
+    /// Keeps a string member that may hold a whole event: XML (blanks may come first), or
+    /// a JSON object (the string starts with `{`, as every serializer writes one: the
+    /// prefilter's marks of such a line rely on it).
     fn stash_embedded(&mut self, node: u32, text: &str) {
-        let trimmed = text.trim_start();
+        let trimmed = if text.starts_with('{') { text } else { text.trim_start() };
         if !(trimmed.starts_with('<') || trimmed.starts_with('{')) {
             return;
         }

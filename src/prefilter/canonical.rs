@@ -302,9 +302,11 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 /// What a lower-cased (or canonical) JSON line holds when its bytes may hide a literal
 /// behind a second layer of escaping, so that it is inspected with every rule: a string
 /// member holding a whole event as Windows XML (`<event`, which `<eventdata` starts with
-/// too) or as a JSON object (`{` and, after any blank, an escaped quote), or Wazuh's
-/// `data.win` (whose values have their backslashes doubled). Every XML line holds the first.
-pub const INSPECT_MARKERS: &[&str] = &["<event", "{\\\"", "{ \\\"", "{\\n", "{\\r", "{\\t", "\"win\":{\""];
+/// too), or as a JSON object — a string that starts with `{` and then, after any blank,
+/// an escaped quote (only a string that starts with `{` is read as one, see
+/// [`crate::event::EventView`]) — or Wazuh's `data.win` (whose values have their
+/// backslashes doubled). Every XML line holds the first.
+pub const INSPECT_MARKERS: &[&str] = &["<event", "\"{\\\"", "\"{ ", "\"{\\t", "\"{\\n", "\"{\\r", "\"win\":{\""];
 
 /// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
 pub fn needs_every_rule(text: &[u8]) -> bool {

@@ -3,8 +3,10 @@
 //! without changing what Windows does — case, compatibility forms, path spellings, 8.3
 //! names, inserted quotes, blanks, option dashes, cmd carets, JSON escapes, key case,
 //! whitespace, numbers as strings, duplicate keys with decoy values, a syslog header, parser
-//! hazards in another member — and requires the detection every time, with the prefilter
-//! on and off.
+//! hazards in another member; in Windows XML, character references, CDATA sections, quotes,
+//! comments and whitespace; the XML held in a JSON string (JSON escapes over XML
+//! references), and a JSON record held in a JSON string — and requires the detection every
+//! time, with the prefilter on and off.
 
 use iis_tagger::{Config, RuleSetBuilder, Tagger};
 use proptest::prelude::*;
@@ -645,6 +647,12 @@ struct Json {
     /// A parser hazard in another member.
     hazard: Option<usize>,
     seed: u64,
+    /// XML: runs of text in CDATA sections.
+    xml_cdata: bool,
+    /// XML: attributes in single quotes.
+    xml_single: bool,
+    /// XML: comments between pieces of text.
+    xml_comments: bool,
 }
 
 const HAZARDS: &[&str] = &[r#""\ud800x""#, "18446744073709551616", "1e400", r#"["\udfff", -9223372036854775809]"#];
@@ -656,9 +664,26 @@ enum Shape {
     EvtxDumpText,
     Winlogbeat,
     Ecs,
+    /// A Windows XML line (XML rewrites: character references, CDATA, quotes, comments).
+    Xml,
+    /// Winlogbeat with include_xml: the XML event (XML rewrites) in `event.original`, a
+    /// JSON string (JSON rewrites on top).
+    EmbeddedXml,
+    /// Sentinel WindowsEvent: the flat record (JSON rewrites) in `EventData`, a JSON string
+    /// (JSON rewrites again).
+    EmbeddedJson,
 }
 
-const SHAPES: [Shape; 5] = [Shape::Flat, Shape::EvtxDump, Shape::EvtxDumpText, Shape::Winlogbeat, Shape::Ecs];
+const SHAPES: [Shape; 8] = [
+    Shape::Flat,
+    Shape::EvtxDump,
+    Shape::EvtxDumpText,
+    Shape::Winlogbeat,
+    Shape::Ecs,
+    Shape::Xml,
+    Shape::EmbeddedXml,
+    Shape::EmbeddedJson,
+];
 
 fn ecs_path(field: &str) -> Option<&'static [&'static str]> {
     Some(match field {
@@ -735,6 +760,29 @@ fn record(shape: Shape, security: bool, case: &Case, fields: &[(String, String)]
             ]);
             root.push(("@timestamp".into(), J::Str("2024-03-01T01:00:00Z".into())));
             root.push(("winlog".into(), winlog));
+        }
+        Shape::Xml => unreachable!("written by XmlWriter"),
+        Shape::EmbeddedXml => {
+            let xml = xml_text(case, security, fields, json);
+            root.push(("@timestamp".into(), J::Str("2024-03-01T01:00:00Z".into())));
+            root.push((
+                "event".into(),
+                J::Obj(vec![("code".into(), J::Str(eid.to_string())), ("original".into(), J::Str(xml))]),
+            ));
+            root.push((
+                "winlog".into(),
+                J::Obj(vec![("event_id".into(), J::Str(eid.to_string())), ("channel".into(), J::Str(channel.into()))]),
+            ));
+        }
+        Shape::EmbeddedJson => {
+            let inner = J::Obj(data);
+            let mut w = Writer { json, rng: Rng(json.seed.rotate_left(29) | 1), out: String::new() };
+            w.value(&inner);
+            root.push(("EventID".into(), id));
+            root.push(("Channel".into(), J::Str(channel.into())));
+            root.push(("Provider".into(), J::Str("Microsoft-Windows-Sysmon".into())));
+            // A serializer starts the object at once (blanks may follow its brace).
+            root.push(("EventData".into(), J::Str(w.out.trim_start().to_string())));
         }
         Shape::Ecs => {
             put(&mut root, &["event", "code"], J::Str(eid.to_string()));
@@ -834,6 +882,137 @@ impl Writer<'_> {
     }
 }
 
+/// XML-level rewrites: how Windows, a forwarder or an attacker may write the same event.
+struct XmlWriter<'a> {
+    json: &'a Json,
+    rng: Rng,
+    out: String,
+}
+
+impl XmlWriter<'_> {
+    /// Blanks between elements (layout only).
+    fn space(&mut self) {
+        if self.json.whitespace && self.rng.one_in(2) {
+            self.out.push_str(*self.rng.pick(&[" ", "\t", "  "]));
+        }
+    }
+
+    /// Text or an attribute value: characters as character references (decimal or hex,
+    /// either case), the five special ones as entities, runs of text as CDATA sections
+    /// (text only), comments between pieces of text.
+    fn text(&mut self, s: &str, attribute: bool, quote: char) {
+        let mut cdata = false;
+        for c in s.chars() {
+            let in_cdata_ok = !attribute && self.json.xml_cdata && !matches!(c, ']' | '>');
+            if in_cdata_ok && self.rng.one_in(4) != cdata {
+                // Open or close a CDATA section here.
+                self.out.push_str(if cdata { "]]>" } else { "<![CDATA[" });
+                cdata = !cdata;
+            }
+            if cdata {
+                self.out.push(c);
+                continue;
+            }
+            if !attribute && self.json.xml_comments && self.rng.one_in(16) {
+                self.out.push_str("<!-- x -->");
+            }
+            if self.rng.below(1000) < usize::from(self.json.escape_permille) {
+                let r = match self.rng.below(3) {
+                    0 => format!("&#{};", c as u32),
+                    1 => format!("&#x{:x};", c as u32),
+                    _ => format!("&#x{:X};", c as u32),
+                };
+                self.out.push_str(&r);
+                continue;
+            }
+            match c {
+                '&' => self.out.push_str("&amp;"),
+                '<' => self.out.push_str("&lt;"),
+                '>' => self.out.push_str(if self.rng.one_in(2) { "&gt;" } else { ">" }),
+                '"' if attribute && quote == '"' => self.out.push_str("&quot;"),
+                '\'' if attribute && quote == '\'' => self.out.push_str("&apos;"),
+                '"' if self.rng.one_in(2) => self.out.push_str("&quot;"),
+                c => self.out.push(c),
+            }
+        }
+        if cdata {
+            self.out.push_str("]]>");
+        }
+    }
+
+    fn attribute(&mut self, name: &str, value: &str) {
+        let quote = if self.json.xml_single { '\'' } else { '"' };
+        self.out.push(' ');
+        self.out.push_str(name);
+        self.out.push('=');
+        self.out.push(quote);
+        self.text(value, true, quote);
+        self.out.push(quote);
+    }
+
+    fn element(&mut self, name: &str, text: &str) {
+        self.space();
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        self.text(text, false, '"');
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+    }
+
+    /// The event: `<Event>` with `<System>` and `<EventData>`, one `<Data>` a field.
+    fn event(&mut self, eid: i64, channel: &str, fields: &[(String, String)]) {
+        self.out.push_str("<Event");
+        self.attribute("xmlns", "http://schemas.microsoft.com/win/2004/08/events/event");
+        self.out.push('>');
+        self.space();
+        self.out.push_str("<System>");
+        self.space();
+        self.out.push_str("<Provider");
+        self.attribute("Name", "Microsoft-Windows-Sysmon");
+        self.out.push_str("/>");
+        self.element("EventID", &eid.to_string());
+        self.element("Channel", channel);
+        self.element("Computer", "WEB01");
+        self.space();
+        self.out.push_str("</System>");
+        self.space();
+        self.out.push_str("<EventData>");
+        for (k, v) in fields {
+            self.space();
+            self.out.push_str("<Data");
+            self.attribute("Name", k);
+            self.out.push('>');
+            self.text(v, false, '"');
+            self.out.push_str("</Data>");
+        }
+        self.space();
+        self.out.push_str("</EventData>");
+        self.space();
+        self.out.push_str("</Event>");
+    }
+}
+
+/// The Windows XML text of a record (fields already respelled).
+fn xml_text(case: &Case, security: bool, fields: &[(String, String)], json: &Json) -> String {
+    let (eid, channel) = if security { (4688, "Security") } else { (case.eid, case.channel) };
+    let named: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| {
+            let k = match (security, k.as_str()) {
+                (true, "Image") => "NewProcessName".to_string(),
+                (true, "ParentImage") => "ParentProcessName".to_string(),
+                _ => k.clone(),
+            };
+            (k, v.clone())
+        })
+        .collect();
+    let mut w = XmlWriter { json, rng: Rng(json.seed.rotate_left(17) | 1), out: String::new() };
+    w.event(eid, channel, &named);
+    w.out
+}
+
 /// The record of `case` in `shape`, every rewrite applied.
 fn line(case: &Case, shape: Shape, security: bool, steps: &[(Step, u64)], json: &Json) -> String {
     let mut fields: Vec<(String, String)> = Vec::new();
@@ -854,9 +1033,14 @@ fn line(case: &Case, shape: Shape, security: bool, steps: &[(Step, u64)], json: 
             fields.push((k.to_string(), v.to_string()));
         }
     }
-    let mut w = Writer { json, rng: Rng(json.seed | 1), out: String::new() };
-    w.value(&record(shape, security, case, &fields, json));
-    if json.syslog { format!("<14>1 2024-03-01T01:00:00Z WEB01 sysmon - - - {}", w.out) } else { w.out }
+    let text = if shape == Shape::Xml {
+        xml_text(case, security, &fields, json)
+    } else {
+        let mut w = Writer { json, rng: Rng(json.seed | 1), out: String::new() };
+        w.value(&record(shape, security, case, &fields, json));
+        w.out
+    };
+    if json.syslog { format!("<14>1 2024-03-01T01:00:00Z WEB01 sysmon - - - {text}") } else { text }
 }
 
 fn step_stack() -> impl Strategy<Value = Vec<(Step, u64)>> {
@@ -870,10 +1054,32 @@ fn json_rewrites() -> impl Strategy<Value = Json> {
         prop::collection::vec(prop::option::of(any::<bool>()), 0..3),
         prop::option::of(0..HAZARDS.len()),
         any::<u64>(),
+        any::<(bool, bool, bool)>(),
     )
-        .prop_map(|(escape_permille, (key_case, whitespace, event_id_string, syslog), decoys, hazard, seed)| {
-            Json { escape_permille, key_case, whitespace, event_id_string, decoys, syslog, hazard, seed }
-        })
+        .prop_map(
+            |(
+                escape_permille,
+                (key_case, whitespace, event_id_string, syslog),
+                decoys,
+                hazard,
+                seed,
+                (xml_cdata, xml_single, xml_comments),
+            )| {
+                Json {
+                    escape_permille,
+                    key_case,
+                    whitespace,
+                    event_id_string,
+                    decoys,
+                    syslog,
+                    hazard,
+                    seed,
+                    xml_cdata,
+                    xml_single,
+                    xml_comments,
+                }
+            },
+        )
 }
 
 fn detected(taggers: &[Tagger; 3], line: &str, expect: &str) -> Result<(), String> {
