@@ -893,7 +893,7 @@ impl XmlWriter<'_> {
     /// Blanks between elements (layout only).
     fn space(&mut self) {
         if self.json.whitespace && self.rng.one_in(2) {
-            let blank: &str = self.rng.pick(&[" ", "\t", "  "]);
+            let blank: &&str = self.rng.pick(&[" ", "\t", "  "]);
             self.out.push_str(blank);
         }
     }
