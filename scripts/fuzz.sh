@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-300}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(stream chunking splice normalize differential framing)
+[ ${#targets[@]} -gt 0 ] || targets=(stream chunking splice normalize differential framing xml embedded bounds)
 cargo fuzz build -s none --release >/dev/null
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"

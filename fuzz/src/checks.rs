@@ -742,3 +742,112 @@ pub fn framing(data: &[u8]) {
         line_contract(record, &out);
     }
 }
+
+/// Arbitrary bytes as a Windows XML line: the reader never panics and reports an element
+/// within the text; the tagger keeps the record contract on them, as an `<Event>` line and
+/// after a syslog header, with the prefilter on and off; an annotated XML line stays
+/// well-formed (checked with roxmltree in [`xml_line_contract`]).
+pub fn xml(data: &[u8]) {
+    struct Count(usize);
+    impl iis_tagger::xml::Visitor for Count {
+        fn start(&mut self, _: &str) {
+            self.0 += 1;
+        }
+        fn attribute(&mut self, _: &str, _: &str) {}
+        fn text(&mut self, _: &str) {}
+        fn end(&mut self) {}
+    }
+    let mut count = Count(0);
+    if let Ok(e) = iis_tagger::xml::read(data, &mut iis_tagger::xml::Scratch::default(), &mut count) {
+        assert!(e.end <= data.len() && e.close.is_none_or(|c| c < e.end));
+        assert!(count.0 >= 1);
+    }
+    let Some(line) = data.split(|&b| b == b'\n').next() else { return };
+    let (with, without) = &taggers()[0];
+    for prefix in [&b""[..], b"<14>1 2024-03-01T01:00:00Z WEB01 wef - - - "] {
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        let (output, stats) = with.tag_all(&input);
+        contract(&input, &output);
+        assert!(output.len() <= input.len() + stats.annotated as usize * MAX_ANNOTATION);
+        assert!(without.tag_all(&input).0 == output, "the prefilter changed the output");
+    }
+}
+
+/// Room one annotation of the built-in rules takes at most (all eight rules and every
+/// reason for being incomplete, in JSON or XML).
+const MAX_ANNOTATION: usize = 8192;
+
+/// A structured event held in a string member of a JSON record (XML or JSON, with the
+/// record's own shape around it), the embedded text cut and its characters escaped at the
+/// fuzzer's choice: the record contract holds, the prefilter changes nothing, and the
+/// output is bounded by the input and one annotation.
+pub fn embedded(data: &[u8]) {
+    let Some(line) = embedded_line(data) else { return };
+    let input = line.as_bytes();
+    let (with, without) = &taggers()[0];
+    let (output, stats) = with.tag_all(input);
+    contract(input, &output);
+    assert!(output.len() <= input.len() + stats.annotated as usize * MAX_ANNOTATION);
+    assert!(without.tag_all(input).0 == output, "the prefilter changed the output: {line}");
+}
+
+/// The record [`embedded`] makes of `data`: byte 0 picks XML or JSON (bit 0) and the
+/// member (bits 1–3), byte 1 escapes every n-th character as `\uXXXX` (0: none), bytes 2–3
+/// cut the embedded text to that many characters (0: no cut), and the rest is the Image,
+/// the ParentImage and an extra value, separated by 0xFF bytes.
+pub fn embedded_line(data: &[u8]) -> Option<String> {
+    let (&flags, rest) = data.split_first()?;
+    let (&every, rest) = rest.split_first()?;
+    let cut = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]);
+    let mut parts = rest[2..].split(|&b| b == 0xFF).map(|p| String::from_utf8_lossy(p).into_owned());
+    let (image, parent, extra) =
+        (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let inner = if flags & 1 == 1 {
+        let x = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;");
+        format!(
+            "<Event xmlns='x'><System><EventID>1</EventID><Channel>Microsoft-Windows-Sysmon/Operational</Channel></System><EventData><Data Name='Image'>{}</Data><Data Name='ParentImage'>{}</Data>{extra}</EventData></Event>",
+            x(&image),
+            x(&parent)
+        )
+    } else {
+        serde_json::json!({"Image": image, "ParentImage": parent, "Extra": extra}).to_string()
+    };
+    let inner: String = if cut > 0 { inner.chars().take(usize::from(cut)).collect() } else { inner };
+    let mut escaped = String::from("\"");
+    for (i, c) in inner.chars().enumerate() {
+        if every > 0 && i % usize::from(every) == 0 {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            let plain = serde_json::to_string(&c.to_string()).expect("a char");
+            escaped.push_str(&plain[1..plain.len() - 1]);
+        }
+    }
+    escaped.push('"');
+    let tail = r#""EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational""#;
+    Some(match usize::from(flags >> 1) % 6 {
+        0 => format!("{{\"event\":{{\"original\":{escaped}}},{tail}}}\n"),
+        m => format!("{{\"{}\":{escaped},{tail}}}\n", ["EventData", "message", "event", "xml", "System"][m - 1]),
+    })
+}
+
+/// Arbitrary bytes through the tagger with the built-in rules: the output is at most the
+/// input plus one annotation per annotated record plus one newline, every line comes out
+/// once, and the stream's scratch memory is back under a small bound once it has seen a
+/// short record after the input (`Stream::release`).
+pub fn bounds(data: &[u8]) {
+    let (with, _) = &taggers()[0];
+    let mut stream = with.stream();
+    let mut output = Vec::new();
+    stream.feed(data, &mut output);
+    stream.finish(&mut output);
+    let stats = stream.stats().clone();
+    assert!(output.len() <= data.len() + stats.annotated as usize * MAX_ANNOTATION + 1, "output bounded by input");
+    assert_eq!(lines(&output).len(), lines(data).len());
+    stream.release();
+    assert!(stream.scratch_bytes() <= 4 << 20, "{} bytes of scratch after release", stream.scratch_bytes());
+}

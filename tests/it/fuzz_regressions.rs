@@ -36,4 +36,19 @@ macro_rules! targets {
     )*};
 }
 
-targets!(stream, chunking, splice, normalize, differential, framing);
+targets!(stream, chunking, splice, normalize, differential, framing, xml, embedded, bounds);
+
+/// The seeds of the `embedded` target are records a rule matches through the event their
+/// string member holds (so the fuzzer starts from records read that way).
+#[test]
+fn embedded_seeds_are_detections() {
+    let tagger = crate::support::builtin_tagger();
+    for name in ["shell-xml", "shell-json"] {
+        let data = std::fs::read(repo("fuzz/seeds/embedded").join(name)).expect("seed");
+        let line = fuzz_checks::embedded_line(&data).expect("a record");
+        let (out, stats) = tagger.tag_all(line.as_bytes());
+        assert_eq!(stats.annotated, 1, "{name}: {line}");
+        assert_eq!(stats.embedded_events, 1, "{name}");
+        assert!(String::from_utf8_lossy(&out).contains("webshell_child_process"), "{name}");
+    }
+}
