@@ -83,7 +83,7 @@ impl Default for FieldCatalog {
 impl FieldCatalog {
     /// An empty catalog over the built-in shape table.
     pub fn new() -> FieldCatalog {
-        FieldCatalog::with_shapes(Arc::new(ShapeTable::builtin()))
+        FieldCatalog::with_shapes(ShapeTable::shared_builtin())
     }
 
     /// An empty catalog over `shapes`.

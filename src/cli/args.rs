@@ -134,12 +134,17 @@ pub struct RuleArgs {
 
 impl RuleArgs {
     /// The built-in shape table with the `--shapes` files added.
-    pub fn shape_table(&self) -> Result<iis_tagger::shapes::ShapeTable, iis_tagger::shapes::ShapeError> {
+    pub fn shape_table(
+        &self,
+    ) -> Result<std::sync::Arc<iis_tagger::shapes::ShapeTable>, iis_tagger::shapes::ShapeError> {
+        if self.shapes.is_empty() {
+            return Ok(iis_tagger::shapes::ShapeTable::shared_builtin());
+        }
         let mut table = iis_tagger::shapes::ShapeTable::builtin();
         for file in &self.shapes {
             table.add_file(file)?;
         }
-        Ok(table)
+        Ok(std::sync::Arc::new(table))
     }
 }
 

@@ -48,7 +48,7 @@ struct Refusal {
 fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
     let started = Instant::now();
     let mut builder = match rules.shape_table() {
-        Ok(shapes) => RuleSetBuilder::with_shapes(std::sync::Arc::new(shapes)),
+        Ok(shapes) => RuleSetBuilder::with_shapes(shapes),
         Err(_) => RuleSetBuilder::new(),
     };
     if !rules.no_builtin {
@@ -206,6 +206,8 @@ pub fn shapes(rules: &RuleArgs, args: &super::args::ShapesArgs) -> Result<String
     let table = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
     Ok(match args.format {
         StatsFormat::Text => table.to_text(),
-        StatsFormat::Json => serde_json::to_string_pretty(&table).map_err(|e| Failure::Io(e.to_string()))? + "\n",
+        StatsFormat::Json => {
+            serde_json::to_string_pretty(table.as_ref()).map_err(|e| Failure::Io(e.to_string()))? + "\n"
+        }
     })
 }

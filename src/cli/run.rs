@@ -39,7 +39,7 @@ impl fmt::Display for Failure {
 /// not be loaded are listed on stderr and returned.
 pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<RuleError>), Failure> {
     let shapes = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
-    let mut builder = RuleSetBuilder::with_shapes(std::sync::Arc::new(shapes));
+    let mut builder = RuleSetBuilder::with_shapes(shapes);
     if !rules.no_builtin {
         builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
     }

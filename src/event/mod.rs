@@ -366,12 +366,13 @@ impl EventView {
         }
     }
 
-    /// Keeps a string member that may hold a whole event: XML (blanks may come first), or
-    /// a JSON object (the string starts with `{`, as every serializer writes one: the
-    /// prefilter's marks of such a line rely on it).
+    /// Keeps a string member that may hold a whole event: XML that starts the string, or a
+    /// JSON object written as serializers write one, compactly (`{"`) or pretty-printed
+    /// (`{` and a newline) — the prefilter's marks of such a line rely on it
+    /// ([`crate::prefilter::INSPECT_MARKERS`]).
     fn stash_embedded(&mut self, node: u32, text: &str) {
-        let trimmed = if text.starts_with('{') { text } else { text.trim_start() };
-        if !(trimmed.starts_with('<') || trimmed.starts_with('{')) {
+        let trimmed = text;
+        if !(trimmed.starts_with('<') || trimmed.starts_with("{\"") || trimmed.starts_with("{\n")) {
             return;
         }
         let start = self.embedded_text.len() as u32;

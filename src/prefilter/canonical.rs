@@ -91,7 +91,8 @@ impl ScanText {
 
 /// Finds, in order, what can hide a literal from a byte scan of a text: `\uXXXX` escapes of
 /// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
-/// a `u`), and raw non-ASCII characters that fold to ASCII.
+/// a `u`), and raw non-ASCII characters that fold to ASCII. (Windows XML has its own such
+/// markup, checked per XML line: [`xml_hides`].)
 pub struct HidingScan<'h> {
     hay: &'h [u8],
     text: &'h ScanText,
@@ -301,12 +302,29 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 
 /// What a lower-cased (or canonical) JSON line holds when its bytes may hide a literal
 /// behind a second layer of escaping, so that it is inspected with every rule: a string
-/// member holding a whole event as Windows XML (`<event`, which `<eventdata` starts with
-/// too), or as a JSON object — a string that starts with `{` and then, after any blank,
-/// an escaped quote (only a string that starts with `{` is read as one, see
-/// [`crate::event::EventView`]) — or Wazuh's `data.win` (whose values have their
-/// backslashes doubled). Every XML line holds the first.
-pub const INSPECT_MARKERS: &[&str] = &["<event", "\"{\\\"", "\"{ ", "\"{\\t", "\"{\\n", "\"{\\r", "\"win\":{\""];
+/// member holding a whole event, which must start the string (see
+/// [`crate::event::EventView`]): Windows XML (`"<event`, which `"<eventdata` starts with
+/// too, or `"<?xml`), or a JSON object written compactly or pretty-printed (`"{` and then
+/// an escaped quote, or a newline);
+/// or Wazuh's `data.win` (whose values have their backslashes doubled). Each is at least
+/// four bytes long, as the rules' anchors are, so that the trigger scan keeps its
+/// four-byte fingerprints.
+pub const INSPECT_MARKERS: &[&str] = &["\"<event", "\"<?xml", "\"{\\\"", "\"{\\n", "\"data\":{\"win\":"];
+
+/// The mark of a Windows XML line (`<event`, lower-cased): every one is an event of the
+/// trigger scan, then checked on its own ([`super::Prefilter::xml_may_match`]).
+pub const XML_LINE_MARKER: &str = "<event";
+
+/// Whether a Windows XML text (after its root's `<`) holds markup whose text is not its
+/// bytes: a character reference (`&#`), a CDATA section or a comment (`<!`), a processing
+/// instruction (`<?`). Such a line is scanned on its canonical copy ([`canonicalize_xml`]);
+/// the others by their bytes, for the literals' XML forms.
+pub fn xml_hides(text: &[u8]) -> bool {
+    memchr::memchr3_iter(b'&', b'!', b'?', text).any(|i| match text[i] {
+        b'&' => text.get(i + 1) == Some(&b'#'),
+        _ => i > 0 && text[i - 1] == b'<',
+    })
+}
 
 /// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
 pub fn needs_every_rule(text: &[u8]) -> bool {
@@ -324,68 +342,94 @@ pub fn canonicalize_xml(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(raw.len() + raw.len() / 8);
     let mut folded = String::new();
-    let mut i = 0;
-    while i < raw.len() {
-        let rest = &raw[i..];
-        if rest[0] == b'<' {
-            if rest.starts_with(b"<![CDATA[") {
-                let end = memmem::find(&rest[9..], b"]]>").map_or(rest.len(), |k| 9 + k);
-                push_plain(&rest[9..end], &mut folded, out);
-                i += (end + 3).min(rest.len());
-                continue;
-            }
-            let skip = if rest.starts_with(b"<!--") {
-                memmem::find(&rest[4..], b"-->").map(|k| 4 + k + 3)
-            } else if rest.starts_with(b"<?") {
-                memmem::find(&rest[2..], b"?>").map(|k| 2 + k + 2)
-            } else {
-                None
-            };
-            if let Some(n) = skip {
-                i += n;
-                continue;
-            }
+    // `raw[plain..i]` is text with no reference and no `<!` / `<?`, not written yet.
+    let (mut plain, mut i) = (0, 0);
+    while let Some(k) = memchr::memchr2(b'<', b'&', &raw[i..]) {
+        let at = i + k;
+        let rest = &raw[at..];
+        let skip = matches!(rest, [b'<', b'!', ..] | [b'<', b'?', ..] | [b'&', ..]);
+        if !skip {
+            i = at + 1;
+            continue;
         }
-        if rest[0] == b'&' {
-            let mut one = String::new();
-            let semi = rest.iter().take(12).position(|&b| b == b';');
-            if let Some(k) = semi.filter(|&k| crate::xml::decode_into(&rest[..=k], &mut one).is_ok()) {
-                folded.clear();
-                fold_into(&one, &mut folded);
-                escape_into(&folded, out);
-                i += k + 1;
-                continue;
-            }
-        }
-        // Plain text up to the next `<` or `&`.
-        let n = rest[1..].iter().position(|&b| b == b'<' || b == b'&').map_or(rest.len(), |k| k + 1);
-        push_plain(&rest[..n], &mut folded, out);
-        i += n;
+        push_plain(&raw[plain..at], &mut folded, out);
+        i = at + markup(rest, &mut folded, out);
+        plain = i;
     }
+    push_plain(&raw[plain..], &mut folded, out);
+}
+
+/// Writes the canonical form of the `<!`, `<?` or `&` that starts `rest`; returns the bytes
+/// it took (one for a `&` that starts no reference).
+fn markup(rest: &[u8], folded: &mut String, out: &mut Vec<u8>) -> usize {
+    if rest.starts_with(b"<![CDATA[") {
+        let end = memmem::find(&rest[9..], b"]]>").map_or(rest.len(), |k| 9 + k);
+        push_plain(&rest[9..end], folded, out);
+        return (end + 3).min(rest.len());
+    }
+    if rest.starts_with(b"<!--") {
+        if let Some(k) = memmem::find(&rest[4..], b"-->") {
+            return 4 + k + 3;
+        }
+    } else if rest.starts_with(b"<?") {
+        if let Some(k) = memmem::find(&rest[2..], b"?>") {
+            return 2 + k + 2;
+        }
+    } else if rest[0] == b'&' {
+        let mut one = String::new();
+        let semi = rest.iter().take(12).position(|&b| b == b';');
+        if let Some(k) = semi.filter(|&k| crate::xml::decode_into(&rest[..=k], &mut one).is_ok()) {
+            folded.clear();
+            fold_into(&one, folded);
+            escape_into(folded, out);
+            return k + 1;
+        }
+    }
+    push_plain(&rest[..1], folded, out);
+    1
+}
+
+/// Bytes of a word that are `"`, `\`, below 0x20 or at or above 0x80 (their high bits).
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let control = word.wrapping_sub(0x20 * ONES) & !word & HIGH;
+    zero(word ^ (u64::from(b'"') * ONES)) | zero(word ^ (u64::from(b'\\') * ONES)) | control | (word & HIGH)
 }
 
 /// Text without references: ASCII lower-cased and escaped, the rest folded and escaped.
+/// Runs of plain ASCII are found eight bytes at a time.
 fn push_plain(text: &[u8], folded: &mut String, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < text.len() {
-        let b = text[i];
+        let start = i;
+        while i + 8 <= text.len() {
+            let word = u64::from_le_bytes(text[i..i + 8].try_into().expect("8 bytes"));
+            let special = special_bytes(word);
+            if special != 0 {
+                i += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        if i + 8 > text.len() {
+            while i < text.len() && !matches!(text[i], b'"' | b'\\' | 0..0x20 | 0x80..) {
+                i += 1;
+            }
+        }
+        out.extend(text[start..i].iter().map(u8::to_ascii_lowercase));
+        let Some(&b) = text.get(i) else { break };
         if b >= 0x80 {
             let run = text[i..].iter().position(|&b| b < 0x80).unwrap_or(text.len() - i);
             push_folded_run(&text[i..i + run], folded, out);
             i += run;
-            continue;
-        }
-        let plain = |b: &u8| *b >= 0x80 || *b == b'"' || *b == b'\\' || *b < 0x20;
-        let run = text[i..].iter().position(plain).unwrap_or(text.len() - i);
-        if run == 0 {
+        } else {
             let mut escaped = String::new();
             escape_char(char::from(b), &mut escaped, &mut [0; 4]);
             out.extend_from_slice(escaped.as_bytes());
             i += 1;
-            continue;
         }
-        out.extend(text[i..i + run].iter().map(u8::to_ascii_lowercase));
-        i += run;
     }
 }
 

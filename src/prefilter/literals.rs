@@ -142,7 +142,7 @@ impl Literal {
         let mut text = Vec::new();
         delete_into(self.text.as_bytes(), &mut text);
         let text = String::from_utf8(text).expect("deleting ASCII bytes keeps UTF-8");
-        Some(Literal { space: Space::Deleted, text, field: self.field })
+        Some(Literal { space: Space::Deleted, text: deleted_text(&text)?, field: self.field })
     }
 
     /// The text as it is in a decoded value: a raw literal without its JSON escaping.
@@ -202,17 +202,55 @@ pub fn is_deleted(b: u8) -> bool {
     matches!(b, b'\\' | b'"' | b'^')
 }
 
-/// Appends `text` without its `\\`, `"` and `^` bytes to `out` (cleared first).
+/// Appends `text` without its `\\`, `"` and `^` bytes and its `&quot;` references (how
+/// Windows XML writes a quote) to `out` (cleared first). No deleted-space literal holds
+/// `&` or `;`, nor is a part of `quot` ([`deleted_text`]), so dropping the reference can
+/// join pieces of a literal, never break one.
 pub fn delete_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.resize(text.len(), 0);
     let mut n = 0;
-    // Every byte is written, and the write position moves on only past kept ones.
-    for &b in text {
+    if memchr::memchr(b'&', text).is_none() {
+        // Every byte is written, and the write position moves on only past kept ones.
+        for &b in text {
+            out[n] = b;
+            n += usize::from(!is_deleted(b));
+        }
+        out.truncate(n);
+        return;
+    }
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b == b'&' && text[i + 1..].starts_with(b"quot;") {
+            i += 6;
+            continue;
+        }
         out[n] = b;
         n += usize::from(!is_deleted(b));
+        i += 1;
     }
     out.truncate(n);
+}
+
+/// The text a deleted-space literal may be: the longest run of `text` without `&`, `;`,
+/// `<`, `>` or `'` (which Windows XML may write as references), unless it is too short or
+/// a part of `quot` (which [`delete_into`] drops in `&quot;`).
+fn deleted_text(text: &str) -> Option<String> {
+    let best = text.split(['&', ';', '<', '>', '\'']).max_by_key(|run| run.len())?;
+    (best.len() >= MIN_LITERAL_BYTES && !"quot".contains(best)).then(|| best.to_string())
+}
+
+/// The text of a raw-space literal as Windows XML writes it: JSON's escaping undone, and
+/// cut to its longest run without `&`, `<`, `>`, `"` or `'` (which XML may write as
+/// references). A value's text in an XML line holds it wherever the value holds the
+/// literal, unless a character reference, a CDATA section, a comment or a character that
+/// folds to ASCII is in the line (those lines are examined whole).
+pub fn xml_form(literal: &Literal) -> Option<String> {
+    let decoded = literal.decoded();
+    let best = decoded.split(['&', '<', '>', '"', '\'']).max_by_key(|run| run.len())?;
+    // As long as the trigger scan's anchors are (four bytes, or the whole literal).
+    (best.len() >= literal.text.len().min(4)).then(|| best.to_string())
 }
 
 #[derive(Default)]
@@ -309,7 +347,7 @@ fn value_literal(fragments: &[String], space: Space, field: FieldId) -> Option<L
     let text = match space {
         Space::Raw => escape_literal(best),
         // Deleted-space fragments hold no `\`, `"` or control characters: nothing to escape.
-        Space::Deleted => best.clone(),
+        Space::Deleted => deleted_text(best)?,
     };
     Some(Literal { space, text, field })
 }

@@ -42,7 +42,8 @@ mod literals;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 pub use canonical::{
-    HidingScan, INSPECT_MARKERS, ScanText, canonicalize, canonicalize_xml, escape_literal, needs_every_rule,
+    HidingScan, INSPECT_MARKERS, ScanText, XML_LINE_MARKER, canonicalize, canonicalize_xml, escape_literal,
+    needs_every_rule, xml_hides,
 };
 pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
@@ -52,7 +53,7 @@ use crate::normalize::fold_into;
 use crate::rules::RuleSet;
 use crate::rules::expr::Expr;
 use frequencies::TRIGRAM_PPM;
-use literals::{LiteralTable, clause_cost, cnf};
+use literals::{LiteralTable, clause_cost, cnf, xml_form};
 
 /// A clause: literal ids, at least one of which must be present.
 type Clause = Vec<u32>;
@@ -114,6 +115,9 @@ pub struct Prefilter {
     examine_all: bool,
     /// Per rule, the literal ids of its trigger clause (empty: none).
     rule_triggers: Vec<Vec<u32>>,
+    /// Every raw trigger literal has an XML form (else XML lines are always scanned on
+    /// their canonical copy).
+    xml_forms_complete: bool,
 }
 
 /// The rules of one log source.
@@ -201,21 +205,28 @@ impl Prefilter {
         }
         let trigger_literals: Vec<u32> =
             (0..literals.len() as u32).filter(|&l| !trigger_rules[l as usize].is_empty()).collect();
+        // Raw-space literals in XML lines are looked for in the form XML writes them
+        // ([`xml_form`]); one without a usable form makes every XML line an event.
+        let xml_forms: Vec<Option<String>> =
+            literals.iter().map(|l| if l.space == Space::Raw { xml_form(l) } else { Some(l.text.clone()) }).collect();
+        let xml_every_line = trigger_literals.iter().any(|&l| xml_forms[l as usize].is_none());
+        let xml_forms_complete = !xml_every_line;
         let triggers = |space: Space| {
-            let of_space: Vec<&str> = trigger_literals
-                .iter()
-                .map(|&l| &literals[l as usize])
-                .filter(|l| l.space == space)
-                .map(|l| l.text.as_str())
-                .collect();
-            let mut anchors = anchors(of_space.iter().copied());
-            let anchor_rules: Vec<Vec<u32>> = anchors
+            let of_space: Vec<u32> =
+                trigger_literals.iter().copied().filter(|&l| literals[l as usize].space == space).collect();
+            let texts = of_space.iter().flat_map(|&l| {
+                let json = literals[l as usize].text.as_str();
+                std::iter::once(json).chain(xml_forms[l as usize].as_deref().filter(|x| *x != json))
+            });
+            let mut anchors = anchors(texts);
+            let mut anchor_rules: Vec<Vec<u32>> = anchors
                 .iter()
                 .map(|a| {
-                    let mut rules: Vec<u32> = trigger_literals
+                    let mut rules: Vec<u32> = of_space
                         .iter()
                         .filter(|&&l| {
-                            literals[l as usize].space == space && literals[l as usize].text.contains(a.as_str())
+                            literals[l as usize].text.contains(a.as_str())
+                                || xml_forms[l as usize].as_deref().is_some_and(|x| x.contains(a.as_str()))
                         })
                         .flat_map(|&l| trigger_rules[l as usize].iter().copied())
                         .collect();
@@ -224,13 +235,14 @@ impl Prefilter {
                     rules
                 })
                 .collect();
-            let mut anchor_rules = anchor_rules;
             if space == Space::Raw {
-                // The marks of a record that may hold a whole event in a string member, or
-                // of an XML line: such a line is inspected (with every rule, or on its
-                // canonical copy), so the scan must stop there. They stand for no rule.
-                for marker in INSPECT_MARKERS {
-                    anchors.push((*marker).to_string());
+                // The marks of a record that may hold a whole event in a string member: such
+                // a line is inspected with every rule, so the scan must stop there. They
+                // stand for no rule. When some literal has no XML form, every XML line is
+                // an event too (and is inspected on its canonical copy).
+                // Every XML line is an event: it is checked on its own (`xml_may_match`).
+                for marker in INSPECT_MARKERS.iter().copied().chain(Some(XML_LINE_MARKER)) {
+                    anchors.push(marker.to_string());
                     anchor_rules.push(Vec::new());
                 }
             }
@@ -279,6 +291,37 @@ impl Prefilter {
             always,
             examine_all,
             rule_triggers,
+            xml_forms_complete,
+        }
+    }
+
+    /// Whether an XML line may hold a trigger, seen from its bytes: `lower` is the line from
+    /// its root's `<`, lower-cased; `deleted_hit` and `anchor_hit` say the chunk's trigger
+    /// scans found a trigger on this line ([`Prefilter::anchor_between`]). False only when
+    /// no literal could be there: no trigger in its XML form, no markup that could hide one
+    /// ([`xml_hides`]), no escape or folding character (`escaped`). A true is checked on the
+    /// canonical copy.
+    pub fn xml_may_match(&self, lower: &[u8], escaped: bool, deleted_hit: bool, anchor_hit: bool) -> bool {
+        escaped || deleted_hit || anchor_hit || !self.xml_forms_complete || xml_hides(lower)
+    }
+
+    /// Whether `lower[start..end]` holds a raw anchor that stands for a rule (the marks of
+    /// embedded events and XML lines stand for none), and, when the search ran past the
+    /// line without finding one, the next anchor after it (`Some(None)`: none): the chunk's
+    /// trigger scan goes on from there.
+    pub fn anchor_between(&self, lower: &[u8], start: usize, end: usize) -> (bool, Option<Option<usize>>) {
+        let Some(raw) = &self.raw else { return (false, Some(None)) };
+        let mut at = start;
+        loop {
+            match raw.searcher.find_from(lower, at) {
+                Some((p, anchor)) if p < end => {
+                    if !raw.anchor_rules[anchor].is_empty() {
+                        return (true, None);
+                    }
+                    at = p + 1;
+                }
+                other => return (false, Some(other.map(|(p, _)| p))),
+            }
         }
     }
 

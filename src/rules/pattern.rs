@@ -605,11 +605,16 @@ fn retokenize(tokens: Vec<Token>) -> Vec<Token> {
 /// raw literal holds one and no scan for `\/` is needed), and in paths `\` too (either
 /// separator may be written). Command lines and arguments are found in the deleted text
 /// (no `\`, `"`, `^`; `\/` there is `/`): they are cut at those and at blanks and control
-/// characters (runs of blanks are one blank to the program).
+/// characters (runs of blanks are one blank to the program), and at `&`, `;`, `<`, `>` and
+/// `'`, which Windows XML may write as references (the deleted text of an XML line drops
+/// `&quot;` too, see [`crate::prefilter::delete_into`]).
 pub fn split_fragments(run: &str, kind: FieldKind) -> Vec<String> {
     let cut = |c: char| match kind {
         FieldKind::CommandLine | FieldKind::Argument => {
-            !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control() || matches!(c, '\\' | '"' | '^')
+            !c.is_ascii()
+                || c.is_ascii_whitespace()
+                || c.is_ascii_control()
+                || matches!(c, '\\' | '"' | '^' | '&' | ';' | '<' | '>' | '\'')
         }
         FieldKind::Path => !c.is_ascii() || c == '/' || c == '\\',
         FieldKind::Text => !c.is_ascii() || c == '/',

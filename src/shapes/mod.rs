@@ -120,11 +120,21 @@ const BUILTIN: &str = include_str!("builtin.yml");
 pub const WINDOWS_XML: &str = "windows_xml";
 
 impl ShapeTable {
-    /// The built-in table.
+    /// The built-in table (read once per process).
     pub fn builtin() -> ShapeTable {
-        let mut table = ShapeTable { fields: Vec::new(), aliases: Vec::new(), shapes: Vec::new() };
-        table.add_source("builtin:shapes.yml", BUILTIN).expect("the built-in shape table is valid");
-        table
+        ShapeTable::shared_builtin().as_ref().clone()
+    }
+
+    /// The built-in table, shared.
+    pub fn shared_builtin() -> std::sync::Arc<ShapeTable> {
+        static BUILT: std::sync::OnceLock<std::sync::Arc<ShapeTable>> = std::sync::OnceLock::new();
+        BUILT
+            .get_or_init(|| {
+                let mut table = ShapeTable { fields: Vec::new(), aliases: Vec::new(), shapes: Vec::new() };
+                table.add_source("builtin:shapes.yml", BUILTIN).expect("the built-in shape table is valid");
+                std::sync::Arc::new(table)
+            })
+            .clone()
     }
 
     /// Adds the shapes (and field kinds) of a user's file.

@@ -239,6 +239,13 @@ impl Stream<'_> {
         let rules = match payload {
             Payload::Json => tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter),
             Payload::Xml => {
+                // Most XML lines hold no trigger even in its XML form: seen from their bytes.
+                let deleted_hit = std::mem::take(&mut self.deleted_hit);
+                let anchor_hit = std::mem::replace(&mut self.anchor_hit, true);
+                let lower_xml = lower.get(start..).unwrap_or_default();
+                if !tagger.prefilter.xml_may_match(lower_xml, escaped || lower.is_empty(), deleted_hit, anchor_hit) {
+                    return false;
+                }
                 let mut canonical = std::mem::take(&mut self.canonical_xml);
                 prefilter::canonicalize_xml(&line[start..], &mut canonical);
                 let rules = tagger.prefilter.rules_for_line(&canonical, &canonical, false, &mut self.prefilter);

@@ -27,7 +27,7 @@ use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
-use crate::syslog::payload_start;
+use crate::syslog::{Payload, payload_start};
 
 /// Settings of a [`Tagger`], validated by [`Tagger::new`].
 #[derive(Clone, Debug)]
@@ -171,6 +171,8 @@ impl Tagger {
             canonical_xml: Vec::new(),
             sample_until: self.config.shape_sample_lines,
             lines_before: 0,
+            deleted_hit: false,
+            anchor_hit: true,
             view: EventView::new(),
             candidates: Vec::new(),
             groups: Vec::new(),
@@ -231,6 +233,10 @@ pub struct Stream<'t> {
     sample_until: u64,
     /// Lines counted before the counters were last reset.
     lines_before: u64,
+    /// The line being inspected held a trigger in the chunk's deleted text.
+    deleted_hit: bool,
+    /// The line being inspected (an XML line) held a raw trigger anchor.
+    anchor_hit: bool,
     view: EventView,
     candidates: Vec<u32>,
     groups: Vec<u32>,
@@ -473,6 +479,17 @@ impl Stream<'_> {
             self.skipped(&region[pos..start]);
             self.stats.lines += 1;
             let escaped = next_escape.is_some_and(|e| e < end);
+            self.deleted_hit = deleted_lines.peek() == Some(&start);
+            // An XML line: the trigger scan goes on through it (past the marks of XML), so
+            // that its bytes are looked at once, and says whether a rule's anchor is there.
+            self.anchor_hit = true;
+            if region[start] == b'<' && payload_start(&region[start..end]).is_some_and(|(_, p)| p == Payload::Xml) {
+                let (hit, after) = pf.anchor_between(lower, start, end);
+                self.anchor_hit = hit;
+                if let Some(after) = after {
+                    next_trigger = after;
+                }
+            }
             if end - start > tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
             } else {

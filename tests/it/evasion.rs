@@ -781,8 +781,11 @@ fn record(shape: Shape, security: bool, case: &Case, fields: &[(String, String)]
             root.push(("EventID".into(), id));
             root.push(("Channel".into(), J::Str(channel.into())));
             root.push(("Provider".into(), J::Str("Microsoft-Windows-Sysmon".into())));
-            // A serializer starts the object at once (blanks may follow its brace).
-            root.push(("EventData".into(), J::Str(w.out.trim_start().to_string())));
+            // A serializer writes the object compactly (or pretty-printed): no blank before
+            // its first key.
+            let inner = w.out.trim_start();
+            let inner = format!("{{{}", inner[1..].trim_start());
+            root.push(("EventData".into(), J::Str(inner)));
         }
         Shape::Ecs => {
             put(&mut root, &["event", "code"], J::Str(eid.to_string()));
