@@ -172,6 +172,15 @@ impl FieldCatalog {
                     self.add_path(&path, id, how);
                 }
             }
+            for prefix in &shape.prefixes {
+                for n in &names {
+                    let mut path = prefix.0.clone();
+                    if let Some(last) = path.last_mut() {
+                        last.push_str(n);
+                    }
+                    self.add_path(&path, id, how);
+                }
+            }
             for (_, paths) in shape.paths.iter().filter(|(f, _)| f == name) {
                 for path in paths {
                     self.add_path(&path.0, id, how);

@@ -74,6 +74,9 @@ pub struct Shape {
     pub recognised_by: Vec<KeyPath>,
     /// Paths under which any field may appear by its Sysmon name.
     pub containers: Vec<KeyPath>,
+    /// Paths whose last key is a prefix: any field appears by its Sysmon name after it
+    /// (a pipeline that flattens `winlog.event_data.Image` into `winlog_event_data_Image`).
+    pub prefixes: Vec<KeyPath>,
     /// Per field, other paths that hold it.
     pub paths: Vec<(String, Vec<KeyPath>)>,
     /// Its paths are read only when the record holds the field under no other path.
@@ -225,6 +228,9 @@ impl ShapeTable {
             if !shape.containers.is_empty() {
                 let _ = writeln!(s, "  any field by its Sysmon name under: {}", list(&shape.containers));
             }
+            if !shape.prefixes.is_empty() {
+                let _ = writeln!(s, "  any field by its Sysmon name after the key prefix: {}", list(&shape.prefixes));
+            }
             if let Some(e) = &shape.envelope {
                 let _ = writeln!(s, "  a whole record of any shape under: {e}");
             }
@@ -324,6 +330,7 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
         description: String::new(),
         recognised_by: Vec::new(),
         containers: Vec::new(),
+        prefixes: Vec::new(),
         paths: Vec::new(),
         fallback: false,
         envelope: None,
@@ -341,6 +348,12 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
             "description" => shape.description = string(value, "`description`")?,
             "recognised_by" => shape.recognised_by = paths(value)?,
             "containers" => shape.containers = paths(value)?,
+            "prefixes" => {
+                shape.prefixes = paths(value)?;
+                if shape.prefixes.iter().any(|p| p.0.is_empty()) {
+                    return Err((value.pos, "a prefix must end in a key (`winlog_event_data_`), not be empty".into()));
+                }
+            }
             "embedded" => shape.embedded = paths(value)?,
             "envelope" => shape.envelope = Some(path(value)?),
             "fallback" => shape.fallback = boolean(value, "fallback")?,
@@ -365,7 +378,7 @@ fn read_shape(node: &Node, origin: &str) -> Result<(Shape, Pos), Problem> {
                 return Err((
                     key.pos,
                     format!(
-                        "unknown key `{other}` (a shape has name, description, recognised_by, containers, paths, \
+                        "unknown key `{other}` (a shape has name, description, recognised_by, containers, prefixes, paths, \
                          fallback, envelope, embedded, positional, doubled_backslashes)"
                     ),
                 ));

@@ -525,3 +525,55 @@ fn annotation_is_the_design_shape_and_risk_is_the_maximum() {
     assert_eq!(stats.matches.iter().sum::<u64>(), 2);
     assert_eq!(stats.annotated, 1);
 }
+
+/// A record that is valid in two shapes at once (the members of one shape's record added to
+/// another's) is read in both: the detection of either half is found whichever half holds
+/// the attack, so a second shape can add a detection, never hide one. ECS is the documented
+/// exception on one side: its names are read only where the record has no Sysmon name for
+/// the field (they repeat `winlog.event_data`), so an ECS attack half under a Sysmon-named
+/// benign half is not expected to be read.
+#[test]
+fn a_record_in_two_shapes_is_read_in_both() {
+    use crate::support::{Shape, event_in, every_shape};
+    let attack = [("Image", s32("cmd.exe")), ("ParentImage", W3WP.to_string()), ("CommandLine", "cmd /c ver".into())];
+    let benign = [
+        ("Image", s32("notepad.exe")),
+        ("ParentImage", r"C:\Windows\explorer.exe".to_string()),
+        ("CommandLine", "notepad".into()),
+    ];
+    let fields = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let object = |shape: Shape, f: &[(&'static str, String)]| {
+        let f = fields(f);
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let line = event_in(shape, 1, SYSMON, &refs)?;
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(o)) => Some(o),
+            _ => None, // the XML line is one shape only
+        }
+    };
+    let tagger = builtin_tagger();
+    let (mut pairs, mut failures) = (0, Vec::new());
+    for a in every_shape() {
+        for b in every_shape() {
+            let (Some(bad), Some(good)) = (object(a, &attack), object(b, &benign)) else { continue };
+            if a == b || bad.keys().any(|k| good.keys().any(|g| g.eq_ignore_ascii_case(k))) {
+                continue; // not two shapes side by side
+            }
+            let ecs_under_sysmon = a == Shape::Ecs && b != Shape::Ecs;
+            for (first, second) in [(&bad, &good), (&good, &bad)] {
+                let mut merged = first.clone();
+                merged.extend(second.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let input = format!("{}\n", serde_json::Value::Object(merged));
+                let (output, _) = tagger.tag_all(input.as_bytes());
+                assert_contract(input.as_bytes(), &output, "iis_tagger");
+                let got = detections(&output, "iis_tagger").remove(0);
+                if !ecs_under_sysmon && !got.iter().any(|d| d == SHELL) {
+                    failures.push(format!("attack in {a:?}, benign {b:?}: {got:?}\n  {input}"));
+                }
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs >= 100, "{pairs} pairs tried");
+    assert!(failures.is_empty(), "{} of {pairs} failed:\n{}", failures.len(), failures.join("\n"));
+}

@@ -418,3 +418,69 @@ fn threads_stop_on_sigterm_and_a_closed_stdout_like_one() {
     assert_eq!(status.code(), Some(0));
     assert!(out.ends_with(b"\n") && out.len() < want.len() && want.starts_with(&out));
 }
+
+#[test]
+fn shapes_lists_the_table_and_a_users_file_adds_to_it() {
+    let out = run(&["shapes"]);
+    assert!(out.status.success());
+    golden("shapes.txt", &out.stdout);
+    let out = run(&["shapes", "--format", "json"]);
+    assert!(out.status.success());
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> =
+        table["shapes"].as_array().expect("shapes").iter().map(|s| s["name"].as_str().expect("name")).collect();
+    assert_eq!(
+        names,
+        ["flat", "evtx_dump", "winlogbeat", "ecs", "vector", "wazuh", "sentinel", "splunk_hec", "message", "fluent_bit_winevtlog"]
+    );
+
+    // Graylog-flattened Winlogbeat records: blind (and saying so) without the user's
+    // shape file, tagged with it.
+    let out = run(&["--stats-format", "json", "examples/graylog.jsonl"]);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stderr).expect("stats json");
+    assert_eq!((stats["annotated"].as_u64(), stats["unrecognised_json"].as_u64()), (Some(0), Some(3)));
+    let input = std::fs::read(repo("examples/graylog.jsonl")).expect("example");
+    assert_eq!(out.stdout, input, "untagged records come out byte-identical");
+    let out = run(&["--shapes", "examples/shapes/graylog.yml", "--stats-format", "json", "examples/graylog.jsonl"]);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stderr).expect("stats json");
+    assert_eq!(stats["unrecognised_json"], 0);
+    assert_eq!(stats["shapes"][0], serde_json::json!({"shape": "graylog_winlogbeat", "count": 3}));
+    assert_contract(&input, &out.stdout, "iis_tagger");
+    assert_eq!(
+        crate::support::detections(&out.stdout, "iis_tagger"),
+        [vec!["webshell_child_process"], vec!["microsoft_iis_service_account_password_dumped"], vec![]]
+    );
+    // Both orders of the global option, and `shapes` shows the file's shape.
+    let listed = run(&["--shapes", "examples/shapes/graylog.yml", "shapes"]);
+    assert_eq!(listed.stdout, run(&["shapes", "--shapes", "examples/shapes/graylog.yml"]).stdout);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("graylog_winlogbeat  (examples/shapes/graylog.yml)"), "{text}");
+    assert!(text.contains("after the key prefix: winlogbeat_winlog_event_data_"), "{text}");
+}
+
+#[test]
+fn a_bad_shape_file_is_refused_with_file_line_column_and_reason() {
+    let dir = temp_dir("bad-shapes");
+    for (text, needle) in [
+        ("shapes:\n  - name: x\n    containrs: [a]\n", ":3:5: unknown key `containrs`"),
+        ("shapes:\n  - name: flat\n", ":2:5: a shape named `flat` exists already"),
+        ("shapes:\n  - name: x\n    prefixes: [\"\"]\n", ":3:15: a prefix must end in a key"),
+        ("fields:\n  Image: command_line\n", ":2:3: field `Image` is already a path field"),
+        ("shapes: [\n", ":2:1: invalid YAML"),
+        ("shapes:\n  - name: x\n    paths:\n      Image: [a..b]\n", ":4:15: `a..b` is not a path of keys"),
+    ] {
+        let file = dir.join("shape.yml");
+        std::fs::write(&file, text).expect("write");
+        let file = file.to_str().expect("utf8");
+        let out = run(&["--shapes", file, "examples/sample.jsonl"]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(out.stdout.is_empty(), "nothing is read when the shape file is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{file}{needle}")), "{text}: {err}");
+    }
+    let out = run(&["--shapes", "/nonexistent/shapes.yml", "examples/sample.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/shapes.yml:1:1: No such file"));
+}
