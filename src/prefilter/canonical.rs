@@ -91,13 +91,16 @@ impl ScanText {
 
 /// Finds, in order, what can hide a literal from a byte scan of a text: `\uXXXX` escapes of
 /// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
-/// a `u`), and raw non-ASCII characters that fold to ASCII. (Windows XML has its own such
-/// markup, checked per XML line: [`xml_hides`].)
+/// a `u`), raw non-ASCII characters that fold to ASCII, and the XML markup whose text is
+/// not its bytes (`&#`, `<!`, `<?`: [`xml_hides`]), looked for only in a text holding an
+/// XML event (in a JSON line it costs only a closer look).
 pub struct HidingScan<'h> {
     hay: &'h [u8],
     text: &'h ScanText,
     escapes: memmem::FindIter<'h, 'static>,
     next_escape: Option<usize>,
+    markup: memchr::Memchr3<'h>,
+    next_markup: Option<usize>,
     /// Where the search for folding characters resumes.
     fold_from: usize,
     next_fold: Option<usize>,
@@ -111,10 +114,25 @@ impl<'h> HidingScan<'h> {
             text,
             escapes: memmem::find_iter(hay, b"\\u"),
             next_escape: None,
+            // Only an XML event line has markup to decode, and each holds `<event`.
+            markup: memchr::memchr3_iter(
+                b'#',
+                b'!',
+                b'?',
+                if memchr::memchr_iter(b'<', &text.lower)
+                    .any(|i| text.lower[i..].starts_with(XML_LINE_MARKER.as_bytes()))
+                {
+                    hay
+                } else {
+                    &hay[..0]
+                },
+            ),
+            next_markup: None,
             fold_from: 0,
             next_fold: None,
         };
         scan.next_escape = scan.escape_from(0);
+        scan.next_markup = scan.markup_from(0);
         scan.next_fold = scan.fold_at_or_after(0);
         scan
     }
@@ -127,7 +145,16 @@ impl<'h> HidingScan<'h> {
         if self.next_fold.is_some_and(|i| i < from) {
             self.next_fold = self.fold_at_or_after(from);
         }
-        self.next_escape.into_iter().chain(self.next_fold).min()
+        if self.next_markup.is_some_and(|i| i < from) {
+            self.next_markup = self.markup_from(from);
+        }
+        self.next_escape.into_iter().chain(self.next_fold).chain(self.next_markup).min()
+    }
+
+    /// The next `&#`, `<!` or `<?` at or after `from` (its second byte).
+    fn markup_from(&mut self, from: usize) -> Option<usize> {
+        let hay = self.hay;
+        self.markup.find(|&i| i >= from && i > 0 && hay[i - 1] == if hay[i] == b'#' { b'&' } else { b'<' })
     }
 
     fn escape_from(&mut self, from: usize) -> Option<usize> {
@@ -320,15 +347,18 @@ pub const XML_LINE_MARKER: &str = "<event";
 /// instruction (`<?`). Such a line is scanned on its canonical copy ([`canonicalize_xml`]);
 /// the others by their bytes, for the literals' XML forms.
 pub fn xml_hides(text: &[u8]) -> bool {
-    memchr::memchr3_iter(b'&', b'!', b'?', text).any(|i| match text[i] {
-        b'&' => text.get(i + 1) == Some(&b'#'),
-        _ => i > 0 && text[i - 1] == b'<',
+    // By the second byte: `&quot;` and `&amp;` are common in command lines, `#` `!` `?` rare.
+    memchr::memchr3_iter(b'#', b'!', b'?', text).any(|i| {
+        let lead = if text[i] == b'#' { b'&' } else { b'<' };
+        i > 0 && text[i - 1] == lead
     })
 }
 
 /// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
 pub fn needs_every_rule(text: &[u8]) -> bool {
-    INSPECT_MARKERS.iter().any(|m| memmem::find(text, m.as_bytes()).is_some())
+    static FINDERS: std::sync::OnceLock<Vec<memmem::Finder<'static>>> = std::sync::OnceLock::new();
+    let finders = FINDERS.get_or_init(|| INSPECT_MARKERS.iter().map(|m| memmem::Finder::new(m.as_bytes())).collect());
+    finders.iter().any(|f| f.find(text).is_some())
 }
 
 /// Writes the canonical scan form of a Windows XML line: the text the way JSON would write

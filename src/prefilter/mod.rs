@@ -68,6 +68,11 @@ struct Triggers {
     searcher: Trigger,
     /// Anchor → rules whose trigger clause holds a literal containing it.
     anchor_rules: Vec<Vec<u32>>,
+    /// The anchors that stand for rules only (not the marks of embedded events and XML
+    /// lines), for the one pass over an XML line ([`Prefilter::anchor_between`]): the
+    /// marks repeat inside it (`<EventID>`, `<EventData>`), and restarting the search at
+    /// each cost as much as the scan itself.
+    rule_anchors: Option<Trigger>,
 }
 
 /// One search for many literals of a space at once.
@@ -235,18 +240,23 @@ impl Prefilter {
                     rules
                 })
                 .collect();
+            let rule_anchors = if space == Space::Raw { Trigger::new(&anchors) } else { None };
             if space == Space::Raw {
                 // The marks of a record that may hold a whole event in a string member: such
                 // a line is inspected with every rule, so the scan must stop there. They
                 // stand for no rule. When some literal has no XML form, every XML line is
                 // an event too (and is inspected on its canonical copy).
                 // Every XML line is an event: it is checked on its own (`xml_may_match`).
-                for marker in INSPECT_MARKERS.iter().copied().chain(Some(XML_LINE_MARKER)) {
+                // When every literal has an XML form, an XML line without an anchor, an
+                // escape or markup that hides text ([`HidingScan`]) holds no trigger: it
+                // needs no mark of its own and is passed over like a JSON line.
+                let xml_mark = Some(XML_LINE_MARKER).filter(|_| xml_every_line);
+                for marker in INSPECT_MARKERS.iter().copied().chain(xml_mark) {
                     anchors.push(marker.to_string());
                     anchor_rules.push(Vec::new());
                 }
             }
-            Trigger::new(&anchors).map(|searcher| Triggers { searcher, anchor_rules })
+            Trigger::new(&anchors).map(|searcher| Triggers { searcher, anchor_rules, rule_anchors })
         };
         examine_all |= !always.is_empty();
         let (raw, deleted) = if examine_all { (None, None) } else { (triggers(Space::Raw), triggers(Space::Deleted)) };
@@ -305,23 +315,13 @@ impl Prefilter {
         escaped || deleted_hit || anchor_hit || !self.xml_forms_complete || xml_hides(lower)
     }
 
-    /// Whether `lower[start..end]` holds a raw anchor that stands for a rule (the marks of
-    /// embedded events and XML lines stand for none), and, when the search ran past the
-    /// line without finding one, the next anchor after it (`Some(None)`: none): the chunk's
-    /// trigger scan goes on from there.
-    pub fn anchor_between(&self, lower: &[u8], start: usize, end: usize) -> (bool, Option<Option<usize>>) {
-        let Some(raw) = &self.raw else { return (false, Some(None)) };
-        let mut at = start;
-        loop {
-            match raw.searcher.find_from(lower, at) {
-                Some((p, anchor)) if p < end => {
-                    if !raw.anchor_rules[anchor].is_empty() {
-                        return (true, None);
-                    }
-                    at = p + 1;
-                }
-                other => return (false, Some(other.map(|(p, _)| p))),
-            }
+    /// Whether `lower[start..end]` (an XML line) holds a raw anchor that stands for a rule
+    /// (the marks of embedded events and XML lines stand for none): one pass over the line.
+    pub fn anchor_between(&self, lower: &[u8], start: usize, end: usize) -> bool {
+        let Some(raw) = &self.raw else { return false };
+        match &raw.rule_anchors {
+            Some(rules) => rules.find_from(&lower[..end], start).is_some(),
+            None => false,
         }
     }
 

@@ -480,15 +480,11 @@ impl Stream<'_> {
             self.stats.lines += 1;
             let escaped = next_escape.is_some_and(|e| e < end);
             self.deleted_hit = deleted_lines.peek() == Some(&start);
-            // An XML line: the trigger scan goes on through it (past the marks of XML), so
-            // that its bytes are looked at once, and says whether a rule's anchor is there.
+            // An XML line: is a rule's anchor there (past the marks of XML)? The trigger
+            // scan then goes on after it.
             self.anchor_hit = true;
             if region[start] == b'<' && payload_start(&region[start..end]).is_some_and(|(_, p)| p == Payload::Xml) {
-                let (hit, after) = pf.anchor_between(lower, start, end);
-                self.anchor_hit = hit;
-                if let Some(after) = after {
-                    next_trigger = after;
-                }
+                self.anchor_hit = pf.anchor_between(lower, start, end);
             }
             if end - start > tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
@@ -550,7 +546,11 @@ impl Stream<'_> {
             return;
         }
         let body = run.strip_suffix(b"\n").unwrap_or(run);
-        for line in body.split(|&b| b == b'\n') {
+        let mut from = 0;
+        while from <= body.len() {
+            let end = memchr::memchr(b'\n', &body[from..]).map_or(body.len(), |i| from + i);
+            let line = &body[from..end];
+            from = end + 1;
             if line.len() > self.tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
             } else {

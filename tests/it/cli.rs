@@ -431,7 +431,18 @@ fn shapes_lists_the_table_and_a_users_file_adds_to_it() {
         table["shapes"].as_array().expect("shapes").iter().map(|s| s["name"].as_str().expect("name")).collect();
     assert_eq!(
         names,
-        ["flat", "evtx_dump", "winlogbeat", "ecs", "vector", "wazuh", "sentinel", "splunk_hec", "message", "fluent_bit_winevtlog"]
+        [
+            "flat",
+            "evtx_dump",
+            "winlogbeat",
+            "ecs",
+            "vector",
+            "wazuh",
+            "sentinel",
+            "splunk_hec",
+            "message",
+            "fluent_bit_winevtlog"
+        ]
     );
 
     // Graylog-flattened Winlogbeat records: blind (and saying so) without the user's
