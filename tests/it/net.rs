@@ -241,6 +241,13 @@ impl Downstream {
         Downstream { addr, conns, received, slow, stop, accept: Some(accept) }
     }
 
+    /// Where `needle` first occurs in what connection `conn` brought, from byte `from` on.
+    pub fn find(&self, conn: usize, needle: &[u8], from: usize) -> Option<usize> {
+        let all = self.conns.lock().expect("lock");
+        let bytes = all.get(conn)?;
+        memchr::memmem::find(bytes.get(from..)?, needle).map(|i| from + i)
+    }
+
     /// Bytes received so far, per connection.
     pub fn snapshot(&self) -> Vec<Vec<u8>> {
         self.conns.lock().expect("lock").clone()

@@ -485,3 +485,133 @@ fn bad_settings_are_refused_at_start_up() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A record that costs a tenth of a second or more to tag: an `Image` array of distinct
+/// paths as long as Windows allows, of a character NFKC expands eighteen times.
+fn costly_record(bytes: usize) -> Vec<u8> {
+    let mut line = String::from(
+        r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","ParentImage":"C:\\Windows\\System32\\inetsrv\\w3wp.exe","Image":["#,
+    );
+    let mut i = 0;
+    while line.len() < bytes {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push_str(&format!(r#""C:\\{}\\{i}\\cmd.exe""#, "\u{FDFA}".repeat(32_000)));
+        i += 1;
+    }
+    line.push_str("]}\n");
+    line.into_bytes()
+}
+
+/// Tagging runs off the reactor (issue 15): while three connections send records that each
+/// take most of a second to tag (more connections than worker threads), a fourth
+/// connection's small records come out at once and `/metrics` answers. Tagged on the
+/// reactor, each costly record holds a worker for its whole cost and the probe waits.
+#[test]
+fn a_costly_record_on_one_connection_does_not_stall_the_others() {
+    let downstream = Downstream::start(None);
+    let forward = downstream.addr.to_string();
+    let sidecar = Sidecar::start(&["--forward", &forward, "--max-line-bytes", "64MiB", "--metrics", "127.0.0.1:0"]);
+    let costly = costly_record(16 << 20);
+    // What one costly record costs alone, from the end of its sending to its output.
+    let solo = {
+        let mut c = sidecar.connect();
+        c.write_all(&costly).expect("send");
+        let sent = Instant::now();
+        assert!(wait_for(Duration::from_secs(60), || sidecar.metric("iis_tagger_lines_total") == 1));
+        sent.elapsed()
+    };
+    assert!(solo >= Duration::from_millis(300), "a costly record took only {solo:?}: too cheap to show a stall");
+
+    let attackers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = sidecar.connect();
+            let costly = costly.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    if c.write_all(&costly).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut probe = sidecar.connect();
+    let (mut worst, mut worst_metrics, mut from) = (Duration::ZERO, Duration::ZERO, 0);
+    let until = Instant::now() + solo * 4;
+    let mut n = 0;
+    while Instant::now() < until {
+        let line = format!("{{\"probe\":{n}}}\n");
+        probe.write_all(line.as_bytes()).expect("probe");
+        let sent = Instant::now();
+        let mut at = None;
+        assert!(
+            wait_for(Duration::from_secs(60), || {
+                at = downstream.find(0, line.as_bytes(), from);
+                at.is_some()
+            }),
+            "probe {n} came out"
+        );
+        from = at.expect("found");
+        worst = worst.max(sent.elapsed());
+        let asked = Instant::now();
+        let _ = sidecar.metrics();
+        worst_metrics = worst_metrics.max(asked.elapsed());
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for a in attackers {
+        a.join().expect("attacker");
+    }
+    drop(probe);
+    assert!(wait_for(Duration::from_secs(120), || sidecar.metric("iis_tagger_lines_total") == 1 + 9 + n));
+    let (status, _, err) = sidecar.stop();
+    assert!(status.success(), "{err}");
+    eprintln!("costly record alone {solo:?}; {n} probes, worst {worst:?}; /metrics worst {worst_metrics:?}");
+    assert!(n >= 5, "only {n} probes in {:?}", solo * 4);
+    assert!(worst < solo / 2, "a probe waited {worst:?} while costly records ({solo:?} each) were tagged");
+    assert!(worst_metrics < solo / 2, "/metrics waited {worst_metrics:?}");
+}
+
+/// A connection that sent one large record and then idles gives its buffers back within
+/// about a second (issue 15: such connections each kept 9–82 MiB), as the
+/// `iis_tagger_connection_memory_bytes` gauge shows; a busy one keeps what it uses.
+#[test]
+fn an_idle_connection_gives_its_memory_back() {
+    let sidecar = Sidecar::start(&["--max-line-bytes", "64MiB", "--metrics", "127.0.0.1:0"]);
+    let gauge = || sidecar.metric("iis_tagger_connection_memory_bytes");
+    let mut conns: Vec<TcpStream> = (0..4).map(|_| sidecar.connect()).collect();
+    let big = format!(
+        r#"{{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"C:\\Windows\\System32\\cmd.exe","ParentImage":"C:\\Windows\\System32\\inetsrv\\w3wp.exe","pad":"{}"}}"#,
+        "x".repeat(16 << 20)
+    );
+    for c in &mut conns {
+        c.write_all(big.as_bytes()).expect("send");
+        c.write_all(b"\n").expect("send");
+    }
+    assert!(wait_for(Duration::from_secs(60), || sidecar.metric("iis_tagger_lines_total") == 4));
+    // A short line next: the connection reports what it holds then, the written batch of
+    // the large record included (kept for reuse).
+    std::thread::sleep(Duration::from_millis(100));
+    for c in &mut conns {
+        c.write_all(b"{}\n").expect("send");
+    }
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_lines_total") == 8));
+    let held = gauge();
+    assert!(held >= 4 * (16 << 20), "four connections that each read a 16 MiB record hold {held} bytes");
+    let started = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(10), || gauge() <= 4 * (1 << 20)),
+        "after {:?} idle the connections still hold {} bytes",
+        started.elapsed(),
+        gauge()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500), "given back only once quiet");
+    drop(conns);
+    assert!(wait_for(Duration::from_secs(10), || gauge() == 0), "closed connections hold nothing");
+    let (status, out, err) = sidecar.stop();
+    assert!(status.success(), "{err}");
+    assert_eq!(crate::support::split_lines(&out).len(), 8);
+}

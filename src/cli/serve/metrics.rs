@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,6 +84,8 @@ pub struct Metrics {
     forward_connects: Counter,
     forward_reconnects: Counter,
     forward_torn: Counter,
+    /// Bytes of buffers the open connections hold (reading, tagging, batches).
+    connection_memory: AtomicI64,
     started: Instant,
     /// When stderr last got a note (notes are limited to one per second).
     noted: StdMutex<Option<Instant>>,
@@ -109,6 +111,7 @@ impl Metrics {
             forward_connects: Counter::default(),
             forward_reconnects: Counter::default(),
             forward_torn: Counter::default(),
+            connection_memory: AtomicI64::new(0),
             started: Instant::now(),
             noted: StdMutex::new(None),
             closed: watch::channel(false).0,
@@ -153,6 +156,11 @@ impl Metrics {
     /// A connection was accepted and is being served.
     pub fn connection_opened(&self) {
         self.connections_open.add(1);
+    }
+
+    /// A connection's buffers grew (or shrank) by `delta` bytes.
+    pub fn connection_memory(&self, delta: i64) {
+        self.connection_memory.fetch_add(delta, Relaxed);
     }
 
     /// A served connection ended.
@@ -263,6 +271,11 @@ impl Metrics {
         let open = self.connections_open.get().saturating_sub(self.connections_closed.get());
         let _ = writeln!(o, "# HELP iis_tagger_connections Connections being served.");
         let _ = writeln!(o, "# TYPE iis_tagger_connections gauge\niis_tagger_connections {open}");
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_connection_memory_bytes Bytes of buffers the open connections hold (read buffer, tagging scratch, output batches kept for reuse).\n# TYPE iis_tagger_connection_memory_bytes gauge\niis_tagger_connection_memory_bytes {}",
+            self.connection_memory.load(Relaxed).max(0)
+        );
         counter(&mut o, "connections_total", "Connections served.", self.connections_open.get());
         counter(
             &mut o,
