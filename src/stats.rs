@@ -62,6 +62,10 @@ pub struct Stats {
     pub windows_xml: u64,
     /// JSON records read that held an event in a string member (XML or JSON).
     pub embedded_events: u64,
+    /// JSON records read whose event in a string member does not start the string (blanks
+    /// first): the prefilter does not mark such lines, so one is inspected only when a
+    /// rule's literal shows outside the event's own escaping.
+    pub unmarked_embedded: u64,
     /// JSON records read in which no shape was recognised and no event embedded: the
     /// stream may be in a shape the table does not know (see `iis-tagger shapes`).
     pub unrecognised_json: u64,
@@ -114,6 +118,7 @@ impl Stats {
         }
         self.windows_xml += other.windows_xml;
         self.embedded_events += other.embedded_events;
+        self.unmarked_embedded += other.unmarked_embedded;
         self.unrecognised_json += other.unrecognised_json;
         let (a, b) = (&mut self.not_inspected, &other.not_inspected);
         a.empty += b.empty;
@@ -151,6 +156,7 @@ impl Stats {
                 .chain((self.windows_xml > 0).then_some(ShapeCount { shape: WINDOWS_XML, count: self.windows_xml }))
                 .collect(),
             embedded_events: self.embedded_events,
+            unmarked_embedded: self.unmarked_embedded,
             unrecognised_json: self.unrecognised_json,
             not_inspected: &self.not_inspected,
             skipped_rules: Vec::new(),
@@ -203,6 +209,8 @@ pub struct Report<'a> {
     pub shapes: Vec<ShapeCount<'a>>,
     /// See [`Stats::embedded_events`].
     pub embedded_events: u64,
+    /// See [`Stats::unmarked_embedded`].
+    pub unmarked_embedded: u64,
     /// See [`Stats::unrecognised_json`].
     pub unrecognised_json: u64,
     /// See [`Stats::not_inspected`].
@@ -249,6 +257,14 @@ impl Report<'_> {
             "  shapes of the records read: {}{embedded}",
             if shapes.is_empty() { "none".into() } else { shapes.join(", ") }
         );
+        if self.unmarked_embedded > 0 {
+            let _ = writeln!(
+                s,
+                "  warning: {} records held an event in a string member after blanks: read, but lines like them are \
+                 not marked for the prefilter (an event hidden behind a second escaping would be missed)",
+                self.unmarked_embedded
+            );
+        }
         if self.unrecognised_json > 0 {
             let _ = writeln!(
                 s,
@@ -316,6 +332,11 @@ pub const COUNTERS: &[Counter] = &[
         name: "embedded_events_total",
         help: "JSON records read that held a whole event in a string member.",
         get: |s| s.embedded_events,
+    },
+    Counter {
+        name: "unmarked_embedded_events_total",
+        help: "JSON records read whose event in a string member starts after blanks (not marked for the prefilter).",
+        get: |s| s.unmarked_embedded,
     },
     Counter {
         name: "unrecognised_records_total",

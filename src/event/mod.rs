@@ -110,6 +110,8 @@ pub struct EventView {
     /// of `embedded_text`).
     embedded: Vec<(u32, (u32, u32))>,
     embedded_text: String,
+    /// Some embedded event did not start its string ([`EventView::stash_embedded`]).
+    unmarked_embedded: bool,
     /// Positional values kept by the walk: (array, index, scalar, range of
     /// `positional_text`).
     positional: Vec<(u32, u32, Scalar, (u32, u32))>,
@@ -366,14 +368,18 @@ impl EventView {
         }
     }
 
-    /// Keeps a string member that may hold a whole event: XML that starts the string, or a
-    /// JSON object written as serializers write one, compactly (`{"`) or pretty-printed
-    /// (`{` and a newline) — the prefilter's marks of such a line rely on it
-    /// ([`crate::prefilter::INSPECT_MARKERS`]).
+    /// Keeps a string member that may hold a whole event: XML, or a JSON object (blanks
+    /// may come first). The prefilter marks a line holding one
+    /// ([`crate::prefilter::INSPECT_MARKERS`]) only when the event starts the string, as
+    /// serializers write it: XML, `{"` or `{` and a newline; one that does not is counted
+    /// ([`EventView::unmarked_embedded`]).
     fn stash_embedded(&mut self, node: u32, text: &str) {
-        let trimmed = text;
-        if !(trimmed.starts_with('<') || trimmed.starts_with("{\"") || trimmed.starts_with("{\n")) {
+        let trimmed = text.trim_start();
+        if !(trimmed.starts_with('<') || trimmed.starts_with('{')) {
             return;
+        }
+        if !(text.starts_with('<') || text.starts_with("{\"") || text.starts_with("{\n")) {
+            self.unmarked_embedded = true;
         }
         let start = self.embedded_text.len() as u32;
         self.embedded_text.push_str(trimmed);
@@ -468,6 +474,7 @@ impl EventView {
         self.shapes.clear();
         self.embedded.clear();
         self.embedded_text.clear();
+        self.unmarked_embedded = false;
         self.positional.clear();
         self.positional_text.clear();
         self.positional_arrays = 0;
@@ -478,6 +485,13 @@ impl EventView {
     /// marked [`Incomplete::VIEWS`]. Compatibility characters can expand eighteen times.
     pub fn set_view_budget(&mut self, bytes: usize) {
         self.view_budget = bytes;
+    }
+
+    /// Whether the record holds an event in a string member that does not start the
+    /// string (blanks first, `{ "`): read, but a line like it is found by the prefilter
+    /// only through a rule's literal outside the event's own escaping, not by its marks.
+    pub fn unmarked_embedded(&self) -> bool {
+        self.unmarked_embedded
     }
 
     /// Why the current record was not fully evaluated, so far.

@@ -92,8 +92,10 @@ impl ScanText {
 /// Finds, in order, what can hide a literal from a byte scan of a text: `\uXXXX` escapes of
 /// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
 /// a `u`), raw non-ASCII characters that fold to ASCII, and the XML markup whose text is
-/// not its bytes (`&#`, `<!`, `<?`: [`xml_hides`]), looked for only in a text holding an
-/// XML event (in a JSON line it costs only a closer look).
+/// not its bytes — a character reference (`&#`), a CDATA section or a comment (`<!`), a
+/// processing instruction (`<?`) — looked for only in a text holding an XML event (such a
+/// line is scanned on its canonical copy, [`canonicalize_xml`]; in a JSON line the markup
+/// only costs a closer look).
 pub struct HidingScan<'h> {
     hay: &'h [u8],
     text: &'h ScanText,
@@ -151,7 +153,8 @@ impl<'h> HidingScan<'h> {
         self.next_escape.into_iter().chain(self.next_fold).chain(self.next_markup).min()
     }
 
-    /// The next `&#`, `<!` or `<?` at or after `from` (its second byte).
+    /// The next `&#`, `<!` or `<?` at or after `from` (its second byte). They are found by
+    /// that byte: `&quot;` and `&amp;` are common in command lines, `#`, `!` and `?` rare.
     fn markup_from(&mut self, from: usize) -> Option<usize> {
         let hay = self.hay;
         self.markup.find(|&i| i >= from && i > 0 && hay[i - 1] == if hay[i] == b'#' { b'&' } else { b'<' })
@@ -338,21 +341,9 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 /// four-byte fingerprints.
 pub const INSPECT_MARKERS: &[&str] = &["\"<event", "\"<?xml", "\"{\\\"", "\"{\\n", "\"data\":{\"win\":"];
 
-/// The mark of a Windows XML line (`<event`, lower-cased): every one is an event of the
-/// trigger scan, then checked on its own ([`super::Prefilter::xml_may_match`]).
+/// What every Windows XML event line holds (`<event`, lower-cased). It is a mark of the
+/// trigger scan only when some literal has no XML form ([`super::Prefilter::may_match_xml`]).
 pub const XML_LINE_MARKER: &str = "<event";
-
-/// Whether a Windows XML text (after its root's `<`) holds markup whose text is not its
-/// bytes: a character reference (`&#`), a CDATA section or a comment (`<!`), a processing
-/// instruction (`<?`). Such a line is scanned on its canonical copy ([`canonicalize_xml`]);
-/// the others by their bytes, for the literals' XML forms.
-pub fn xml_hides(text: &[u8]) -> bool {
-    // By the second byte: `&quot;` and `&amp;` are common in command lines, `#` `!` `?` rare.
-    memchr::memchr3_iter(b'#', b'!', b'?', text).any(|i| {
-        let lead = if text[i] == b'#' { b'&' } else { b'<' };
-        i > 0 && text[i - 1] == lead
-    })
-}
 
 /// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
 pub fn needs_every_rule(text: &[u8]) -> bool {

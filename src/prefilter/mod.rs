@@ -43,7 +43,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 pub use canonical::{
     HidingScan, INSPECT_MARKERS, ScanText, XML_LINE_MARKER, canonicalize, canonicalize_xml, escape_literal,
-    needs_every_rule, xml_hides,
+    needs_every_rule,
 };
 pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
@@ -69,7 +69,7 @@ struct Triggers {
     /// Anchor → rules whose trigger clause holds a literal containing it.
     anchor_rules: Vec<Vec<u32>>,
     /// The anchors that stand for rules only (not the marks of embedded events and XML
-    /// lines), for the one pass over an XML line ([`Prefilter::anchor_between`]): the
+    /// lines), for the one pass over an XML line ([`Prefilter::may_match_xml`]): the
     /// marks repeat inside it (`<EventID>`, `<EventData>`), and restarting the search at
     /// each cost as much as the scan itself.
     rule_anchors: Option<Trigger>,
@@ -244,12 +244,10 @@ impl Prefilter {
             if space == Space::Raw {
                 // The marks of a record that may hold a whole event in a string member: such
                 // a line is inspected with every rule, so the scan must stop there. They
-                // stand for no rule. When some literal has no XML form, every XML line is
-                // an event too (and is inspected on its canonical copy).
-                // Every XML line is an event: it is checked on its own (`xml_may_match`).
-                // When every literal has an XML form, an XML line without an anchor, an
-                // escape or markup that hides text ([`HidingScan`]) holds no trigger: it
-                // needs no mark of its own and is passed over like a JSON line.
+                // stand for no rule. When every literal has an XML form, an XML line with
+                // no anchor and nothing that hides one ([`HidingScan`]) holds no trigger
+                // and is passed over like a JSON line; else every XML line is marked (and
+                // checked on its canonical copy).
                 let xml_mark = Some(XML_LINE_MARKER).filter(|_| xml_every_line);
                 for marker in INSPECT_MARKERS.iter().copied().chain(xml_mark) {
                     anchors.push(marker.to_string());
@@ -305,24 +303,19 @@ impl Prefilter {
         }
     }
 
-    /// Whether an XML line may hold a trigger, seen from its bytes: `lower` is the line from
-    /// its root's `<`, lower-cased; `deleted_hit` and `anchor_hit` say the chunk's trigger
-    /// scans found a trigger on this line ([`Prefilter::anchor_between`]). False only when
-    /// no literal could be there: no trigger in its XML form, no markup that could hide one
-    /// ([`xml_hides`]), no escape or folding character (`escaped`). A true is checked on the
-    /// canonical copy.
-    pub fn xml_may_match(&self, lower: &[u8], escaped: bool, deleted_hit: bool, anchor_hit: bool) -> bool {
-        escaped || deleted_hit || anchor_hit || !self.xml_forms_complete || xml_hides(lower)
-    }
-
-    /// Whether `lower[start..end]` (an XML line) holds a raw anchor that stands for a rule
-    /// (the marks of embedded events and XML lines stand for none): one pass over the line.
-    pub fn anchor_between(&self, lower: &[u8], start: usize, end: usize) -> bool {
-        let Some(raw) = &self.raw else { return false };
-        match &raw.rule_anchors {
-            Some(rules) => rules.find_from(&lower[..end], start).is_some(),
-            None => false,
-        }
+    /// Whether an XML line (`lower`, lower-cased) may hold a trigger, seen from its bytes:
+    /// false only when every literal has an XML form, none of the rules' anchors is in the
+    /// line in any form (one pass, without the marks of embedded events), and nothing in it
+    /// could hide one (`escaped`: an escape, a folding character or markup such as `&#`,
+    /// [`HidingScan`]). A true is checked on the line's canonical copy.
+    pub fn may_match_xml(&self, lower: &[u8], escaped: bool) -> bool {
+        escaped
+            || !self.xml_forms_complete
+            || self
+                .raw
+                .as_ref()
+                .and_then(|raw| raw.rule_anchors.as_ref())
+                .is_some_and(|r| r.find_from(lower, 0).is_some())
     }
 
     /// True when every line must be examined: some rule has no literal, or a trigger so

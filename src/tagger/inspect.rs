@@ -13,7 +13,7 @@
 
 use simd_json::{Buffers, Node, Tape};
 
-use super::{Stream, view_budget};
+use super::{LineScan, Stream, view_budget};
 use crate::annotate::closing_brace;
 use crate::event::EventView;
 use crate::fields::{FieldCatalog, PathTrie};
@@ -156,11 +156,11 @@ impl Stream<'_> {
         region: &[u8],
         range: std::ops::Range<usize>,
         lower: &[u8],
-        escaped: bool,
+        scan: LineScan,
         out: &mut Out<'_, S>,
     ) {
         let large = range.len() > super::RELEASE_AFTER_BYTES;
-        match self.inspect(&region[range.clone()], lower, escaped) {
+        match self.inspect(&region[range.clone()], lower, scan) {
             Verdict::Unchanged => out.keep(region, range),
             Verdict::Annotate { at, form } => {
                 // The annotation goes in at `at`; the line itself is not copied.
@@ -190,14 +190,14 @@ impl Stream<'_> {
         self.lines_seen() <= self.sample_until && self.sample_until > 0
     }
 
-    pub(super) fn inspect(&mut self, line: &[u8], lower: &[u8], escaped: bool) -> Verdict {
+    pub(super) fn inspect(&mut self, line: &[u8], lower: &[u8], scan: LineScan) -> Verdict {
         let tagger = self.tagger;
         let Some((start, payload)) = payload_start(line) else {
             self.classify(line);
             return Verdict::Unchanged;
         };
         let routed = tagger.config.prefilter && tagger.prefilter.examines_every_line();
-        if !routed && !self.pick_rules(line, lower, escaped, start, payload) {
+        if !routed && !self.pick_rules(line, lower, scan, start, payload) {
             return Verdict::Unchanged;
         }
         self.stats.candidates += 1;
@@ -225,7 +225,8 @@ impl Stream<'_> {
 
     /// The rules a line is worth, into `candidates`; false (with the line counted) when
     /// there are none.
-    fn pick_rules(&mut self, line: &[u8], lower: &[u8], escaped: bool, start: usize, payload: Payload) -> bool {
+    fn pick_rules(&mut self, line: &[u8], lower: &[u8], scan: LineScan, start: usize, payload: Payload) -> bool {
+        let escaped = scan.escaped;
         let tagger = self.tagger;
         self.candidates.clear();
         let every = !tagger.config.prefilter
@@ -239,11 +240,10 @@ impl Stream<'_> {
         let rules = match payload {
             Payload::Json => tagger.prefilter.rules_for_line(line, lower, escaped, &mut self.prefilter),
             Payload::Xml => {
-                // Most XML lines hold no trigger even in its XML form: seen from their bytes.
-                let deleted_hit = std::mem::take(&mut self.deleted_hit);
-                let anchor_hit = std::mem::replace(&mut self.anchor_hit, true);
-                let lower_xml = lower.get(start..).unwrap_or_default();
-                if !tagger.prefilter.xml_may_match(lower_xml, escaped || lower.is_empty(), deleted_hit, anchor_hit) {
+                // Most XML lines hold no trigger even in its XML form: seen from their bytes
+                // (a line given without its lower-cased copy is checked on its canonical one).
+                let unscanned = lower.is_empty();
+                if !(unscanned || scan.deleted_hit || tagger.prefilter.may_match_xml(lower, escaped)) {
                     return false;
                 }
                 let mut canonical = std::mem::take(&mut self.canonical_xml);
@@ -302,6 +302,9 @@ impl Stream<'_> {
         }
         if self.embedded_read > 0 {
             self.stats.embedded_events += 1;
+        }
+        if self.view.unmarked_embedded() {
+            self.stats.unmarked_embedded += 1;
         }
     }
 

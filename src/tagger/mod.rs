@@ -27,7 +27,7 @@ use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
-use crate::syslog::{Payload, payload_start};
+use crate::syslog::payload_start;
 
 /// Settings of a [`Tagger`], validated by [`Tagger::new`].
 #[derive(Clone, Debug)]
@@ -171,8 +171,6 @@ impl Tagger {
             canonical_xml: Vec::new(),
             sample_until: self.config.shape_sample_lines,
             lines_before: 0,
-            deleted_hit: false,
-            anchor_hit: true,
             view: EventView::new(),
             candidates: Vec::new(),
             groups: Vec::new(),
@@ -209,6 +207,17 @@ fn view_budget(json_len: usize) -> usize {
     8 * json_len + (4 << 20)
 }
 
+/// What the scan of a chunk found on one of its lines, for [`Stream::line`] (a line given
+/// without its lower-cased copy was not scanned: it is inspected with every rule).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LineScan {
+    /// Something that could hide a literal from a byte scan is in the line: a JSON escape,
+    /// a character that folds to ASCII, XML markup ([`HidingScan`]).
+    escaped: bool,
+    /// A trigger of the deleted text (command lines without quotes and carets) is in it.
+    deleted_hit: bool,
+}
+
 /// The state of one input stream.
 #[derive(Debug)]
 pub struct Stream<'t> {
@@ -233,10 +242,6 @@ pub struct Stream<'t> {
     sample_until: u64,
     /// Lines counted before the counters were last reset.
     lines_before: u64,
-    /// The line being inspected held a trigger in the chunk's deleted text.
-    deleted_hit: bool,
-    /// The line being inspected (an XML line) held a raw trigger anchor.
-    anchor_hit: bool,
     view: EventView,
     candidates: Vec<u32>,
     groups: Vec<u32>,
@@ -349,7 +354,7 @@ impl Stream<'_> {
                 out.keep(record, 0..record.len());
             } else {
                 self.unfiltered = true;
-                self.line(record, 0..record.len(), &[], false, &mut out);
+                self.line(record, 0..record.len(), &[], LineScan::default(), &mut out);
                 self.unfiltered = false;
             }
         }
@@ -479,18 +484,12 @@ impl Stream<'_> {
             self.skipped(&region[pos..start]);
             self.stats.lines += 1;
             let escaped = next_escape.is_some_and(|e| e < end);
-            self.deleted_hit = deleted_lines.peek() == Some(&start);
-            // An XML line: is a rule's anchor there (past the marks of XML)? The trigger
-            // scan then goes on after it.
-            self.anchor_hit = true;
-            if region[start] == b'<' && payload_start(&region[start..end]).is_some_and(|(_, p)| p == Payload::Xml) {
-                self.anchor_hit = pf.anchor_between(lower, start, end);
-            }
+            let scan = LineScan { escaped, deleted_hit: deleted_lines.peek() == Some(&start) };
             if end - start > tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
             } else {
                 out.keep(region, run_start..start);
-                self.line(region, start..end, &lower[start..end], escaped, out);
+                self.line(region, start..end, &lower[start..end], scan, out);
                 run_start = end;
             }
             if next_trigger.is_some_and(|t| t < next) {
@@ -518,7 +517,7 @@ impl Stream<'_> {
                 self.stats.not_inspected.oversized += 1;
                 out.keep(region, pos..end);
             } else {
-                self.line(region, pos..end, &[], false, out);
+                self.line(region, pos..end, &[], LineScan::default(), out);
             }
             out.keep(region, end..next);
             pos = next;

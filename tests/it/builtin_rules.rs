@@ -577,3 +577,21 @@ fn a_record_in_two_shapes_is_read_in_both() {
     assert!(pairs >= 100, "{pairs} pairs tried");
     assert!(failures.is_empty(), "{} of {pairs} failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// An event in a string member after blanks (`"\n<Event…"`) is read, but the prefilter's
+/// marks of embedded events need the event to start the string: such records are counted,
+/// so the gap is said, not silent.
+#[test]
+fn an_event_after_blanks_in_a_string_is_read_and_counted() {
+    use crate::support::xml_event;
+    let xml = xml_event(1, SYSMON, &[("Image", &s32("cmd.exe")), ("ParentImage", W3WP)]);
+    let tagger = builtin_tagger();
+    for (lead, unmarked) in [("", 0), ("\n  ", 1), (" ", 1)] {
+        let line = format!("{}\n", serde_json::json!({"event": {"original": format!("{lead}{xml}")}}));
+        let (out, stats) = tagger.tag_all(line.as_bytes());
+        assert_contract(line.as_bytes(), &out, "iis_tagger");
+        assert_eq!(detections(&out, "iis_tagger"), [vec![SHELL]], "{lead:?}");
+        assert_eq!(stats.embedded_events, 1, "{lead:?}");
+        assert_eq!(stats.unmarked_embedded, unmarked, "{lead:?}");
+    }
+}
