@@ -66,4 +66,4 @@ pub mod yaml;
 pub use rules::{RuleError, RuleSet, RuleSetBuilder};
 pub use sink::Sink;
 pub use stats::Stats;
-pub use tagger::{Config, ConfigError, SHAPE_SAMPLE_LINES, Stream, Tagger};
+pub use tagger::{Config, ConfigError, SHAPE_SAMPLE_LINES, Stream, Tagger, stream_memory_bound};

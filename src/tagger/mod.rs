@@ -195,6 +195,21 @@ impl Tagger {
 /// After inspecting a record longer than this, the buffers it grew are given back.
 pub const RELEASE_AFTER_BYTES: usize = 64 << 10;
 
+/// The most heap a [`Stream`] holds while it takes a line of `line_bytes` (its start held
+/// until the end comes, the lower-cased copy, the JSON copy and simd-json's tape, the
+/// decoded values and the forms they are compared in): 16 MiB + 64 × the line.
+///
+/// Measured, not derived: `benches/memory.rs` tags every crafted record of
+/// `benches/crafted.rs` (expanding characters, arrays of a million values, deep nesting,
+/// every rule literal at once…) with the built-in and the SigmaHQ rules: its worst is
+/// 63x a 1 MB line (`expanding-image`, a character NFKC makes eighteen) and 169x a 65 KB
+/// one, whose cost is mostly the fixed part (the view budget alone allows 4 MiB above
+/// 8 × the line). `tests/memory.rs` checks every case at the default line limit against
+/// it. The sidecar's memory budget reserves it for each connection that is reading.
+pub const fn stream_memory_bound(line_bytes: usize) -> usize {
+    (16 << 20) + 64 * line_bytes
+}
+
 /// What a buffer keeps when giving memory back: enough for the records of a usual stream.
 const KEEP_BYTES: usize = 64 << 10;
 

@@ -13,14 +13,16 @@ use iis_tagger::framing::{OctetCounted, Piece};
 use iis_tagger::{Stream, Tagger};
 
 use super::Framing;
+use super::budget::{Budget, Reservation};
 use super::metrics::{Ending, Metrics};
 use super::output::{Kind, Output, WriteError};
 
 /// Bytes read at a time from a connection: at first a little, more while reads fill the
 /// buffer, so that many quiet connections hold little memory and a busy one reads in
-/// large pieces.
+/// large pieces. A connection without a reservation of the memory budget reads with the
+/// first size only ([`super::budget`]).
 const READ_BYTES_FIRST: usize = 8 * 1024;
-const READ_BYTES: usize = 256 * 1024;
+pub(super) const READ_BYTES: usize = 256 * 1024;
 
 /// A read that, with the unfinished record it completes, holds at least this many bytes is
 /// tagged off the reactor ([`Conn::take`]). At the worst cost per byte of the adversarial
@@ -28,8 +30,9 @@ const READ_BYTES: usize = 256 * 1024;
 const INLINE_BYTES: usize = 16 * 1024;
 
 /// A connection quiet for this long, and not inside a record, gives back the scratch memory
-/// its past records grew ([`Conn::release`]), as do its read buffer and batches.
-const RELEASE_QUIET: Duration = Duration::from_secs(1);
+/// its past records grew ([`Conn::release`]), as do its read buffer and batches, and its
+/// reservation of the memory budget.
+pub(super) const RELEASE_QUIET: Duration = Duration::from_secs(1);
 
 /// After a termination signal, a connection is read until it has sent nothing for this
 /// long (or ends), so that what its peer sent before the signal is not lost.
@@ -67,6 +70,8 @@ pub struct Shared<'t> {
     pub out_framing: Framing,
     /// Becomes true on a termination signal.
     pub shutdown: watch::Receiver<bool>,
+    /// The memory the connections that are reading may hold.
+    pub budget: Budget,
 }
 
 impl Shared<'_> {
@@ -278,6 +283,8 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
     let mut last_byte = Instant::now();
     let mut partial_since: Option<Instant> = None;
     let mut released = true;
+    // Held from the first byte after a quiet spell until the next release.
+    let mut reservation: Option<Reservation> = None;
     let ending = loop {
         // The nearest deadline: idle (or, draining, quiet), or the partial record's.
         let quiet = if draining { Some(DRAIN_QUIET) } else { shared.limits.idle };
@@ -308,6 +315,7 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
                     buf = vec![0u8; READ_BYTES_FIRST];
                     conn.report_memory(buf.len());
                     released = true;
+                    reservation = None;
                     continue;
                 }
                 if partial_at.is_some_and(|p| p <= now) {
@@ -330,9 +338,27 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break Ending::ReadError,
         };
-        last_byte = Instant::now();
         released = false;
+        let mut refused = false;
+        if reservation.is_none() {
+            // Reading starts: reserve what the connection may hold from now on, waiting for
+            // other connections to give theirs back. Without one, only this first read (at
+            // most `READ_BYTES_FIRST`, outside any record) is tagged, and the connection
+            // is closed.
+            reservation = shared.budget.try_reserve();
+            if reservation.is_none() {
+                shared.metrics.memory_wait();
+                reservation = shared.budget.reserve().await;
+                refused = reservation.is_none();
+            }
+        }
+        last_byte = Instant::now();
         conn.take(&buf[..n]).await;
+        if refused {
+            shared.metrics.note("memory budget: no room for a connection within --memory-wait-secs; it is closed");
+            conn.report_memory(buf.len());
+            break Ending::MemoryBudget;
+        }
         if n == buf.len() && buf.len() < READ_BYTES {
             buf.resize(buf.len() * 2, 0);
         } else if n < buf.len() / 4 && buf.len() > READ_BYTES_FIRST {

@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use iis_tagger::framing::FrameStats;
 use iis_tagger::{Stats, Tagger};
 
+use super::budget::Budget;
+use super::conn::Shared;
+
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -28,16 +31,19 @@ pub enum Ending {
     Shutdown,
     /// The output was closed for good.
     OutputClosed,
+    /// No reservation of the memory budget came within `--memory-wait-secs`.
+    MemoryBudget,
 }
 
 impl Ending {
-    const ALL: [Ending; 6] = [
+    const ALL: [Ending; 7] = [
         Ending::Eof,
         Ending::ReadError,
         Ending::IdleTimeout,
         Ending::PartialLineTimeout,
         Ending::Shutdown,
         Ending::OutputClosed,
+        Ending::MemoryBudget,
     ];
 
     fn label(self) -> &'static str {
@@ -48,6 +54,7 @@ impl Ending {
             Ending::PartialLineTimeout => "partial_line_timeout",
             Ending::Shutdown => "shutdown",
             Ending::OutputClosed => "output_closed",
+            Ending::MemoryBudget => "memory_budget",
         }
     }
 }
@@ -78,7 +85,8 @@ pub struct Metrics {
     connections_closed: Counter,
     connections_refused: Counter,
     handshake_failures: Counter,
-    endings: [Counter; 6],
+    endings: [Counter; 7],
+    memory_waits: Counter,
     bytes_out: Counter,
     forward_connected: Counter,
     forward_connects: Counter,
@@ -106,6 +114,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             handshake_failures: Counter::default(),
             endings: Default::default(),
+            memory_waits: Counter::default(),
             bytes_out: Counter::default(),
             forward_connected: Counter::default(),
             forward_connects: Counter::default(),
@@ -161,6 +170,11 @@ impl Metrics {
     /// A connection's buffers grew (or shrank) by `delta` bytes.
     pub fn connection_memory(&self, delta: i64) {
         self.connection_memory.fetch_add(delta, Relaxed);
+    }
+
+    /// A connection waited for a reservation of the memory budget.
+    pub fn memory_wait(&self) {
+        self.memory_waits.add(1);
     }
 
     /// A served connection ended.
@@ -227,7 +241,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, tagger: &Tagger) -> String {
+    pub fn render(&self, tagger: &Tagger, budget: &Budget) -> String {
         let mut o = String::with_capacity(4096 + 96 * tagger.rules().rules().len());
         let counter = |o: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
@@ -275,6 +289,22 @@ impl Metrics {
             o,
             "# HELP iis_tagger_connection_memory_bytes Bytes of buffers the open connections hold (read buffer, tagging scratch, output batches kept for reuse).\n# TYPE iis_tagger_connection_memory_bytes gauge\niis_tagger_connection_memory_bytes {}",
             self.connection_memory.load(Relaxed).max(0)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_memory_budget_bytes The memory budget of the connections that are reading (--memory-budget).\n# TYPE iis_tagger_memory_budget_bytes gauge\niis_tagger_memory_budget_bytes {}",
+            budget.total()
+        );
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_memory_reserved_bytes Bytes of the memory budget reserved by connections that are reading.\n# TYPE iis_tagger_memory_reserved_bytes gauge\niis_tagger_memory_reserved_bytes {}",
+            budget.reserved()
+        );
+        counter(
+            &mut o,
+            "memory_waits_total",
+            "Connections that waited for room in the memory budget before reading.",
+            self.memory_waits.get(),
         );
         counter(&mut o, "connections_total", "Connections served.", self.connections_open.get());
         counter(
@@ -330,12 +360,7 @@ fn label(value: &str) -> String {
 const MAX_REQUEST: usize = 8192;
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    tagger: &'static Tagger,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared<'static>>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (mut socket, _) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -347,7 +372,7 @@ pub async fn serve(
                 }
             },
         };
-        let metrics = metrics.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -365,7 +390,7 @@ pub async fn serve(
                 return;
             }
             let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                let body = metrics.render(tagger);
+                let body = shared.metrics.render(shared.tagger, &shared.budget);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -9,6 +9,7 @@
 //! (see `Limits`). SIGTERM/SIGINT: stop accepting, read every connection until it goes
 //! quiet or ends, write what was read, close the forward connection cleanly, exit 0.
 
+pub mod budget;
 pub mod conn;
 pub mod metrics;
 pub mod output;
@@ -66,6 +67,16 @@ pub struct ServeArgs {
     /// Connections served at once; more are accepted and closed at once (counted).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
+    /// Memory the connections that are reading may hold in all (e.g. 4GiB). Each reserves
+    /// what it may hold at its worst (about 20 MiB + 76 × --max-line-bytes) from its first
+    /// byte until it has been quiet for a second; one that finds no room waits (unread).
+    /// Default: half of the memory limit of this process's cgroup, or of the machine.
+    #[arg(long, value_name = "SIZE", value_parser = super::args::parse_size)]
+    pub memory_budget: Option<usize>,
+    /// How long a connection waits for room in the memory budget; past it, its first read
+    /// (at most 8 KiB) is tagged and written and it is closed (counted).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub memory_wait_secs: u64,
     /// Close a connection that sends nothing for this long (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
@@ -136,6 +147,19 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         return Err(Failure::Setup("--max-connections must be at least 1".into()));
     }
     let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
+    let budget_total = args.memory_budget.unwrap_or_else(budget::default_total);
+    let budget = budget::Budget::new(
+        budget_total,
+        args.core.max_line_bytes,
+        Duration::from_secs(args.memory_wait_secs),
+    )
+    .map_err(|e| {
+        Failure::Setup(format!(
+            "--memory-budget {} is below what one connection may hold at its worst ({} bytes with --max-line-bytes {}): \
+             raise it or lower --max-line-bytes",
+            e.budget, e.each, args.core.max_line_bytes
+        ))
+    })?;
     if let Some(forward) = &args.forward {
         tls::check_addr(forward)?;
     }
@@ -182,6 +206,14 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             None => None,
         };
         eprintln!("iis-tagger: listening on {}", listener.local_addr().map_err(io_setup)?);
+        eprintln!(
+            "iis-tagger: memory budget {} MiB: {} connections reading at once at their worst ({} MiB each); \
+             connections hold at most {} MiB in all",
+            budget.total() >> 20,
+            budget.readers(),
+            budget.each() >> 20,
+            (budget.total() + args.max_connections * budget::QUIET_BYTES) >> 20
+        );
         if let Some(m) = &metrics_listener {
             eprintln!("iis-tagger: metrics on http://{}/metrics", m.local_addr().map_err(io_setup)?);
         }
@@ -199,9 +231,10 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             in_framing,
             out_framing,
             shutdown: shutdown_rx,
+            budget,
         });
         if let Some(m) = metrics_listener {
-            tokio::spawn(metrics::serve(m, metrics.clone(), tagger, shutdown_tx.subscribe()));
+            tokio::spawn(metrics::serve(m, shared.clone(), shutdown_tx.subscribe()));
         }
         let accepted = accept_loop(&listener, &shared, acceptor, args.max_connections).await;
         drop(listener);

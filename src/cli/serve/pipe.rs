@@ -9,6 +9,7 @@ use tokio::sync::{Mutex, watch};
 
 use iis_tagger::{Stats, Tagger};
 
+use super::budget::{Budget, per_connection};
 use super::conn::{self, Limits, Shared};
 use super::metrics::Metrics;
 use super::output::{Output, Target};
@@ -28,12 +29,13 @@ pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -
         let target = Target::forward(addr.to_string(), None, metrics.clone());
         let output = Arc::new(Mutex::new(Output::new(target, Framing::Lines, metrics.clone())));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let max_line_bytes = tagger.config().max_line_bytes;
         let shared = Shared {
             tagger,
             output,
             metrics: metrics.clone(),
             limits: Limits {
-                max_line_bytes: tagger.config().max_line_bytes,
+                max_line_bytes,
                 idle: None,
                 partial_line: None,
                 handshake: Duration::from_secs(10),
@@ -42,6 +44,9 @@ pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -
             in_framing: Framing::Lines,
             out_framing: Framing::Lines,
             shutdown: shutdown_rx,
+            // One input at a time: room for it, always.
+            budget: Budget::new(per_connection(max_line_bytes), max_line_bytes, Duration::ZERO)
+                .map_err(|_| Failure::Setup("memory budget".into()))?,
         };
         let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::Setup(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::Setup(e.to_string()))?;
