@@ -91,18 +91,14 @@ impl ScanText {
 
 /// Finds, in order, what can hide a literal from a byte scan of a text: `\uXXXX` escapes of
 /// characters that [`hides`] (not themselves escaped backslashes: `\\u` is a backslash and
-/// a `u`), raw non-ASCII characters that fold to ASCII, and the XML markup whose text is
-/// not its bytes — a character reference (`&#`), a CDATA section or a comment (`<!`), a
-/// processing instruction (`<?`) — looked for only in a text holding an XML event (such a
-/// line is scanned on its canonical copy, [`canonicalize_xml`]; in a JSON line the markup
-/// only costs a closer look).
+/// a `u`), and raw non-ASCII characters that fold to ASCII. (XML markup hides literals too,
+/// but only in an XML line: the stream checks those one by one, [`xml_markup`], since a
+/// JSON stream has none and should not pay a pass for them.)
 pub struct HidingScan<'h> {
     hay: &'h [u8],
     text: &'h ScanText,
     escapes: memmem::FindIter<'h, 'static>,
     next_escape: Option<usize>,
-    markup: memchr::Memchr3<'h>,
-    next_markup: Option<usize>,
     /// Where the search for folding characters resumes.
     fold_from: usize,
     next_fold: Option<usize>,
@@ -116,25 +112,10 @@ impl<'h> HidingScan<'h> {
             text,
             escapes: memmem::find_iter(hay, b"\\u"),
             next_escape: None,
-            // Only an XML event line has markup to decode, and each holds `<event`.
-            markup: memchr::memchr3_iter(
-                b'#',
-                b'!',
-                b'?',
-                if memchr::memchr_iter(b'<', &text.lower)
-                    .any(|i| text.lower[i..].starts_with(XML_LINE_MARKER.as_bytes()))
-                {
-                    hay
-                } else {
-                    &hay[..0]
-                },
-            ),
-            next_markup: None,
             fold_from: 0,
             next_fold: None,
         };
         scan.next_escape = scan.escape_from(0);
-        scan.next_markup = scan.markup_from(0);
         scan.next_fold = scan.fold_at_or_after(0);
         scan
     }
@@ -147,17 +128,7 @@ impl<'h> HidingScan<'h> {
         if self.next_fold.is_some_and(|i| i < from) {
             self.next_fold = self.fold_at_or_after(from);
         }
-        if self.next_markup.is_some_and(|i| i < from) {
-            self.next_markup = self.markup_from(from);
-        }
-        self.next_escape.into_iter().chain(self.next_fold).chain(self.next_markup).min()
-    }
-
-    /// The next `&#`, `<!` or `<?` at or after `from` (its second byte). They are found by
-    /// that byte: `&quot;` and `&amp;` are common in command lines, `#`, `!` and `?` rare.
-    fn markup_from(&mut self, from: usize) -> Option<usize> {
-        let hay = self.hay;
-        self.markup.find(|&i| i >= from && i > 0 && hay[i - 1] == if hay[i] == b'#' { b'&' } else { b'<' })
+        self.next_escape.into_iter().chain(self.next_fold).min()
     }
 
     fn escape_from(&mut self, from: usize) -> Option<usize> {
@@ -184,6 +155,15 @@ impl<'h> HidingScan<'h> {
         self.fold_from = hay.len();
         None
     }
+}
+
+/// Whether an XML event's text holds markup whose text is not its bytes, so that a literal
+/// could hide in it from a byte scan: a character reference (`&#`), a CDATA section or a
+/// comment (`<!`), a processing instruction or declaration (`<?`). Such a line is scanned
+/// on its canonical copy ([`canonicalize_xml`]). Found by the second byte: `&quot;` and
+/// `&amp;` are common in command lines, `#`, `!` and `?` rare.
+pub fn xml_markup(xml: &[u8]) -> bool {
+    memchr::memchr3_iter(b'#', b'!', b'?', xml).any(|i| i > 0 && xml[i - 1] == if xml[i] == b'#' { b'&' } else { b'<' })
 }
 
 /// Lead bytes of the UTF-8 encodings of the characters that fold to ASCII (derived from
@@ -346,10 +326,17 @@ pub const INSPECT_MARKERS: &[&str] = &["\"<event", "\"<?xml", "\"{\\\"", "\"{\\n
 pub const XML_LINE_MARKER: &str = "<event";
 
 /// Whether `text` (a lower-cased or canonical JSON line) holds an [`INSPECT_MARKERS`] mark.
+/// One pass: every mark holds a `<` or a `{`, rare in a JSON line but for its braces, and
+/// each of those is checked against the marks that could hold it there.
 pub fn needs_every_rule(text: &[u8]) -> bool {
-    static FINDERS: std::sync::OnceLock<Vec<memmem::Finder<'static>>> = std::sync::OnceLock::new();
-    let finders = FINDERS.get_or_init(|| INSPECT_MARKERS.iter().map(|m| memmem::Finder::new(m.as_bytes())).collect());
-    finders.iter().any(|f| f.find(text).is_some())
+    memchr::memchr2_iter(b'<', b'{', text).any(|i| {
+        INSPECT_MARKERS.iter().any(|m| {
+            let m = m.as_bytes();
+            // Where the mark's first `<` or `{` is: the mark must start that far before `i`.
+            let at = m.iter().position(|&b| b == b'<' || b == b'{').unwrap_or(0);
+            m[at] == text[i] && i >= at && text[i - at..].starts_with(m)
+        })
+    })
 }
 
 /// Writes the canonical scan form of a Windows XML line: the text the way JSON would write
@@ -530,6 +517,38 @@ mod tests {
         assert!(needs_every_rule(br#"{"event":{"original":"<event xmlns=\"x\">"}}"#));
         assert!(needs_every_rule(br#"{"eventdata":"{\"image\":\"x\"}"}"#));
         assert!(!needs_every_rule(br#"{"processguid":"{17362f25-244c}","image":"c:\\x"}"#));
+    }
+
+    /// The one-pass check agrees with looking for each mark on its own, over texts made of
+    /// pieces of the marks (every prefix and suffix of each) and of the bytes around them.
+    #[test]
+    fn the_mark_check_is_a_search_for_each_mark() {
+        let mut pieces: Vec<Vec<u8>> = vec![b"x".to_vec(), b"\"".to_vec(), b"{".to_vec(), b"<".to_vec(), b":".to_vec()];
+        for m in INSPECT_MARKERS {
+            let m = m.as_bytes();
+            for k in 0..=m.len() {
+                pieces.push(m[..k].to_vec());
+                pieces.push(m[k..].to_vec());
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut with, mut without) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = Vec::new();
+            for _ in 0..(next() % 6) {
+                text.extend_from_slice(&pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let naive = INSPECT_MARKERS.iter().any(|m| memmem::find(&text, m.as_bytes()).is_some());
+            assert_eq!(needs_every_rule(&text), naive, "{:?}", String::from_utf8_lossy(&text));
+            if naive { with += 1 } else { without += 1 }
+        }
+        assert!(with > 1000 && without > 1000, "both kinds of text were tried: {with} / {without}");
     }
 
     fn scan(line: &[u8]) -> Option<usize> {

@@ -43,7 +43,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 pub use canonical::{
     HidingScan, INSPECT_MARKERS, ScanText, XML_LINE_MARKER, canonicalize, canonicalize_xml, escape_literal,
-    needs_every_rule,
+    needs_every_rule, xml_markup,
 };
 pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
 
@@ -306,8 +306,8 @@ impl Prefilter {
     /// Whether an XML line (`lower`, lower-cased) may hold a trigger, seen from its bytes:
     /// false only when every literal has an XML form, none of the rules' anchors is in the
     /// line in any form (one pass, without the marks of embedded events), and nothing in it
-    /// could hide one (`escaped`: an escape, a folding character or markup such as `&#`,
-    /// [`HidingScan`]). A true is checked on the line's canonical copy.
+    /// could hide one (`escaped`: an escape or a folding character, [`HidingScan`], or
+    /// markup such as `&#`, [`xml_markup`]). A true is checked on the line's canonical copy.
     pub fn may_match_xml(&self, lower: &[u8], escaped: bool) -> bool {
         escaped
             || !self.xml_forms_complete

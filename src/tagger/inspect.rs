@@ -226,7 +226,9 @@ impl Stream<'_> {
     /// The rules a line is worth, into `candidates`; false (with the line counted) when
     /// there are none.
     fn pick_rules(&mut self, line: &[u8], lower: &[u8], scan: LineScan, start: usize, payload: Payload) -> bool {
-        let escaped = scan.escaped;
+        // XML markup (`&#`, CDATA, comments) hides literals only in an XML line: looked for
+        // here, in the lines inspected, and by the stream in those it passes over.
+        let escaped = scan.escaped || (payload == Payload::Xml && prefilter::xml_markup(&line[start..]));
         let tagger = self.tagger;
         self.candidates.clear();
         let every = !tagger.config.prefilter

@@ -27,7 +27,7 @@ use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
 use crate::rules::RuleSet;
 use crate::sink::{Out, Sink};
 use crate::stats::Stats;
-use crate::syslog::payload_start;
+use crate::syslog::{Payload, payload_start};
 
 /// Settings of a [`Tagger`], validated by [`Tagger::new`].
 #[derive(Clone, Debug)]
@@ -485,20 +485,26 @@ impl Stream<'_> {
         let mut run_start = 0;
         let mut pos = 0;
         // Jump from one line with an event (a trigger, or an escape that could hide one) to
-        // the next; the lines in between are only counted and passed on.
-        while let Some(event) = next_trigger
-            .into_iter()
-            .chain(next_escape)
-            .chain(deleted_lines.peek().copied())
-            .chain(Some(pos).filter(|&p| (every_line || self.lines_seen() < self.sample_until) && p < region.len()))
-            .min()
-        {
-            let start = memchr::memrchr(b'\n', &region[pos..event]).map_or(pos, |i| pos + i + 1);
-            let end = memchr::memchr(b'\n', &region[event..]).map_or(region.len(), |i| event + i);
+        // the next; the lines in between are only counted and passed on — but for an XML
+        // line among them with markup that could hide a trigger, which is an event too.
+        loop {
+            let event = next_trigger
+                .into_iter()
+                .chain(next_escape)
+                .chain(deleted_lines.peek().copied())
+                .chain(Some(pos).filter(|&p| (every_line || self.lines_seen() < self.sample_until) && p < region.len()))
+                .min();
+            let limit =
+                event.map_or(region.len(), |e| memchr::memrchr(b'\n', &region[pos..e]).map_or(pos, |i| pos + i + 1));
+            let (start, markup) = match self.skipped(&region[pos..limit]) {
+                Some(k) => (pos + k, true),
+                None if event.is_some() => (limit, false),
+                None => break,
+            };
+            let end = memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
             let next = (end + 1).min(region.len());
-            self.skipped(&region[pos..start]);
             self.stats.lines += 1;
-            let escaped = next_escape.is_some_and(|e| e < end);
+            let escaped = markup || next_escape.is_some_and(|e| e < end);
             let scan = LineScan { escaped, deleted_hit: deleted_lines.peek() == Some(&start) };
             if end - start > tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
@@ -516,7 +522,6 @@ impl Stream<'_> {
             while deleted_lines.next_if(|&l| l < next).is_some() {}
             pos = next;
         }
-        self.skipped(&region[pos..]);
         out.keep(region, run_start..region.len());
         self.text = text;
     }
@@ -539,12 +544,14 @@ impl Stream<'_> {
         }
     }
 
-    /// Counts lines the prefilter passed over (written out unchanged by the caller). In the
-    /// usual run, every line starts with `{` and none is near the size limit, which one pass
-    /// over the newlines shows; otherwise each line is classified.
-    fn skipped(&mut self, run: &[u8]) {
+    /// Counts lines the prefilter passed over (written out unchanged by the caller), up to
+    /// the first XML line whose markup could hide a trigger ([`prefilter::xml_markup`]):
+    /// its offset is returned, and it is the caller's to inspect. In the usual run, every
+    /// line starts with `{` and none is near the size limit, which one pass over the
+    /// newlines shows; otherwise each line is classified.
+    fn skipped(&mut self, run: &[u8]) -> Option<usize> {
         if run.is_empty() {
-            return;
+            return None;
         }
         let mut lines = 0u64;
         let mut all_objects = run[0] == b'{';
@@ -555,30 +562,38 @@ impl Stream<'_> {
         if !run.ends_with(b"\n") {
             lines += 1;
         }
-        self.stats.lines += lines;
         if all_objects && run.len() <= self.tagger.config.max_line_bytes {
-            return;
+            self.stats.lines += lines;
+            return None;
         }
         let body = run.strip_suffix(b"\n").unwrap_or(run);
         let mut from = 0;
         while from <= body.len() {
             let end = memchr::memchr(b'\n', &body[from..]).map_or(body.len(), |i| from + i);
             let line = &body[from..end];
-            from = end + 1;
             if line.len() > self.tagger.config.max_line_bytes {
                 self.stats.not_inspected.oversized += 1;
-            } else {
-                self.classify(line);
+            } else if self.classify(line) {
+                return Some(from);
             }
+            self.stats.lines += 1;
+            from = end + 1;
         }
+        None
     }
 
-    /// Counts a line the prefilter passed over when it is not JSON at all.
-    fn classify(&mut self, line: &[u8]) {
+    /// Counts a line the prefilter passed over when it is not JSON or XML at all; true for
+    /// an XML line whose markup could hide a trigger (to be inspected, not counted here).
+    fn classify(&mut self, line: &[u8]) -> bool {
         if line.is_empty() || line == b"\r" {
             self.stats.not_inspected.empty += 1;
-        } else if payload_start(line).is_none() {
-            self.stats.not_inspected.not_json += 1;
+        } else {
+            match payload_start(line) {
+                None => self.stats.not_inspected.not_json += 1,
+                Some((start, Payload::Xml)) => return prefilter::xml_markup(&line[start..]),
+                Some((_, Payload::Json)) => {}
+            }
         }
+        false
     }
 }

@@ -595,3 +595,57 @@ fn an_event_after_blanks_in_a_string_is_read_and_counted() {
         assert_eq!(stats.unmarked_embedded, unmarked, "{lead:?}");
     }
 }
+
+/// XML markup hides literals from a byte scan only in an XML line, so the stream looks for
+/// it line by line among the lines it passes over (not in a pass over every read): an XML
+/// event whose every literal is written in character references, a comment or CDATA, amid
+/// JSON lines and plain XML lines in one read, is found, and every line is counted once.
+#[test]
+fn xml_markup_amid_lines_passed_over_is_inspected() {
+    use crate::support::xml_event;
+    let benign = r#"{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"C:\\Windows\\explorer.exe","ProcessGuid":"{1}"}"#;
+    let plain_xml = xml_event(1, SYSMON, &[("Image", "C:\\Windows\\explorer.exe")]);
+    let hidden = [
+        xml_event(
+            1,
+            SYSMON,
+            &[
+                ("Image", "C:\\Windows\\System32\\XXcmd.exe"),
+                ("ParentImage", "C:\\Windows\\System32\\inetsrv\\XXw3wp.exe"),
+            ],
+        )
+        .replace("XXcmd", "&#x63;md")
+        .replace("XXw3wp", "w&#51;wp"),
+        xml_event(
+            1,
+            SYSMON,
+            &[
+                ("Image", "C:\\Windows\\System32\\XXcmd.exe"),
+                ("ParentImage", "C:\\Windows\\System32\\inetsrv\\XXw3wp.exe"),
+            ],
+        )
+        .replace("XXcmd", "c<!-- -->md")
+        .replace("XXw3wp", "w3<![CDATA[wp]]>"),
+    ];
+    let tagger = builtin_tagger();
+    for hidden in &hidden {
+        assert!(!hidden.contains("cmd.exe") && !hidden.contains("w3wp"), "no literal in the bytes");
+        let mut input = String::new();
+        // Past the lines a stream parses whatever the prefilter says.
+        for _ in 0..iis_tagger::SHAPE_SAMPLE_LINES + 10 {
+            input.push_str(benign);
+            input.push('\n');
+        }
+        for lines in [vec![&plain_xml, hidden, benign], vec![hidden], vec![&plain_xml, &plain_xml, hidden]] {
+            for l in lines {
+                input.push_str(l);
+                input.push('\n');
+            }
+        }
+        let (out, stats) = tagger.tag_all(input.as_bytes());
+        assert_contract(input.as_bytes(), &out, "iis_tagger");
+        let found: Vec<_> = detections(&out, "iis_tagger").into_iter().filter(|d| !d.is_empty()).collect();
+        assert_eq!(found, vec![vec![SHELL]; 3], "{hidden}");
+        assert_eq!(stats.lines, input.lines().count() as u64, "every line counted once");
+    }
+}
