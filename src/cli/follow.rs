@@ -6,6 +6,11 @@
 //! (copytruncate) it is read again from its start. A line the old file ended without
 //! `\n` is written ended by one.
 //!
+//! When the process reading stdout goes away — the pipe's read end closed, or the parent
+//! gone — `--follow` sees it within [`POLL`] even while idle at the end of the file, and
+//! ends as on a closed stdout ([`super::hangup`]): an agent that stops or dies does not
+//! leave it running.
+//!
 //! With `--state-file`, the position after the last line written is kept there (with the
 //! file's device and inode), saved at most every 100 ms while writing and whenever the
 //! file is at its end, and at exit, so a restarted child resumes after it: on SIGTERM and
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use iis_tagger::{Stats, Tagger};
 
+use super::hangup::Watch;
 use super::output::Vectored;
 use super::run::{Failure, READ_BYTES, WriteError, write_out};
 use super::signal;
@@ -88,8 +94,8 @@ struct Followed {
     read: u64,
 }
 
-/// Opens `path`, waiting for it to exist (or a signal).
-fn open_waiting(path: &Path) -> Result<Option<Followed>, Failure> {
+/// Opens `path`, waiting for it to exist (or a signal, or the reader of `output` to go).
+fn open_waiting(path: &Path, watch: &Watch, output: &File) -> Result<Option<Followed>, Failure> {
     loop {
         match File::open(path) {
             Ok(file) => {
@@ -99,7 +105,7 @@ fn open_waiting(path: &Path) -> Result<Option<Followed>, Failure> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Failure::Io(format!("{}: {e}", path.display()))),
         }
-        if signal::received() > 0 {
+        if signal::received() > 0 || watch.gone(output) {
             return Ok(None);
         }
         std::thread::sleep(POLL);
@@ -157,7 +163,8 @@ pub fn run(
     let offset = storage.as_ptr().align_offset(4096).min(4096);
     let buf = &mut storage[offset..offset + READ_BYTES];
     let mut out = Vectored::default();
-    let Some(mut f) = open_waiting(path)? else { return Ok(()) };
+    let watch = Watch::new(output);
+    let Some(mut f) = open_waiting(path, &watch, output)? else { return Ok(()) };
     if let Some(p) = resume.filter(|p| p.dev == f.dev && p.ino == f.ino) {
         let len = f.file.metadata().map(|m| m.len()).unwrap_or(0);
         if p.offset <= len {
@@ -166,7 +173,7 @@ pub fn run(
         }
     }
     let mut stream = tagger.stream();
-    let stop = follow(tagger, path, &mut f, &mut stream, &mut state, buf, &mut out, output, total);
+    let stop = follow(tagger, path, &mut f, &mut stream, &mut state, buf, &mut out, output, total, &watch);
     let stop = match stop {
         Ok(stop) | Err(stop) => stop,
     };
@@ -203,6 +210,7 @@ fn follow<'t>(
     out: &mut Vectored,
     output: &mut File,
     total: &mut Stats,
+    watch: &Watch,
 ) -> Result<Stop, Stop> {
     let io = |e: io::Error| Stop::Failed(Failure::Io(format!("{}: {e}", path.display())));
     loop {
@@ -226,6 +234,10 @@ fn follow<'t>(
         // At the end: save, wait, and see whether the file was rotated or truncated.
         state.save(position(f, stream)).map_err(Stop::Failed)?;
         std::thread::sleep(POLL);
+        if watch.gone(output) {
+            // Everything written was saved just above: a restart resumes there.
+            return Ok(Stop::Closed);
+        }
         let change = look(path, f);
         if let Change::Same = change {
             continue;
@@ -247,7 +259,7 @@ fn follow<'t>(
                 f.file.seek(SeekFrom::Start(0)).map_err(io)?;
                 f.read = 0;
             }
-            _ => match open_waiting(path).map_err(Stop::Failed)? {
+            _ => match open_waiting(path, watch, output).map_err(Stop::Failed)? {
                 Some(new) => *f = new,
                 None => return Ok(Stop::Signal),
             },

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod follow;
+pub mod hangup;
 pub mod mmexternal;
 pub mod output;
 pub mod parallel;

@@ -171,6 +171,113 @@ fn exec_follow_after_kill_9_repeats_only_unsaved_lines() {
     assert_eq!(b[0], 3000, "lines written again after kill -9 (the state was saved at the end of the file)");
 }
 
+/// Whether process `pid` has ended (gone, or a zombie nobody has reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// After `first` lines were written and the follower ended idle, a new run with the same
+/// state file writes exactly the lines appended since: the state it left is consistent.
+fn resumes_after(dir: &Path, log: &Path, state: &Path, first: usize) {
+    append(log, &batch(first, first + 100));
+    let args = ["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")];
+    let run = ExecChild::start(&args);
+    run.wait_lines(100);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = run.stop("-TERM");
+    assert_eq!(code, Some(0), "{err}");
+    let seqs: Vec<u64> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
+        .collect();
+    let want: Vec<u64> = (first as u64..first as u64 + 100).collect();
+    assert_eq!(seqs, want, "the second run starts where the first ended ({})", dir.display());
+}
+
+/// Issue 16: a `--follow` child idle at the end of its file ends within a second or so when
+/// the process reading its stdout closes the pipe (Fluent Bit's exec input, stopped), and
+/// leaves a state a restart resumes from.
+#[test]
+fn exec_follow_ends_when_its_reader_closes_the_pipe() {
+    let dir = temp_dir("follow-reader-gone");
+    let (log, state) = (dir.join("app.jsonl"), dir.join("state"));
+    append(&log, &batch(0, 500));
+    let mut child = bin()
+        .args(["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    for _ in 0..500 {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).expect("read") > 0, "a line");
+    }
+    // Idle at the end of the file now; the reader goes away without a word.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdout);
+    let closed = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(2), || child.try_wait().expect("wait").is_some()),
+        "still running 2 s after its reader went away"
+    );
+    eprintln!("ended {:?} after the reader closed the pipe", closed.elapsed());
+    assert_eq!(child.wait().expect("status").code(), Some(0), "ended as on a closed stdout");
+    resumes_after(&dir, &log, &state, 500);
+}
+
+/// Issue 16: the parent (here a shell running `iis-tagger --follow … | sleep`, whose pipe
+/// keeps a reader that never reads) is killed with SIGKILL while the child is idle: the
+/// child sees it was re-parented and ends within 2 s.
+#[test]
+fn exec_follow_ends_when_its_parent_is_killed() {
+    let dir = temp_dir("follow-parent-killed");
+    let (log, state) = (dir.join("app.jsonl"), dir.join("state"));
+    append(&log, &batch(0, 200));
+    let bin = env!("CARGO_BIN_EXE_iis-tagger");
+    let mut shell = Command::new("sh")
+        .args(["-c", r#""$0" --follow "$1" --state-file "$2" | sleep 30"#, bin])
+        .arg(&log)
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let children = |ppid: u32| -> Vec<(u32, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            let parent = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            if parent == Some(ppid) {
+                found.push((pid, head.split_once('(').map_or("", |(_, c)| c).to_string()));
+            }
+        }
+        found
+    };
+    let mut tagger = None;
+    assert!(wait_for(Duration::from_secs(10), || {
+        tagger = children(shell.id()).into_iter().find(|(_, comm)| comm == "iis-tagger").map(|(p, _)| p);
+        tagger.is_some()
+    }));
+    let tagger = tagger.expect("the follower");
+    // Let it read the file and go idle (the state is saved at the end of the file).
+    assert!(wait_for(Duration::from_secs(10), || std::fs::metadata(&state).is_ok()));
+    std::thread::sleep(Duration::from_millis(600));
+    shell.kill().expect("SIGKILL the parent");
+    let _ = shell.wait();
+    assert!(wait_for(Duration::from_secs(2), || ended(tagger)), "still running 2 s after its parent was killed");
+    resumes_after(&dir, &log, &state, 200);
+}
+
 #[test]
 fn exec_stdout_holds_only_records_and_stderr_the_rest() {
     let dir = temp_dir("follow-stderr");
