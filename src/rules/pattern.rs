@@ -155,6 +155,11 @@ struct Glob {
     /// Segments in order (`None` is `?`). The first is anchored at the start and the last
     /// at the end; a leading or trailing `*` makes that segment empty.
     segments: Vec<Vec<Option<char>>>,
+    /// The same segments as UTF-8, when there is no `?`: then a match over the value's
+    /// bytes is a match over its characters (in UTF-8 a character's encoding is found only
+    /// at a character boundary), with no decoding, no copy, and a substring search for each
+    /// middle segment — a value of a million non-ASCII characters costs one pass.
+    bytes: Option<Vec<Vec<u8>>>,
 }
 
 impl Glob {
@@ -167,10 +172,17 @@ impl Glob {
                 Token::Star => segments.push(Vec::new()),
             }
         }
-        Glob { segments }
+        let bytes = segments
+            .iter()
+            .all(|seg| seg.iter().all(Option::is_some))
+            .then(|| segments.iter().map(|seg| seg.iter().flatten().collect::<String>().into_bytes()).collect());
+        Glob { segments, bytes }
     }
 
     fn matches(&self, value: &str) -> bool {
+        if let Some(segments) = &self.bytes {
+            return matches_bytes(segments, value.as_bytes());
+        }
         if value.is_ascii() {
             // One byte, one character: no decoding, no allocation.
             return self.matches_units(value.as_bytes(), |p, b| p == char::from(*b));
@@ -206,6 +218,27 @@ impl Glob {
         }
         pos <= end
     }
+}
+
+/// A glob without `?` ([`Glob::bytes`]) over a value's bytes: the first segment anchored at
+/// the start, the last at the end, each middle one found leftmost after the one before.
+fn matches_bytes(segments: &[Vec<u8>], value: &[u8]) -> bool {
+    let n = segments.len();
+    if n == 1 {
+        return value == segments[0].as_slice();
+    }
+    let (first, last) = (&segments[0], &segments[n - 1]);
+    if first.len() + last.len() > value.len() || !value.starts_with(first) || !value.ends_with(last) {
+        return false;
+    }
+    let (mut pos, end) = (first.len(), value.len() - last.len());
+    for seg in &segments[1..n - 1] {
+        match memchr::memmem::find(&value[pos..end], seg) {
+            Some(k) => pos += k + seg.len(),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// If `seg` matches `chars` at `at`, the index after it.
@@ -685,14 +718,18 @@ mod tests {
                 Some(c) => v.first() == Some(c) && naive(&p[1..], &v[1..]),
             }
         }
-        let alphabet = ['a', 'b', '*', '?'];
-        let values = ["", "a", "b", "ab", "ba", "aab", "abab", "bbab", "abba", "aaaa"];
+        // Patterns with and without `?` (matched over characters, or over bytes), values
+        // with characters of two, three and four bytes (their own fold).
+        let alphabet = ['a', 'é', '*', '?', '€'];
+        let values = [
+            "", "a", "é", "aé", "éa", "aaé", "aéaé", "ééaé", "aééa", "aaaa", "€", "a€é", "é€", "€a€", "ééé", "a𝄞é", "𝄞",
+        ];
         for n in 0..5usize {
             for mut k in 0..alphabet.len().pow(n as u32) {
                 let mut p = String::new();
                 for _ in 0..n {
-                    p.push(alphabet[k % 4]);
-                    k /= 4;
+                    p.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
                 }
                 let pc: Vec<char> = p.chars().collect();
                 for v in values {
