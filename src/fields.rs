@@ -359,8 +359,7 @@ fn key_hash(key: &[u8]) -> u64 {
     h | 1
 }
 
-/// Longest key the trie can hold (rules naming a longer field are refused at load time).
-pub const MAX_KEY_BYTES: usize = 128;
+pub use crate::shapes::MAX_KEY_BYTES;
 
 impl PathTrie {
     fn insert(&mut self, path: &[String], field: FieldId, how: PathOf) {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::args::{Cli, Command};
-use cli::run::Failure;
+use cli::command::{Cli, Command};
+use cli::common::Failure;
 
 fn main() -> ExitCode {
     let args = Cli::parse();

@@ -1,46 +1,9 @@
-//! Command-line arguments.
+//! Command-line arguments: the option groups every mode shares, and each mode's own
+//! (the subcommands themselves are in `command`, which names every mode).
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// Tag Windows / Sysmon event records that show IIS and web-server persistence.
-///
-/// Reads newline-delimited records from FILEs (or stdin; `-` is stdin) and writes every
-/// record to stdout (or -o FILE) in order. Records matching a rule get one JSON member
-/// (default `iis_tagger`) with the detections, MITRE ATT&CK ids and a risk score, inserted
-/// before their final `}`; every other record is written byte for byte as it came.
-///
-/// Exit status: 0 on success, also when the reader of the output goes away (broken pipe)
-/// or on SIGTERM/SIGINT after the lines read so far are written; 1 on an I/O error while
-/// running; 2 on a bad argument, rule file or input path at start-up.
-#[derive(Debug, Parser)]
-#[command(name = "iis-tagger", version, subcommand_precedence_over_arg = true, max_term_width = 100)]
-pub struct Cli {
-    /// A subcommand; without one, iis-tagger tags its input.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Options of the tagging run.
-    #[command(flatten)]
-    pub tag: TagArgs,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// List the loaded rules: slug, source, risk, severity, ATT&CK ids, title.
-    Rules(RulesArgs),
-    /// Print the shape table: every layout of Windows events read, how each is recognised
-    /// and where each field lives in it (with those of --shapes files).
-    Shapes(ShapesArgs),
-    /// Run as a TCP sidecar: tag the records of every connection to --listen and write
-    /// them to --forward (or stdout), each connection's records in order and whole.
-    Serve(Box<super::serve::ServeArgs>),
-    /// Run as an rsyslog external message-modification plugin (`mmexternal` with
-    /// `interface.input="fulljson"`): one reply line per message line, in order, flushed;
-    /// `{}` when nothing matched, else the annotation under the `$!` tree.
-    Mmexternal(MmexternalArgs),
-}
+use clap::{Args, Subcommand, ValueEnum};
 
 /// How records are inspected and annotated (every mode).
 #[derive(Debug, Args, Clone)]

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use iis_tagger::{Stats, Tagger};
 
+use super::common::{Failure, READ_BYTES, WriteError, write_out};
 use super::hangup::Watch;
 use super::output::Vectored;
-use super::run::{Failure, READ_BYTES, WriteError, write_out};
 use super::signal;
 
 /// How often the file is looked at when at its end.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use iis_tagger::Sink;
 
 use super::args::{MmexternalArgs, RuleArgs};
-use super::run::{Failure, build_tagger};
+use super::common::{Failure, build_tagger};
 
 /// The part of rsyslog's message object read here.
 #[derive(Deserialize)]

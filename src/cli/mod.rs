@@ -3,6 +3,8 @@
 //! It only wires the library's pieces to the operating system.
 
 pub mod args;
+pub mod command;
+pub mod common;
 pub mod follow;
 pub mod hangup;
 pub mod mmexternal;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use iis_tagger::{Stats, Tagger};
 
-use super::run::{Failure, Input, READ_BYTES};
+use super::common::{Failure, Input, READ_BYTES};
 use super::signal;
 
 /// Blocks are cut at the last newline of a read of about this size.

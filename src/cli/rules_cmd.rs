@@ -10,7 +10,7 @@ use iis_tagger::{Config, RuleSetBuilder, Tagger};
 use serde::Serialize;
 
 use super::args::{CheckArgs, RuleArgs, RulesAction, RulesArgs, StatsFormat};
-use super::run::{Failure, build_tagger};
+use super::common::{Failure, build_tagger};
 
 /// What `iis-tagger rules ...` prints, and whether it failed (`check --strict`).
 pub fn run(rules: &RuleArgs, args: &RulesArgs) -> Result<(String, bool), Failure> {

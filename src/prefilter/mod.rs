@@ -45,7 +45,7 @@ pub use canonical::{
     HidingScan, INSPECT_MARKERS, ScanText, XML_LINE_MARKER, canonicalize, canonicalize_xml, escape_literal,
     needs_every_rule, xml_markup,
 };
-pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted, regex_literals};
+pub use literals::{Literal, MIN_LITERAL_BYTES, Space, delete_into, is_deleted};
 
 use crate::event::EventView;
 use crate::fields::{Derivation, FieldId};

@@ -12,6 +12,7 @@
 
 use memchr::memmem;
 use regex::{Regex, RegexBuilder};
+use regex_syntax::hir::{Class, Hir, HirKind};
 
 use crate::normalize::{FieldKind, Reading, canonical, compare_form, fold, has_compatibility_forms, lower_into, path};
 
@@ -542,10 +543,72 @@ impl Matcher {
                 }
                 return (!alternatives.is_empty()).then_some(alternatives);
             }
-            Matcher::Regex(p) => crate::prefilter::regex_literals(p.re.as_str(), p.flags),
+            Matcher::Regex(p) => regex_literals(p.re.as_str(), p.flags),
         };
         let fragments = fragments_of(&runs, kind);
         (!fragments.is_empty()).then(|| vec![fragments])
+    }
+}
+
+/// Literal text every match of a regular expression contains, folded; read with the
+/// flags the engine uses (case-insensitive `s` also matches `ſ`, which breaks a run).
+pub fn regex_literals(pattern: &str, flags: RegexFlags) -> Vec<String> {
+    let parsed = regex_syntax::ParserBuilder::new()
+        .case_insensitive(flags.ignore_case)
+        .multi_line(flags.multi_line)
+        .dot_matches_new_line(flags.dot_all)
+        .build()
+        .parse(pattern);
+    let mut runs = Vec::new();
+    if let Ok(hir) = parsed {
+        required_runs(&hir, &mut runs, 0);
+    }
+    runs.into_iter().filter(|r: &String| !r.is_empty()).map(|r| fold(&r)).collect()
+}
+
+fn required_runs(hir: &Hir, out: &mut Vec<String>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match hir.kind() {
+        HirKind::Concat(children) => {
+            let mut run = String::new();
+            for child in children {
+                match literal_text(child) {
+                    Some(text) => run.push_str(&text),
+                    None => {
+                        out.push(std::mem::take(&mut run));
+                        required_runs(child, out, depth + 1);
+                    }
+                }
+            }
+            out.push(run);
+        }
+        HirKind::Capture(c) => required_runs(&c.sub, out, depth + 1),
+        HirKind::Repetition(r) if r.min >= 1 => required_runs(&r.sub, out, depth + 1),
+        _ => out.extend(literal_text(hir)),
+    }
+}
+
+/// The text of a literal node, or of a class that is one letter in either case.
+fn literal_text(hir: &Hir) -> Option<String> {
+    match hir.kind() {
+        HirKind::Literal(lit) => std::str::from_utf8(&lit.0).ok().map(str::to_string),
+        HirKind::Class(Class::Unicode(class)) => {
+            let mut chars = Vec::new();
+            for range in class.ranges() {
+                for c in range.start()..=range.end() {
+                    chars.push(c);
+                    if chars.len() > 2 {
+                        return None;
+                    }
+                }
+            }
+            let first = *chars.first()?;
+            let folded = |c: char| fold(c.encode_utf8(&mut [0u8; 4]));
+            chars.iter().all(|&c| folded(c) == folded(first)).then(|| first.to_string())
+        }
+        _ => None,
     }
 }
 
@@ -706,6 +769,19 @@ mod tests {
         assert!(!pat("ab*ab").resolved_matches("aba"));
         assert!(pat("?*").resolved_matches("é"));
         assert!(pat("*.exe*x?z").resolved_matches("a.exe.exe-xyz"));
+    }
+
+    #[test]
+    fn regex_runs() {
+        let f = RegexFlags::default();
+        assert_eq!(regex_literals(r"(?i)(?:^|\\)tomcat[^\\]*$", f), vec!["tomcat"]);
+        assert_eq!(regex_literals(r"abc\d+def", f), vec!["abc", "def"]);
+        assert_eq!(regex_literals(r"(foo|bar)x", f), vec!["x"]);
+        assert_eq!(regex_literals(r"a(?:bc)+d", f), vec!["a", "bc", "d"]);
+        let i = RegexFlags { ignore_case: true, ..f };
+        assert_eq!(regex_literals("TomCat", i), vec!["tomcat"]);
+        // `s` and `k` also match U+017F and U+212A under Unicode case folding: no run.
+        assert_eq!(regex_literals("sk", i), Vec::<String>::new());
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl KeyPath {
             return Ok(KeyPath(Vec::new()));
         }
         let keys: Vec<String> = text.split('.').map(str::to_string).collect();
-        if keys.iter().any(|k| k.is_empty() || k.len() > crate::fields::MAX_KEY_BYTES) {
+        if keys.iter().any(|k| k.is_empty() || k.len() > MAX_KEY_BYTES) {
             return Err(format!("`{text}` is not a path of keys (dotted, none empty, each at most 128 bytes)"));
         }
         Ok(KeyPath(keys))
@@ -117,6 +117,10 @@ pub struct ShapeError {
 }
 
 const BUILTIN: &str = include_str!("builtin.yml");
+
+/// Longest key a path may hold (the field catalog's trie holds no longer one; rules naming
+/// a longer field are refused at load time).
+pub const MAX_KEY_BYTES: usize = 128;
 
 /// The name every XML event line counts under in the statistics (it is read in the
 /// layout of `evtx_dump`).

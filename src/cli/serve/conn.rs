@@ -71,7 +71,7 @@ pub struct Shared<'t> {
     /// Becomes true on a termination signal.
     pub shutdown: watch::Receiver<bool>,
     /// The memory the connections that are reading may hold.
-    pub budget: Budget,
+    pub budget: Arc<Budget>,
 }
 
 impl Shared<'_> {

@@ -14,7 +14,6 @@ use iis_tagger::framing::FrameStats;
 use iis_tagger::{Stats, Tagger};
 
 use super::budget::Budget;
-use super::conn::Shared;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +359,13 @@ fn label(value: &str) -> String {
 const MAX_REQUEST: usize = 8192;
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared<'static>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    tagger: &'static Tagger,
+    budget: Arc<Budget>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (mut socket, _) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -372,7 +377,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared<'static>>, mut shut
                 }
             },
         };
-        let shared = shared.clone();
+        let (metrics, budget) = (metrics.clone(), budget.clone());
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -390,7 +395,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared<'static>>, mut shut
                 return;
             }
             let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                let body = shared.metrics.render(shared.tagger, &shared.budget);
+                let body = metrics.render(tagger, &budget);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use iis_tagger::Tagger;
 
 use super::args::{CoreArgs, StatsArgs};
-use super::run::{Failure, build_tagger};
+use super::common::{Failure, build_tagger};
 use conn::{Limits, Shared};
 use metrics::Metrics;
 use output::{Output, Target};
@@ -231,10 +231,10 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             in_framing,
             out_framing,
             shutdown: shutdown_rx,
-            budget,
+            budget: Arc::new(budget),
         });
         if let Some(m) = metrics_listener {
-            tokio::spawn(metrics::serve(m, shared.clone(), shutdown_tx.subscribe()));
+            tokio::spawn(metrics::serve(m, metrics.clone(), tagger, shared.budget.clone(), shutdown_tx.subscribe()));
         }
         let accepted = accept_loop(&listener, &shared, acceptor, args.max_connections).await;
         drop(listener);

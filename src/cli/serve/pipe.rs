@@ -14,7 +14,7 @@ use super::conn::{self, Limits, Shared};
 use super::metrics::Metrics;
 use super::output::{Output, Target};
 use super::{Framing, runtime};
-use crate::cli::run::{Failure, Input};
+use crate::cli::common::{Failure, Input};
 
 /// After a signal, how long to wait for the output to be written before giving up.
 const SHUTDOWN: Duration = Duration::from_secs(30);
@@ -45,8 +45,10 @@ pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -
             out_framing: Framing::Lines,
             shutdown: shutdown_rx,
             // One input at a time: room for it, always.
-            budget: Budget::new(per_connection(max_line_bytes), max_line_bytes, Duration::ZERO)
-                .map_err(|_| Failure::Setup("memory budget".into()))?,
+            budget: Arc::new(
+                Budget::new(per_connection(max_line_bytes), max_line_bytes, Duration::ZERO)
+                    .map_err(|_| Failure::Setup("memory budget".into()))?,
+            ),
         };
         let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::Setup(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::Setup(e.to_string()))?;

@@ -10,7 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::cli::run::Failure;
+use crate::cli::common::Failure;
 
 /// The forward connection's TLS: how to connect and the name to verify.
 #[derive(Clone)]

@@ -1,0 +1,116 @@
+//! What every front end of the command line shares: the failure kinds and their exit
+//! statuses, building the tagger from the rule options, opening inputs and the output, and
+//! writing a batch (a closed reader is an ending, not an error). The front ends (`run`,
+//! `follow`, `parallel`, `serve`, `mmexternal`, `rules`) build on this module, never on
+//! each other.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use iis_tagger::{Config, RuleError, RuleSetBuilder, Tagger};
+
+use super::args::RuleArgs;
+use super::output::Vectored;
+
+/// Bytes read at a time.
+pub(crate) const READ_BYTES: usize = 256 * 1024;
+
+/// Why a run failed, and so which exit status it gets.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad rules, settings or paths, found before any input was read (exit 2).
+    Setup(String),
+    /// An I/O error while running (exit 1).
+    Io(String),
+    /// `rules check --strict` found rules that do not load (exit 1).
+    Check(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Setup(m) | Failure::Io(m) | Failure::Check(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Loads the rules and builds the tagger. With --skip-invalid-rules, the rules that could
+/// not be loaded are listed on stderr and returned.
+pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<RuleError>), Failure> {
+    let shapes = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
+    let mut builder = RuleSetBuilder::with_shapes(shapes);
+    if !rules.no_builtin {
+        builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
+    }
+    let mut skipped = Vec::new();
+    for path in &rules.rules {
+        let added = if rules.skip_invalid_rules {
+            builder.add_path_skipping(path, &mut skipped)
+        } else {
+            builder.add_path(path)
+        };
+        added.map_err(|e| Failure::Setup(e.to_string()))?;
+    }
+    for e in &skipped {
+        eprintln!("iis-tagger: skipped {e}");
+    }
+    let set = builder.build();
+    if set.rules().is_empty() {
+        return Err(Failure::Setup("no rules loaded (--no-builtin without --rules, or every rule skipped)".into()));
+    }
+    Ok((Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))?, skipped))
+}
+
+pub(crate) struct Input {
+    pub(crate) name: String,
+    pub(crate) file: File,
+}
+
+fn stdin_file() -> io::Result<File> {
+    Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
+    if files.is_empty() {
+        let file = stdin_file().map_err(|e| Failure::Setup(format!("stdin: {e}")))?;
+        return Ok(vec![Input { name: "stdin".into(), file }]);
+    }
+    files
+        .iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let file = if path.as_os_str() == "-" { stdin_file() } else { File::open(path) };
+            file.map(|file| Input { name: name.clone(), file }).map_err(|e| Failure::Setup(format!("{name}: {e}")))
+        })
+        .collect()
+}
+
+pub(crate) fn open_output(path: Option<&Path>, inputs: &[PathBuf]) -> Result<File, Failure> {
+    let Some(path) = path else {
+        return Ok(File::from(
+            io::stdout().as_fd().try_clone_to_owned().map_err(|e| Failure::Setup(format!("stdout: {e}")))?,
+        ));
+    };
+    if let Ok(out) = path.canonicalize() {
+        if inputs.iter().any(|i| i.canonicalize().is_ok_and(|i| i == out)) {
+            return Err(Failure::Setup(format!("{}: the output file is also an input", path.display())));
+        }
+    }
+    File::create(path).map_err(|e| Failure::Setup(format!("{}: {e}", path.display())))
+}
+
+/// How writing ended.
+pub(crate) enum WriteError {
+    /// The reader went away: stop quietly.
+    Closed,
+    /// Anything else.
+    Io(io::Error),
+}
+
+pub(crate) fn write_out(output: &mut File, out: &mut Vectored, input: &[u8]) -> Result<(), WriteError> {
+    let result = out.write_to(output, input);
+    result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
+}
