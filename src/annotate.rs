@@ -1,4 +1,4 @@
-//! The annotation (DESIGN §2) and how it is put into a record.
+//! The annotation (ARCHITECTURE §2) and how it is put into a record.
 //!
 //! Each rule's detection object is serialized once, with `serde_json`, when the tagger is
 //! built; a matching record gets `"<key>":{"risk_score":N,"severity":"…","detections":[…]}`
@@ -25,7 +25,7 @@ struct Detection<'a> {
     severity: Severity,
     /// The rule's authors, for rules loaded with `--rules` (the Detection Rule License of
     /// SigmaHQ's rules asks that they travel with every match). The built-ins keep the
-    /// DESIGN §2 shape: their vendors are in `source`.
+    /// ARCHITECTURE §2 shape: their vendors are in `source`.
     #[serde(skip_serializing_if = "Option::is_none")]
     author: Option<&'a str>,
 }

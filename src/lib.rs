@@ -25,6 +25,7 @@
 //! * [`framing`]: RFC 6587 octet-counted frames, for the TCP front end.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
+//! The design, and how these modules are layered, is `docs/ARCHITECTURE.md`.
 //!
 //! # Example
 //!

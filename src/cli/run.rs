@@ -1,5 +1,5 @@
 //! The tagging run: inputs → [`Stream`](iis_tagger::Stream) → output, with signals,
-//! a closed downstream and write errors handled as DESIGN §1.7 says.
+//! a closed downstream and write errors handled as ARCHITECTURE §1.7 says.
 
 use std::fs::File;
 use std::io::{self, Read};

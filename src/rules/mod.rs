@@ -1,6 +1,6 @@
 //! Detection rules: loading, compiling and the metadata that goes into annotations.
 //!
-//! Rules are Sigma-style YAML. The built-in rules (DESIGN §3) are such files embedded in
+//! Rules are Sigma-style YAML. The built-in rules (ARCHITECTURE §3) are such files embedded in
 //! the binary and go through the same loader as users' rules. Loading is strict: a file
 //! that cannot be loaded is an error naming the file, the line and the problem, and two
 //! rules with the same slug or id are refused — a security tool must never run with a
@@ -127,7 +127,7 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-/// The built-in rule files (DESIGN §3), in annotation order.
+/// The built-in rule files (ARCHITECTURE §3), in annotation order.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("windows_iis_components_add_new_module.yml", include_str!("builtin/windows_iis_components_add_new_module.yml")),
     (

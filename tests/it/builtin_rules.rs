@@ -1,5 +1,5 @@
 //! Every built-in rule: positive fixtures and near misses, each written in every event
-//! shape of DESIGN §4 (and, for process creation, as Sysmon 1 and Security 4688).
+//! shape of ARCHITECTURE §4 (and, for process creation, as Sysmon 1 and Security 4688).
 
 use iis_tagger::{Config, RuleSet, Tagger};
 

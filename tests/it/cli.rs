@@ -310,7 +310,7 @@ fn authors_of_loaded_rules_travel_with_their_detections() {
     let d = &line["iis_tagger"]["detections"][0];
     assert_eq!(d["rule"], "custom_whoami_service");
     assert_eq!(d["author"], "Example SOC");
-    // Built-in detections keep the DESIGN §2 shape (their vendor is `source`).
+    // Built-in detections keep the ARCHITECTURE §2 shape (their vendor is `source`).
     let sample = run(&["examples/sample.jsonl"]);
     assert!(!String::from_utf8_lossy(&sample.stdout).contains("\"author\""));
 }

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: event builders for every shape of
-//! DESIGN §4, an annotation stripper written independently of the library, paths.
+//! ARCHITECTURE §4, an annotation stripper written independently of the library, paths.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

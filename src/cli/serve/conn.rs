@@ -50,7 +50,7 @@ pub struct Limits {
     /// TLS handshake deadline.
     pub handshake: Duration,
     /// End a partial record at the end of input with `\n` (TCP: the output is shared), or
-    /// write it as it came (one input to its own output, as DESIGN §1.3 says).
+    /// write it as it came (one input to its own output, as ARCHITECTURE §1.3 says).
     pub terminate_partial: bool,
 }
 
@@ -475,7 +475,7 @@ impl Conn<'_, '_> {
     async fn end(&mut self, ending: Ending) {
         let partial = self.has_partial();
         if partial && ending == Ending::Shutdown && !self.shared.limits.terminate_partial && !self.open {
-            // One input to its own output, stopped by a signal: whole lines only (DESIGN §1.7).
+            // One input to its own output, stopped by a signal: whole lines only (ARCHITECTURE §1.7).
             let dropped = match &self.decoder {
                 Decoder::Lines => self.stream.pending_bytes(),
                 Decoder::Frames { frames, .. } => frames.held_bytes(),
