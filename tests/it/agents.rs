@@ -183,10 +183,16 @@ fn ended(pid: u32) -> bool {
 /// After `first` lines were written and the follower ended idle, a new run with the same
 /// state file writes exactly the lines appended since: the state it left is consistent.
 fn resumes_after(dir: &Path, log: &Path, state: &Path, first: usize) {
-    append(log, &batch(first, first + 100));
+    resumes_from(dir, log, state, first, first);
+}
+
+/// The same when the file holds `in_file` lines of which the follower wrote `first`: the new
+/// run writes the rest, then 100 lines appended now, each once, in order.
+fn resumes_from(dir: &Path, log: &Path, state: &Path, first: usize, in_file: usize) {
+    append(log, &batch(in_file, in_file + 100));
     let args = ["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")];
     let run = ExecChild::start(&args);
-    run.wait_lines(100);
+    run.wait_lines(in_file + 100 - first);
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, err) = run.stop("-TERM");
     assert_eq!(code, Some(0), "{err}");
@@ -195,7 +201,7 @@ fn resumes_after(dir: &Path, log: &Path, state: &Path, first: usize) {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
         .collect();
-    let want: Vec<u64> = (first as u64..first as u64 + 100).collect();
+    let want: Vec<u64> = (first as u64..in_file as u64 + 100).collect();
     assert_eq!(seqs, want, "the second run starts where the first ended ({})", dir.display());
 }
 
@@ -276,6 +282,76 @@ fn exec_follow_ends_when_its_parent_is_killed() {
     let _ = shell.wait();
     assert!(wait_for(Duration::from_secs(2), || ended(tagger)), "still running 2 s after its parent was killed");
     resumes_after(&dir, &log, &state, 200);
+}
+
+/// Issue 16: a reader that takes the child's output only in large chunks, with pauses between
+/// (as an exec input that reads into a big buffer, or is blocked while its engine works): the
+/// child blocks on the full pipe rather than dropping or spinning, every line arrives once and
+/// in order, and the state left after SIGTERM resumes exactly.
+#[test]
+fn exec_follow_with_a_reader_that_takes_large_chunks_loses_nothing() {
+    let dir = temp_dir("follow-large-chunks");
+    let (log, state) = (dir.join("app.jsonl"), dir.join("state"));
+    append(&log, &batch(0, 20_000));
+    let mut child = bin()
+        .args(["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let reader = std::thread::spawn(move || {
+        // 1 MiB at a time (the pipe holds 64 KiB: the child waits on it in between), then a
+        // pause; until the pipe closes.
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            let mut filled = 0;
+            while filled < chunk.len() {
+                match stdout.read(&mut chunk[filled..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => filled += n,
+                }
+            }
+            sink.lock().expect("lock").extend_from_slice(&chunk[..filled]);
+            if filled < chunk.len() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let lines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count();
+    // The first 20,000 lines are over 1 MiB: at least one pause falls inside them; the last
+    // chunk comes once the next lines fill it, so more are appended until all have come.
+    let mut appended = 20_000;
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            if lines(&got.lock().expect("lock")) < 20_000 {
+                append(&log, &batch(appended, appended + 2_000));
+                appended += 2_000;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            lines(&got.lock().expect("lock")) >= 20_000
+        }),
+        "{} lines of 20,000 arrived",
+        lines(&got.lock().expect("lock"))
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    let status = child.wait().expect("status");
+    reader.join().expect("reader");
+    assert_eq!(status.code(), Some(0));
+    let out = std::mem::take(&mut *got.lock().expect("lock"));
+    let seqs: Vec<u64> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.len() >= 20_000);
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "every line once, in order");
+    resumes_from(&dir, &log, &state, seqs.len(), appended);
 }
 
 #[test]
