@@ -191,5 +191,11 @@ pub fn cases(size: usize, literals: &[String]) -> Vec<Case> {
                 |_| ",1e400".to_string(),
             ),
         },
+        Case {
+            name: "xml-markup-lines",
+            what: "short Windows XML lines, each with a character reference (repeated: many per read)",
+            line: b"<Event><System><EventID>1</EventID></System><EventData><Data Name='Image'>c&#58;\\x</Data></EventData></Event>"
+                .to_vec(),
+        },
     ]
 }

@@ -546,34 +546,19 @@ impl Stream<'_> {
 
     /// Counts lines the prefilter passed over (written out unchanged by the caller), up to
     /// the first XML line whose markup could hide a trigger ([`prefilter::xml_markup`]):
-    /// its offset is returned, and it is the caller's to inspect. In the usual run, every
-    /// line starts with `{` and none is near the size limit, which one pass over the
-    /// newlines shows; otherwise each line is classified.
+    /// its offset is returned, and it is the caller's to inspect, and to call this again for
+    /// the rest — so every byte of a run is looked at once, however many such lines it holds.
+    /// A line that starts with `{` and is within the limit is only counted (the usual run);
+    /// any other is classified.
     fn skipped(&mut self, run: &[u8]) -> Option<usize> {
-        if run.is_empty() {
-            return None;
-        }
-        let mut lines = 0u64;
-        let mut all_objects = run[0] == b'{';
-        for i in memchr::memchr_iter(b'\n', run) {
-            lines += 1;
-            all_objects &= run.get(i + 1).is_none_or(|&b| b == b'{');
-        }
-        if !run.ends_with(b"\n") {
-            lines += 1;
-        }
-        if all_objects && run.len() <= self.tagger.config.max_line_bytes {
-            self.stats.lines += lines;
-            return None;
-        }
-        let body = run.strip_suffix(b"\n").unwrap_or(run);
+        let max = self.tagger.config.max_line_bytes;
         let mut from = 0;
-        while from <= body.len() {
-            let end = memchr::memchr(b'\n', &body[from..]).map_or(body.len(), |i| from + i);
-            let line = &body[from..end];
-            if line.len() > self.tagger.config.max_line_bytes {
+        while from < run.len() {
+            let end = memchr::memchr(b'\n', &run[from..]).map_or(run.len(), |i| from + i);
+            let line = &run[from..end];
+            if line.len() > max {
                 self.stats.not_inspected.oversized += 1;
-            } else if self.classify(line) {
+            } else if line.first() != Some(&b'{') && self.classify(line) {
                 return Some(from);
             }
             self.stats.lines += 1;
