@@ -23,7 +23,7 @@ mod crafted;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use iis_tagger::{Config, RuleSetBuilder, Tagger};
+use iis_tagger::Tagger;
 
 struct Args {
     size: usize,
@@ -159,20 +159,8 @@ fn legend(cases: &[crafted::Case]) {
 fn main() {
     let args = args();
     let benign = benign(&args.benign);
-    let builtins = Tagger::new(iis_tagger::RuleSet::builtin().expect("built-ins"), Config::default()).expect("tagger");
-    let mut sets = vec![("built-in rules", builtins)];
-    if let Some(dir) = &args.sigma {
-        let mut b = RuleSetBuilder::new();
-        b.add_builtin().expect("built-ins");
-        b.add_path(dir).expect("SigmaHQ rules load");
-        sets.push(("SigmaHQ rules + built-ins", Tagger::new(b.build(), Config::default()).expect("tagger")));
-    }
-    for (label, tagger) in &sets {
-        let literals: Vec<String> = tagger.prefilter().trigger_literals().map(|l| l.text.clone()).collect();
-        let mut cases = crafted::cases(args.size, &literals);
-        if let Some(only) = &args.only {
-            cases.retain(|c| c.name == only);
-        }
+    for (label, tagger) in &crafted::rule_sets(args.sigma.as_deref()) {
+        let cases = crafted::cases_for(tagger, args.size, args.only.as_deref());
         for c in &cases {
             assert!(c.line.len() <= args.size, "{} is {} bytes", c.name, c.line.len());
         }

@@ -7,6 +7,32 @@
 //! case of that size is inspected). Process-creation records of the Sysmon channel with a
 //! web-server parent, so that the rules of that log source read them.
 
+/// The rule sets the benchmarks measure crafted records with: the built-ins, and with `sigma`
+/// (a folder of SigmaHQ rules) those added to them.
+pub fn rule_sets(sigma: Option<&std::path::Path>) -> Vec<(&'static str, iis_tagger::Tagger)> {
+    use iis_tagger::{Config, RuleSet, RuleSetBuilder, Tagger};
+    let builtins = Tagger::new(RuleSet::builtin().expect("built-ins"), Config::default()).expect("tagger");
+    let mut sets = vec![("built-in rules", builtins)];
+    if let Some(dir) = sigma {
+        let mut b = RuleSetBuilder::new();
+        b.add_builtin().expect("built-ins");
+        b.add_path(dir).expect("SigmaHQ rules load");
+        sets.push(("SigmaHQ rules + built-ins", Tagger::new(b.build(), Config::default()).expect("tagger")));
+    }
+    sets
+}
+
+/// The cases for `tagger` (its trigger literals planted in `every-literal`), each at most
+/// `size` bytes; only the one named `only` when given.
+pub fn cases_for(tagger: &iis_tagger::Tagger, size: usize, only: Option<&str>) -> Vec<Case> {
+    let literals: Vec<String> = tagger.prefilter().trigger_literals().map(|l| l.text.clone()).collect();
+    let mut cases = cases(size, &literals);
+    if let Some(only) = only {
+        cases.retain(|c| c.name == only);
+    }
+    cases
+}
+
 /// A crafted case: its name, what it does, and the line.
 pub struct Case {
     /// Short name.

@@ -28,7 +28,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use iis_tagger::{Config, RuleSetBuilder, Tagger};
+use iis_tagger::Tagger;
 
 /// The system allocator, counting live bytes and their high-water mark.
 struct Counting;
@@ -110,20 +110,8 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let builtins = Tagger::new(iis_tagger::RuleSet::builtin().expect("built-ins"), Config::default()).expect("tagger");
-    let mut sets = vec![("built-in rules", builtins)];
-    if let Some(dir) = &sigma {
-        let mut b = RuleSetBuilder::new();
-        b.add_builtin().expect("built-ins");
-        b.add_path(dir).expect("SigmaHQ rules load");
-        sets.push(("SigmaHQ rules + built-ins", Tagger::new(b.build(), Config::default()).expect("tagger")));
-    }
-    for (label, tagger) in &sets {
-        let literals: Vec<String> = tagger.prefilter().trigger_literals().map(|l| l.text.clone()).collect();
-        let mut cases = crafted::cases(size, &literals);
-        if let Some(only) = &only {
-            cases.retain(|c| c.name == only);
-        }
+    for (label, tagger) in &crafted::rule_sets(sigma.as_deref()) {
+        let cases = crafted::cases_for(tagger, size, only.as_deref());
         println!("\n{label}: peak heap of one stream tagging one record");
         println!("{:<26} {:>9} {:>12} {:>9}  annotated", "case", "line", "peak heap", "x line");
         let mut worst = (0.0f64, "", 0usize);

@@ -20,7 +20,7 @@ mod needs;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use iis_tagger::{Config, RuleSetBuilder, Tagger, stream_memory_bound};
+use iis_tagger::{Config, Tagger, stream_memory_bound};
 
 struct Counting;
 
@@ -85,10 +85,9 @@ fn peak_for(tagger: &Tagger, line: &[u8]) -> usize {
 
 fn check(tagger: &Tagger) {
     let size = Config::default().max_line_bytes;
-    let literals: Vec<String> = tagger.prefilter().trigger_literals().map(|l| l.text.clone()).collect();
     let mut over = Vec::new();
     let mut worst = 0.0f64;
-    for case in crafted::cases(size, &literals) {
+    for case in crafted::cases_for(tagger, size, None) {
         assert!(case.line.len() <= size);
         let peak = peak_for(tagger, &case.line);
         let bound = stream_memory_bound(case.line.len());
@@ -105,16 +104,14 @@ fn check(tagger: &Tagger) {
 
 #[test]
 fn every_crafted_record_stays_within_the_stream_bound_with_the_builtin_rules() {
-    let tagger = Tagger::new(iis_tagger::RuleSet::builtin().expect("built-ins"), Config::default()).expect("tagger");
-    check(&tagger);
+    let (_, tagger) = &crafted::rule_sets(None)[0];
+    check(tagger);
 }
 
 #[test]
 fn every_crafted_record_stays_within_the_stream_bound_with_the_sigmahq_rules() {
     let Some(dir) = needs::need(needs::Need::SigmaRules) else { return };
-    let mut b = RuleSetBuilder::new();
-    b.add_builtin().expect("built-ins");
-    b.add_path(&dir).expect("SigmaHQ rules load");
-    let tagger = Tagger::new(b.build(), Config::default()).expect("tagger");
-    check(&tagger);
+    let (label, tagger) = &crafted::rule_sets(Some(&dir))[1];
+    assert_eq!(*label, "SigmaHQ rules + built-ins");
+    check(tagger);
 }

@@ -155,14 +155,7 @@ fn exec_follow_after_kill_9_repeats_only_unsaved_lines() {
     run.wait_lines(1000);
     let (code, second, err) = run.stop("-TERM");
     assert_eq!(code, Some(0), "{err}");
-    let seq = |bytes: &[u8]| -> Vec<u64> {
-        bytes
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
-            .collect()
-    };
-    let (a, b) = (seq(&first), seq(&second));
+    let (a, b) = (seqs(&first), seqs(&second));
     assert_eq!(a, (0..3000).collect::<Vec<_>>());
     // At least once: the second run starts at or before where the first stopped, never after.
     assert!(b[0] <= 3000, "lines lost across kill -9: the second run starts at {}", b[0]);
@@ -178,6 +171,25 @@ fn ended(pid: u32) -> bool {
         // `pid (comm) S ...`: the state follows the last `)`.
         Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
+}
+
+/// `iis-tagger --follow LOG --state-file STATE`, its stdout piped to the test, stderr dropped.
+fn follower(log: &Path, state: &Path) -> Child {
+    bin()
+        .args(["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts")
+}
+
+/// The `seq` of every record of a follower's output, in order (every line whole JSON).
+fn seqs(out: &[u8]) -> Vec<u64> {
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
+        .collect()
 }
 
 /// After `first` lines were written and the follower ended idle, a new run with the same
@@ -196,13 +208,8 @@ fn resumes_from(dir: &Path, log: &Path, state: &Path, first: usize, in_file: usi
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, err) = run.stop("-TERM");
     assert_eq!(code, Some(0), "{err}");
-    let seqs: Vec<u64> = out
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
-        .collect();
     let want: Vec<u64> = (first as u64..in_file as u64 + 100).collect();
-    assert_eq!(seqs, want, "the second run starts where the first ended ({})", dir.display());
+    assert_eq!(seqs(&out), want, "the second run starts where the first ended ({})", dir.display());
 }
 
 /// Issue 16: a `--follow` child idle at the end of its file ends within a second or so when
@@ -213,13 +220,7 @@ fn exec_follow_ends_when_its_reader_closes_the_pipe() {
     let dir = temp_dir("follow-reader-gone");
     let (log, state) = (dir.join("app.jsonl"), dir.join("state"));
     append(&log, &batch(0, 500));
-    let mut child = bin()
-        .args(["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = follower(&log, &state);
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     for _ in 0..500 {
         let mut line = String::new();
@@ -293,13 +294,7 @@ fn exec_follow_with_a_reader_that_takes_large_chunks_loses_nothing() {
     let dir = temp_dir("follow-large-chunks");
     let (log, state) = (dir.join("app.jsonl"), dir.join("state"));
     append(&log, &batch(0, 20_000));
-    let mut child = bin()
-        .args(["--follow", log.to_str().expect("utf8"), "--state-file", state.to_str().expect("utf8")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = follower(&log, &state);
     let mut stdout = child.stdout.take().expect("stdout");
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
@@ -344,11 +339,7 @@ fn exec_follow_with_a_reader_that_takes_large_chunks_loses_nothing() {
     reader.join().expect("reader");
     assert_eq!(status.code(), Some(0));
     let out = std::mem::take(&mut *got.lock().expect("lock"));
-    let seqs: Vec<u64> = out
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("whole lines")["seq"].as_u64().expect("seq"))
-        .collect();
+    let seqs = seqs(&out);
     assert!(seqs.len() >= 20_000);
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "every line once, in order");
     resumes_from(&dir, &log, &state, seqs.len(), appended);
