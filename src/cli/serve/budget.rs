@@ -7,7 +7,7 @@
 //! can hold at any moment whatever its peer sends. A connection that cannot get one waits,
 //! unread (TCP holds its peer back), for up to `--memory-wait-secs`; then what it had sent
 //! in its first read (at most 8 KiB) is tagged and written, and the connection is closed
-//! and counted (`iis_tagger_connections_refused_total{reason="memory"}`). A reading
+//! and counted (`iis_tagger_connection_endings_total{reason="memory_budget"}`). A reading
 //! connection's own reservation always covers its next step, so the connections that hold
 //! one always make progress and give it back: there is no deadlock.
 //!
@@ -29,8 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use iis_tagger::stream_memory_bound;
 
-/// The read buffer's largest size (`conn::READ_BYTES`).
-const READ_BYTES: usize = 256 * 1024;
+/// The most a connection reads at a time (its read buffer grows to this while reads fill
+/// it): part of what a reading connection may hold, so defined here and read by `conn`.
+pub const READ_BYTES: usize = 256 * 1024;
 
 /// Bytes of output one batch may hold for `input` bytes of records: the records, and their
 /// annotations (an annotated record grows by its member; a read of the smallest records a
@@ -219,13 +220,15 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
+    /// The figures README and `--help` give for the default line limit, and the default
+    /// budget's floor, are what the code reserves.
     #[test]
-    fn the_formula_holds_its_parts() {
-        let line = 1 << 20;
-        assert_eq!(
-            per_connection(line),
-            READ_BYTES + stream_memory_bound(line) + 3 * (4 * (line + READ_BYTES) + (64 << 10))
-        );
+    fn the_documented_figures_are_the_formula() {
+        assert_eq!(per_connection(1 << 20) >> 20, 95, "README: 95 MiB at the default 1 MiB lines");
+        let slope = (per_connection(2 << 20) - per_connection(1 << 20)) / (1 << 20);
+        assert_eq!(slope, 76, "--help: 76 × --max-line-bytes");
+        assert!((19 << 20..=20 << 20).contains(&per_connection(0)), "--help: about 20 MiB");
+        assert_eq!(QUIET_BYTES >> 10, 840, "README and RELIABILITY: 840 KiB a quiet connection");
         assert!(default_total() >= 1 << 20);
     }
 }

@@ -22,7 +22,7 @@ use super::output::{Kind, Output, WriteError};
 /// large pieces. A connection without a reservation of the memory budget reads with the
 /// first size only ([`super::budget`]).
 const READ_BYTES_FIRST: usize = 8 * 1024;
-pub(super) const READ_BYTES: usize = 256 * 1024;
+use super::budget::READ_BYTES;
 
 /// A read that, with the unfinished record it completes, holds at least this many bytes is
 /// tagged off the reactor ([`Conn::take`]). At the worst cost per byte of the adversarial
@@ -32,7 +32,7 @@ const INLINE_BYTES: usize = 16 * 1024;
 /// A connection quiet for this long, and not inside a record, gives back the scratch memory
 /// its past records grew ([`Conn::release`]), as do its read buffer and batches, and its
 /// reservation of the memory budget.
-pub(super) const RELEASE_QUIET: Duration = Duration::from_secs(1);
+const RELEASE_QUIET: Duration = Duration::from_secs(1);
 
 /// After a termination signal, a connection is read until it has sent nothing for this
 /// long (or ends), so that what its peer sent before the signal is not lost.
