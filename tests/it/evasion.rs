@@ -454,7 +454,9 @@ fn map_components(value: &str, f: impl Fn(&str, bool, &mut Rng) -> String, rng: 
         name.clear();
     };
     for c in value.chars() {
-        if c == '\\' || c == '/' {
+        // The fullwidth separators too: the resolved reading folds them to `\` and `/`, so
+        // a `..` put after one would climb a level, not respell a name.
+        if matches!(c, '\\' | '/' | '\u{FF3C}' | '\u{FF0F}') {
             flush(&mut name, &mut out, false, rng);
             out.push(c);
         } else {
