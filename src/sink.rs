@@ -16,6 +16,21 @@ pub trait Sink {
 
     /// `bytes` are the next output.
     fn bytes(&mut self, bytes: &[u8]);
+
+    /// The output reaches a boundary of a record over the line limit, which is passed on as
+    /// it streams: the bytes written between its `LongStart` and its `LongEnd` are one record
+    /// that spans feeds. A sink that shares its output with other streams must let none of
+    /// them write in between. Most sinks ignore it.
+    fn boundary(&mut self, _boundary: Boundary) {}
+}
+
+/// See [`Sink::boundary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// A record over the limit starts: what is written from here on is its, up to `LongEnd`.
+    LongStart,
+    /// That record has ended (its `\n`, if it had one, is written).
+    LongEnd,
 }
 
 impl Sink for Vec<u8> {

@@ -29,48 +29,85 @@ pub struct NotInspected {
     pub already_annotated: u64,
 }
 
-/// Counters of one stream (or of several, merged).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Lines seen (a final line without `\n` counts).
-    pub lines: u64,
+/// The plain counters of [`Stats`], declared once: each becomes a field of [`Stats`], an
+/// entry of [`COUNTERS`] (which the text summary, the JSON summary and the Prometheus
+/// endpoint read) and a term of [`Stats::merge`].
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $field:ident => $metric:literal, $help:literal; )*) => {
+        /// Counters of one stream (or of several, merged).
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $( $(#[doc = $doc])* pub $field: u64, )*
+            /// Per rule (by index), the lines it matched.
+            pub matches: Vec<u64>,
+            /// Per shape of the shape table (by index), the records read that were
+            /// recognised in it (a record in two shapes counts in both).
+            pub shapes: Vec<u64>,
+            /// Lines not inspected, by reason.
+            pub not_inspected: NotInspected,
+        }
+
+        /// The plain counters of [`Stats`], in the order the summaries show them (the
+        /// labelled ones — per rule, per shape, per reason a record was not inspected — are
+        /// [`Stats::matches`], [`Stats::shapes`] and [`NotInspected::reasons`]).
+        pub const COUNTERS: &[Counter] = &[
+            $( Counter { key: stringify!($field), name: $metric, help: $help, get: |s| s.$field }, )*
+        ];
+
+        impl Stats {
+            fn merge_counters(&mut self, other: &Stats) {
+                $( self.$field += other.$field; )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Lines seen (a final line without `\n` counts; a frame or message is one).
+    lines => "lines_total", "Records read (lines or frames).";
     /// Bytes seen.
-    pub bytes: u64,
+    bytes => "bytes_total", "Bytes read.";
     /// Lines the prefilter passed to the parser.
-    pub candidates: u64,
-    /// Candidates that parsed as a JSON object.
-    pub parsed: u64,
+    candidates => "candidates_total", "Records the prefilter passed to the parser.";
+    /// Candidates that parsed (a JSON object or an XML event).
+    parsed => "parsed_total", "Records read (a JSON object or an XML event).";
     /// Of those, the ones parsed from a repaired copy (a lone surrogate, a number out of
     /// range; see [`crate::repair`]).
-    pub repaired: u64,
+    repaired => "repaired_total", "Records parsed from a repaired copy.";
     /// Lines written with an annotation.
-    pub annotated: u64,
+    annotated => "annotated_total", "Records written with an annotation.";
     /// Of those, records annotated as not fully evaluated (a cap was reached; see
     /// [`crate::event::Incomplete`]).
-    pub incomplete: u64,
+    incomplete => "incomplete_total", "Records annotated as not fully evaluated (a cap was reached).";
     /// Values not evaluated again because an identical value of the same field was.
-    pub duplicate_values: u64,
+    duplicate_values => "duplicate_values_total", "Values not evaluated again: identical to one of the same field.";
     /// Values not evaluated because their field had reached
     /// [`crate::event::MAX_OCCURRENCES`] distinct ones.
-    pub capped_values: u64,
-    /// Per rule (by index), the lines it matched.
-    pub matches: Vec<u64>,
-    /// Per shape of the shape table (by index), the records read that were recognised in
-    /// it (a record in two shapes counts in both).
-    pub shapes: Vec<u64>,
+    capped_values => "capped_values_total", "Values not evaluated: their field had reached the cap of distinct values.";
     /// Windows XML events read (lines).
-    pub windows_xml: u64,
+    windows_xml => "windows_xml_total", "Windows XML events read.";
     /// JSON records read that held an event in a string member (XML or JSON).
-    pub embedded_events: u64,
+    embedded_events => "embedded_events_total", "JSON records read that held a whole event in a string member.";
     /// JSON records read whose event in a string member does not start the string (blanks
     /// first): the prefilter does not mark such lines, so one is inspected only when a
     /// rule's literal shows outside the event's own escaping.
-    pub unmarked_embedded: u64,
+    unmarked_embedded => "unmarked_embedded_events_total",
+        "JSON records read whose event in a string member starts after blanks (not marked for the prefilter).";
     /// JSON records read in which no shape was recognised and no event embedded: the
     /// stream may be in a shape the table does not know (see `iis-tagger shapes`).
-    pub unrecognised_json: u64,
-    /// Lines not inspected, by reason.
-    pub not_inspected: NotInspected,
+    unrecognised_json => "unrecognised_records_total",
+        "JSON records read in which no shape was recognised (no rule can match them).";
+    /// Octet-counted frames read (long ones included; see [`crate::framing`]).
+    frames => "frames_total", "Octet-counted frames read.";
+    /// Records outside the octet-counted framing (read up to `\n`).
+    unframed => "unframed_records_total", "Records outside the octet-counted framing.";
+    /// Records the input ended inside of, written (as they came, or ended by `\n`; see
+    /// [`crate::driver`]).
+    unterminated => "unterminated_records_total",
+        "Records an input ended inside of (written as they came, or ended by a newline).";
+    /// Parts of frames over the limit written as frames of their own (octet-counted output).
+    split_parts => "split_frame_parts_total",
+        "Parts of frames over the limit written as frames of their own (octet-counted output).";
 }
 
 impl Stats {
@@ -93,55 +130,30 @@ impl Stats {
         *self = Stats { matches, shapes, ..Stats::default() };
     }
 
+    /// A line over the limit, passed on uninspected.
+    pub fn oversized_line(&mut self) {
+        self.lines += 1;
+        self.not_inspected.oversized += 1;
+    }
+
     /// Adds another stream's counters.
     pub fn merge(&mut self, other: &Stats) {
-        self.lines += other.lines;
-        self.bytes += other.bytes;
-        self.candidates += other.candidates;
-        self.parsed += other.parsed;
-        self.repaired += other.repaired;
-        self.annotated += other.annotated;
-        self.incomplete += other.incomplete;
-        self.duplicate_values += other.duplicate_values;
-        self.capped_values += other.capped_values;
-        if self.matches.len() < other.matches.len() {
-            self.matches.resize(other.matches.len(), 0);
+        self.merge_counters(other);
+        for (mine, theirs) in [(&mut self.matches, &other.matches), (&mut self.shapes, &other.shapes)] {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
         }
-        for (a, b) in self.matches.iter_mut().zip(&other.matches) {
-            *a += b;
-        }
-        if self.shapes.len() < other.shapes.len() {
-            self.shapes.resize(other.shapes.len(), 0);
-        }
-        for (a, b) in self.shapes.iter_mut().zip(&other.shapes) {
-            *a += b;
-        }
-        self.windows_xml += other.windows_xml;
-        self.embedded_events += other.embedded_events;
-        self.unmarked_embedded += other.unmarked_embedded;
-        self.unrecognised_json += other.unrecognised_json;
-        let (a, b) = (&mut self.not_inspected, &other.not_inspected);
-        a.empty += b.empty;
-        a.not_json += b.not_json;
-        a.invalid_json += b.invalid_json;
-        a.invalid_xml += b.invalid_xml;
-        a.not_an_event += b.not_an_event;
-        a.oversized += b.oversized;
-        a.already_annotated += b.already_annotated;
+        self.not_inspected.merge(&other.not_inspected);
     }
 
     /// A report naming the rules and shapes.
     pub fn report<'a>(&'a self, rules: &'a [Rule], table: &'a ShapeTable) -> Report<'a> {
         Report {
-            lines: self.lines,
-            bytes: self.bytes,
-            candidates: self.candidates,
-            parsed: self.parsed,
-            repaired: self.repaired,
-            annotated: self.annotated,
-            incomplete: self.incomplete,
-            duplicate_values: self.duplicate_values,
-            capped_values: self.capped_values,
+            stats: self,
             matches: rules
                 .iter()
                 .zip(&self.matches)
@@ -155,10 +167,6 @@ impl Stats {
                 .map(|(shape, &n)| ShapeCount { shape: &shape.name, count: n })
                 .chain((self.windows_xml > 0).then_some(ShapeCount { shape: WINDOWS_XML, count: self.windows_xml }))
                 .collect(),
-            embedded_events: self.embedded_events,
-            unmarked_embedded: self.unmarked_embedded,
-            unrecognised_json: self.unrecognised_json,
-            not_inspected: &self.not_inspected,
             skipped_rules: Vec::new(),
         }
     }
@@ -183,42 +191,36 @@ pub struct RuleCount<'a> {
 }
 
 /// Stats with rule names, for printing.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Report<'a> {
-    /// See [`Stats::lines`].
-    pub lines: u64,
-    /// See [`Stats::bytes`].
-    pub bytes: u64,
-    /// See [`Stats::candidates`].
-    pub candidates: u64,
-    /// See [`Stats::parsed`].
-    pub parsed: u64,
-    /// See [`Stats::repaired`].
-    pub repaired: u64,
-    /// See [`Stats::annotated`].
-    pub annotated: u64,
-    /// See [`Stats::incomplete`].
-    pub incomplete: u64,
-    /// See [`Stats::duplicate_values`].
-    pub duplicate_values: u64,
-    /// See [`Stats::capped_values`].
-    pub capped_values: u64,
+    /// The counters.
+    pub stats: &'a Stats,
     /// Matches per rule, in rule order.
     pub matches: Vec<RuleCount<'a>>,
     /// Records read per shape (only shapes some record was in).
     pub shapes: Vec<ShapeCount<'a>>,
-    /// See [`Stats::embedded_events`].
-    pub embedded_events: u64,
-    /// See [`Stats::unmarked_embedded`].
-    pub unmarked_embedded: u64,
-    /// See [`Stats::unrecognised_json`].
-    pub unrecognised_json: u64,
-    /// See [`Stats::not_inspected`].
-    pub not_inspected: &'a NotInspected,
     /// Rule files that could not be loaded and were skipped (`--skip-invalid-rules`), as
     /// `file:line:col: reason`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_rules: Vec<String>,
+}
+
+/// One JSON object: every counter of [`COUNTERS`] by its field name, then `matches`,
+/// `shapes`, `not_inspected` and (when some were) `skipped_rules`.
+impl Serialize for Report<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for c in COUNTERS {
+            map.serialize_entry(c.key, &(c.get)(self.stats))?;
+        }
+        map.serialize_entry("matches", &self.matches)?;
+        map.serialize_entry("shapes", &self.shapes)?;
+        map.serialize_entry("not_inspected", &self.stats.not_inspected)?;
+        if !self.skipped_rules.is_empty() {
+            map.serialize_entry("skipped_rules", &self.skipped_rules)?;
+        }
+        map.end()
+    }
 }
 
 impl Report<'_> {
@@ -229,17 +231,18 @@ impl Report<'_> {
 
     /// The report as text for people.
     pub fn to_text(&self) -> String {
+        let st = self.stats;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "iis-tagger: {} lines, {} bytes; {} candidates, {} parsed ({} repaired), {} annotated",
-            self.lines, self.bytes, self.candidates, self.parsed, self.repaired, self.annotated
+            st.lines, st.bytes, st.candidates, st.parsed, st.repaired, st.annotated
         );
-        if self.incomplete + self.capped_values > 0 {
+        if st.incomplete + st.capped_values > 0 {
             let _ = writeln!(
                 s,
                 "  not fully evaluated: {} records (annotated as such); {} values over the cap of distinct values",
-                self.incomplete, self.capped_values
+                st.incomplete, st.capped_values
             );
         }
         let width = self.matches.iter().map(|m| m.rule.len()).max().unwrap_or(0);
@@ -247,8 +250,8 @@ impl Report<'_> {
             let _ = writeln!(s, "  {:<width$}  {}", m.rule, m.count);
         }
         let shapes: Vec<String> = self.shapes.iter().map(|c| format!("{} {}", c.shape, c.count)).collect();
-        let embedded = if self.embedded_events > 0 {
-            format!(" ({} with an event in a string member)", self.embedded_events)
+        let embedded = if st.embedded_events > 0 {
+            format!(" ({} with an event in a string member)", st.embedded_events)
         } else {
             String::new()
         };
@@ -257,23 +260,34 @@ impl Report<'_> {
             "  shapes of the records read: {}{embedded}",
             if shapes.is_empty() { "none".into() } else { shapes.join(", ") }
         );
-        if self.unmarked_embedded > 0 {
+        if st.unmarked_embedded > 0 {
             let _ = writeln!(
                 s,
                 "  warning: {} records held an event in a string member after blanks: read, but lines like them are \
                  not marked for the prefilter (an event hidden behind a second escaping would be missed)",
-                self.unmarked_embedded
+                st.unmarked_embedded
             );
         }
-        if self.unrecognised_json > 0 {
+        if st.unrecognised_json > 0 {
             let _ = writeln!(
                 s,
                 "  warning: {} JSON records held no Windows event in a shape iis-tagger knows: no rule can match them \
                  (`iis-tagger shapes` lists the shapes; --shapes FILE adds yours)",
-                self.unrecognised_json
+                st.unrecognised_json
             );
         }
-        let n = self.not_inspected;
+        if st.frames + st.unframed + st.split_parts > 0 {
+            let _ = writeln!(
+                s,
+                "  framing: {} octet-counted frames, {} records outside the framing, {} parts of long frames written \
+                 as frames",
+                st.frames, st.unframed, st.split_parts
+            );
+        }
+        if st.unterminated > 0 {
+            let _ = writeln!(s, "  {} records the input ended inside of (no `\\n` after them)", st.unterminated);
+        }
+        let n = &st.not_inspected;
         let _ = writeln!(
             s,
             "  not inspected: {} empty, {} neither JSON nor XML, {} invalid JSON, {} invalid XML, {} XML but no event, \
@@ -290,10 +304,11 @@ impl Report<'_> {
     }
 }
 
-/// One counter of the core, as the metrics endpoint shows it (Prometheus name without the
-/// `iis_tagger_` prefix, help text, and how it is read from [`Stats`]). The text and JSON
-/// summaries show the same counters.
+/// One counter of the core: its field name (the key of the JSON summary), its Prometheus
+/// name without the `iis_tagger_` prefix, its help text, and how it is read from [`Stats`].
 pub struct Counter {
+    /// The field's name.
+    pub key: &'static str,
     /// The metric's name.
     pub name: &'static str,
     /// What it counts.
@@ -302,50 +317,17 @@ pub struct Counter {
     pub get: fn(&Stats) -> u64,
 }
 
-/// The core's plain counters (the labelled ones — per rule, per shape, per reason a record
-/// was not inspected — are [`Stats::matches`], [`Stats::shapes`] and
-/// [`NotInspected::reasons`]).
-pub const COUNTERS: &[Counter] = &[
-    Counter { name: "lines_total", help: "Records read (lines or frames).", get: |s| s.lines },
-    Counter { name: "bytes_total", help: "Bytes read.", get: |s| s.bytes },
-    Counter { name: "candidates_total", help: "Records the prefilter passed to the parser.", get: |s| s.candidates },
-    Counter { name: "parsed_total", help: "Records read (a JSON object or an XML event).", get: |s| s.parsed },
-    Counter { name: "repaired_total", help: "Records parsed from a repaired copy.", get: |s| s.repaired },
-    Counter { name: "annotated_total", help: "Records written with an annotation.", get: |s| s.annotated },
-    Counter {
-        name: "incomplete_total",
-        help: "Records annotated as not fully evaluated (a cap was reached).",
-        get: |s| s.incomplete,
-    },
-    Counter {
-        name: "duplicate_values_total",
-        help: "Values not evaluated again: identical to one of the same field.",
-        get: |s| s.duplicate_values,
-    },
-    Counter {
-        name: "capped_values_total",
-        help: "Values not evaluated: their field had reached the cap of distinct values.",
-        get: |s| s.capped_values,
-    },
-    Counter { name: "windows_xml_total", help: "Windows XML events read.", get: |s| s.windows_xml },
-    Counter {
-        name: "embedded_events_total",
-        help: "JSON records read that held a whole event in a string member.",
-        get: |s| s.embedded_events,
-    },
-    Counter {
-        name: "unmarked_embedded_events_total",
-        help: "JSON records read whose event in a string member starts after blanks (not marked for the prefilter).",
-        get: |s| s.unmarked_embedded,
-    },
-    Counter {
-        name: "unrecognised_records_total",
-        help: "JSON records read in which no shape was recognised (no rule can match them).",
-        get: |s| s.unrecognised_json,
-    },
-];
-
 impl NotInspected {
+    fn merge(&mut self, b: &NotInspected) {
+        self.empty += b.empty;
+        self.not_json += b.not_json;
+        self.invalid_json += b.invalid_json;
+        self.invalid_xml += b.invalid_xml;
+        self.not_an_event += b.not_an_event;
+        self.oversized += b.oversized;
+        self.already_annotated += b.already_annotated;
+    }
+
     /// Each reason and its count.
     pub fn reasons(&self) -> [(&'static str, u64); 7] {
         [

@@ -14,20 +14,24 @@
 //! A partial line is kept until its end arrives, up to the line limit; past it the line
 //! is passed through as it streams, never held whole.
 
+mod framer;
 mod inspect;
+mod scan;
 
+use framer::KEEP_BYTES;
+pub use framer::{Framed, LineFramer, RELEASE_AFTER_BYTES};
 use inspect::Parser;
 pub use inspect::SHAPE_SAMPLE_LINES;
+use scan::LineScan;
 
 use crate::annotate::Annotator;
 use crate::event::{EventView, Incomplete};
 use crate::fields::{FieldId, PathTrie};
 use crate::normalize::Reading;
-use crate::prefilter::{self, HidingScan, Prefilter, ScanText};
+use crate::prefilter::{self, Prefilter, ScanText};
 use crate::rules::RuleSet;
-use crate::sink::{Out, Sink};
+use crate::sink::{Boundary, Out, Sink};
 use crate::stats::Stats;
-use crate::syslog::{Payload, payload_start};
 
 /// Settings of a [`Tagger`], validated by [`Tagger::new`].
 #[derive(Clone, Debug)]
@@ -160,8 +164,7 @@ impl Tagger {
     pub fn stream(&self) -> Stream<'_> {
         Stream {
             tagger: self,
-            pending: Vec::new(),
-            skipping: false,
+            framer: LineFramer::new(self.config.max_line_bytes),
             text: ScanText::default(),
             prefilter: prefilter::Scratch::default(),
             parser: Parser::default(),
@@ -192,9 +195,6 @@ impl Tagger {
     }
 }
 
-/// After inspecting a record longer than this, the buffers it grew are given back.
-pub const RELEASE_AFTER_BYTES: usize = 64 << 10;
-
 /// The most heap a [`Stream`] holds while it takes a line of `line_bytes` (its start held
 /// until the end comes, the lower-cased copy, the JSON copy and simd-json's tape, the
 /// decoded values and the forms they are compared in): 16 MiB + 64 × the line.
@@ -210,9 +210,6 @@ pub const fn stream_memory_bound(line_bytes: usize) -> usize {
     (16 << 20) + 64 * line_bytes
 }
 
-/// What a buffer keeps when giving memory back: enough for the records of a usual stream.
-const KEEP_BYTES: usize = 64 << 10;
-
 /// Bytes of view text one record may take (see [`EventView::set_view_budget`]): its own
 /// values, the four forms each is compared in (as logged and resolved, case kept and
 /// folded), and room for compatibility characters that expand: a 32,767-character path of
@@ -222,25 +219,12 @@ fn view_budget(json_len: usize) -> usize {
     8 * json_len + (4 << 20)
 }
 
-/// What the scan of a chunk found on one of its lines, for [`Stream::line`] (a line given
-/// without its lower-cased copy was not scanned: it is inspected with every rule).
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct LineScan {
-    /// Something that could hide a literal from a byte scan is in the line: a JSON escape,
-    /// a character that folds to ASCII, XML markup ([`HidingScan`]).
-    escaped: bool,
-    /// A trigger of the deleted text (command lines without quotes and carets) is in it.
-    deleted_hit: bool,
-}
-
 /// The state of one input stream.
 #[derive(Debug)]
 pub struct Stream<'t> {
     tagger: &'t Tagger,
-    /// The start of a line whose end has not arrived yet.
-    pending: Vec<u8>,
-    /// Inside a line over the limit, passing it through until its `\n`.
-    skipping: bool,
+    /// Cuts the input into lines ([`framer`]).
+    framer: LineFramer,
     text: ScanText,
     prefilter: prefilter::Scratch,
     parser: Parser,
@@ -278,26 +262,37 @@ impl Stream<'_> {
 
     /// True while the start of a line is held waiting for its end.
     pub fn has_partial_line(&self) -> bool {
-        !self.pending.is_empty() || self.skipping
+        self.framer.has_partial_line()
     }
 
     /// Bytes of an unfinished line held (it is written by [`Stream::finish`]).
     pub fn pending_bytes(&self) -> usize {
-        self.pending.len()
+        self.framer.pending_bytes()
     }
 
     /// True while a line over the limit is being passed through: the output written so far
     /// ends inside that line (a caller that shares its output with other streams must not
     /// let them write until this is false again).
     pub fn passing_long_line(&self) -> bool {
-        self.skipping
+        self.framer.in_long_line()
+    }
+
+    /// Forgets the unfinished line held, unwritten (a stop that writes whole lines only);
+    /// returns its length.
+    pub fn discard_partial_line(&mut self) -> usize {
+        self.framer.discard()
+    }
+
+    /// The counters, for the driver to add what it counts around the stream.
+    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
     }
 
     /// Bytes of capacity the stream's buffers hold (they are kept from record to record,
     /// and given back after a record over [`RELEASE_AFTER_BYTES`]).
     pub fn scratch_bytes(&self) -> usize {
         use crate::scratch::Release;
-        self.pending.capacity_bytes()
+        self.framer.capacity_bytes()
             + self.text.capacity_bytes()
             + self.prefilter.capacity_bytes()
             + self.parser.capacity_bytes()
@@ -311,12 +306,9 @@ impl Stream<'_> {
     /// Gives back every buffer's capacity above a small working size (a front end calls
     /// this when its input goes quiet). What is held of a partial line is kept.
     pub fn release(&mut self) {
-        use crate::scratch::Release;
         self.release_record_scratch();
         self.text.release(KEEP_BYTES);
-        if self.pending.is_empty() {
-            self.pending.release(KEEP_BYTES);
-        }
+        self.framer.release();
     }
 
     /// Gives back what inspecting one large record made the stream hold.
@@ -385,200 +377,36 @@ impl Stream<'_> {
     /// Takes the next bytes of the stream; writes to `out` every line it completes.
     pub fn feed<S: Sink + ?Sized>(&mut self, input: &[u8], out: &mut S) {
         self.stats.bytes += input.len() as u64;
-        let mut at = 0;
-        if self.skipping {
-            match memchr::memchr(b'\n', input) {
-                Some(i) => {
-                    out.input(input, 0..i + 1);
-                    self.skipping = false;
-                    at = i + 1;
-                }
-                None => return out.input(input, 0..input.len()),
-            }
-        }
-        if !self.pending.is_empty() {
-            let Some(i) = memchr::memchr(b'\n', &input[at..]).map(|i| at + i) else {
-                return self.hold(input, at..input.len(), out);
-            };
-            if self.pending.len() + (i - at) > self.tagger.config.max_line_bytes {
-                self.pass_oversized(out);
-                out.input(input, at..i + 1);
-                self.skipping = false;
-            } else {
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(&input[at..=i]);
-                self.lines(&line, &mut Out { sink: out, input, base: None });
-                line.clear();
-                self.pending = line;
-                if self.pending.capacity() > RELEASE_AFTER_BYTES {
-                    // A long line completed across reads: its copies go.
-                    use crate::scratch::Release;
-                    self.pending.release(KEEP_BYTES);
-                    self.text.release(KEEP_BYTES);
-                }
-            }
-            at = i + 1;
-        }
-        match memchr::memrchr(b'\n', &input[at..]) {
-            Some(j) => {
-                let end = at + j + 1;
-                self.lines(&input[at..end], &mut Out { sink: out, input, base: Some(at) });
-                self.hold(input, end..input.len(), out);
-            }
-            None => self.hold(input, at..input.len(), out),
-        }
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.feed(input, &mut |piece| self.framed(piece, input, out));
+        self.framer = framer;
     }
 
     /// Ends the stream: a final line without `\n` is tagged and written without one.
     pub fn finish<S: Sink + ?Sized>(&mut self, out: &mut S) {
-        self.skipping = false;
-        if !self.pending.is_empty() {
-            let line = std::mem::take(&mut self.pending);
-            self.lines(&line, &mut Out { sink: out, input: &[], base: None });
-        }
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.finish(&mut |piece| self.framed(piece, &[], out));
+        self.framer = framer;
     }
 
-    /// Keeps the start of an unfinished line, or passes it through once it is over the limit.
-    fn hold<S: Sink + ?Sized>(&mut self, input: &[u8], range: std::ops::Range<usize>, out: &mut S) {
-        if range.is_empty() {
-            return;
-        }
-        if self.pending.len() + range.len() > self.tagger.config.max_line_bytes {
-            self.pass_oversized(out);
-            out.input(input, range);
-        } else {
-            self.pending.extend_from_slice(&input[range]);
-        }
-    }
-
-    /// Writes what is held of a line found to be over the limit and skips its rest.
-    fn pass_oversized<S: Sink + ?Sized>(&mut self, out: &mut S) {
-        out.bytes(&self.pending);
-        self.pending.clear();
-        self.skipping = true;
-        self.stats.lines += 1;
-        self.stats.not_inspected.oversized += 1;
-    }
-
-    /// Tags a run of lines; every line but possibly the last ends with `\n`.
-    fn lines<S: Sink + ?Sized>(&mut self, region: &[u8], out: &mut Out<'_, S>) {
-        let tagger = self.tagger;
-        if !tagger.config.prefilter {
-            return self.every_line(region, out);
-        }
-        // A rule with no literal makes every line an event; the trigger scan still picks
-        // the other rules each line is worth.
-        let every_line = tagger.prefilter.examines_every_line();
-        let pf = &tagger.prefilter;
-        let mut text = std::mem::take(&mut self.text);
-        text.fill(region);
-        text.deleted_lines.clear();
-        if pf.uses_deleted_text() {
-            let ScanText { lower, deleted, deleted_lines, .. } = &mut text;
-            pf.deleted_trigger_lines(region, lower, deleted, deleted_lines);
-        }
-        let lower = &text.lower;
-        let mut deleted_lines = text.deleted_lines.iter().copied().peekable();
-        let mut escapes = HidingScan::new(region, &text);
-        let mut next_trigger = pf.next_trigger(lower, 0);
-        let mut next_escape = escapes.next_at_or_after(0);
-        let mut run_start = 0;
-        let mut pos = 0;
-        // Jump from one line with an event (a trigger, or an escape that could hide one) to
-        // the next; the lines in between are only counted and passed on — but for an XML
-        // line among them with markup that could hide a trigger, which is an event too.
-        loop {
-            let event = next_trigger
-                .into_iter()
-                .chain(next_escape)
-                .chain(deleted_lines.peek().copied())
-                .chain(Some(pos).filter(|&p| (every_line || self.lines_seen() < self.sample_until) && p < region.len()))
-                .min();
-            let limit =
-                event.map_or(region.len(), |e| memchr::memrchr(b'\n', &region[pos..e]).map_or(pos, |i| pos + i + 1));
-            let (start, markup) = match self.skipped(&region[pos..limit]) {
-                Some(k) => (pos + k, true),
-                None if event.is_some() => (limit, false),
-                None => break,
-            };
-            let end = memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
-            let next = (end + 1).min(region.len());
-            self.stats.lines += 1;
-            let escaped = markup || next_escape.is_some_and(|e| e < end);
-            let scan = LineScan { escaped, deleted_hit: deleted_lines.peek() == Some(&start) };
-            if end - start > tagger.config.max_line_bytes {
-                self.stats.not_inspected.oversized += 1;
-            } else {
-                out.keep(region, run_start..start);
-                self.line(region, start..end, &lower[start..end], scan, out);
-                run_start = end;
+    /// Writes what the framer gave: lines are scanned ([`scan`]), a line over the limit is
+    /// passed on, counted, between the sink's [`Boundary`] marks.
+    fn framed<S: Sink + ?Sized>(&mut self, piece: Framed<'_>, input: &[u8], out: &mut S) {
+        match piece {
+            Framed::Lines { bytes, base } => {
+                self.lines(bytes, &mut Out { sink: out, input, base });
+                if base.is_none() && bytes.len() > RELEASE_AFTER_BYTES {
+                    // A long line completed across reads: its lower-cased copy goes.
+                    self.text.release(KEEP_BYTES);
+                }
             }
-            if next_trigger.is_some_and(|t| t < next) {
-                next_trigger = pf.next_trigger(lower, next);
+            Framed::Oversized { held } => {
+                out.boundary(Boundary::LongStart);
+                out.bytes(held);
+                self.stats.oversized_line();
             }
-            if escaped {
-                next_escape = escapes.next_at_or_after(next);
-            }
-            while deleted_lines.next_if(|&l| l < next).is_some() {}
-            pos = next;
+            Framed::Pass(range) => out.input(input, range),
+            Framed::LongEnd => out.boundary(Boundary::LongEnd),
         }
-        out.keep(region, run_start..region.len());
-        self.text = text;
-    }
-
-    /// Without a prefilter: every line is inspected with every rule.
-    fn every_line<S: Sink + ?Sized>(&mut self, region: &[u8], out: &mut Out<'_, S>) {
-        let mut pos = 0;
-        while pos < region.len() {
-            let end = memchr::memchr(b'\n', &region[pos..]).map_or(region.len(), |i| pos + i);
-            let next = (end + 1).min(region.len());
-            self.stats.lines += 1;
-            if end - pos > self.tagger.config.max_line_bytes {
-                self.stats.not_inspected.oversized += 1;
-                out.keep(region, pos..end);
-            } else {
-                self.line(region, pos..end, &[], LineScan::default(), out);
-            }
-            out.keep(region, end..next);
-            pos = next;
-        }
-    }
-
-    /// Counts lines the prefilter passed over (written out unchanged by the caller), up to
-    /// the first XML line whose markup could hide a trigger ([`prefilter::xml_markup`]):
-    /// its offset is returned, and it is the caller's to inspect, and to call this again for
-    /// the rest — so every byte of a run is looked at once, however many such lines it holds.
-    /// A line that starts with `{` and is within the limit is only counted (the usual run);
-    /// any other is classified.
-    fn skipped(&mut self, run: &[u8]) -> Option<usize> {
-        let max = self.tagger.config.max_line_bytes;
-        let mut from = 0;
-        while from < run.len() {
-            let end = memchr::memchr(b'\n', &run[from..]).map_or(run.len(), |i| from + i);
-            let line = &run[from..end];
-            if line.len() > max {
-                self.stats.not_inspected.oversized += 1;
-            } else if line.first() != Some(&b'{') && self.classify(line) {
-                return Some(from);
-            }
-            self.stats.lines += 1;
-            from = end + 1;
-        }
-        None
-    }
-
-    /// Counts a line the prefilter passed over when it is not JSON or XML at all; true for
-    /// an XML line whose markup could hide a trigger (to be inspected, not counted here).
-    fn classify(&mut self, line: &[u8]) -> bool {
-        if line.is_empty() || line == b"\r" {
-            self.stats.not_inspected.empty += 1;
-        } else {
-            match payload_start(line) {
-                None => self.stats.not_inspected.not_json += 1,
-                Some((start, Payload::Xml)) => return prefilter::xml_markup(&line[start..]),
-                Some((_, Payload::Json)) => {}
-            }
-        }
-        false
     }
 }
