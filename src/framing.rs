@@ -97,6 +97,15 @@ impl OctetCounted {
         self.held.len()
     }
 
+    /// Forgets the unfinished record held, unwritten, and a long frame being passed on (a
+    /// stop that writes whole records only, or an output gone); returns the bytes held.
+    pub fn discard(&mut self) -> usize {
+        let n = self.held.len();
+        self.held.clear();
+        self.long_left = 0;
+        n
+    }
+
     /// Takes the next bytes; gives `f` every piece they complete.
     pub fn feed(&mut self, mut input: &[u8], f: &mut impl FnMut(Piece<'_>)) {
         loop {

@@ -21,7 +21,9 @@
 //! * [`annotate`]: the annotation and its splice into the original bytes.
 //! * [`tagger`]: the core, [`Tagger`] and [`Stream`]: bytes in, bytes out, no I/O;
 //!   [`sink`]: where a stream writes (unchanged input as ranges, new bytes as bytes).
-//! * [`stats`]: what a stream did.
+//! * [`driver`]: the read/tag/write loop of every front end, without the I/O: framing
+//!   (lines or octet-counted frames), stopping, and what each kind of end writes.
+//! * [`stats`]: what a stream did, and the one table of its counters.
 //! * [`framing`]: RFC 6587 octet-counted frames, for the TCP front end.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
@@ -48,6 +50,7 @@
 //! ```
 
 pub mod annotate;
+pub mod driver;
 pub mod event;
 pub mod fields;
 pub mod framing;
@@ -64,6 +67,7 @@ pub mod tagger;
 pub mod xml;
 pub mod yaml;
 
+pub use driver::{Driver, End, Ended};
 pub use rules::{RuleError, RuleSet, RuleSetBuilder};
 pub use sink::Sink;
 pub use stats::Stats;
