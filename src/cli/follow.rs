@@ -23,12 +23,25 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use iis_tagger::{Stats, Tagger};
+use iis_tagger::driver::{AtEof, OnStop, Settings};
+use iis_tagger::{Driver, End, Stats, Tagger};
 
 use super::common::{Failure, READ_BYTES, WriteError, write_out};
 use super::hangup::Watch;
 use super::output::Vectored;
 use super::signal;
+
+/// How the file's lines are ended: a line a rotated file ended without `\n` is ended by one
+/// (the next file's lines follow it); a signal writes whole lines only (the state file
+/// points before the unfinished one, which a restart reads again) and ends a line over the
+/// limit already partly written with `\n` (its rest comes after a restart as a line of its
+/// own).
+const SETTINGS: Settings = Settings {
+    input: iis_tagger::driver::Framing::Lines,
+    output: iis_tagger::driver::Framing::Lines,
+    at_eof: AtEof::Terminated,
+    on_stop: OnStop::WholeRecords,
+};
 
 /// How often the file is looked at when at its end.
 const POLL: Duration = Duration::from_millis(200);
@@ -172,29 +185,32 @@ pub fn run(
             f.read = p.offset;
         }
     }
-    let mut stream = tagger.stream();
-    let stop = follow(tagger, path, &mut f, &mut stream, &mut state, buf, &mut out, output, total, &watch);
+    let mut driver = Driver::new(tagger, SETTINGS);
+    let stop = follow(tagger, path, &mut f, &mut driver, &mut state, buf, &mut out, output, total, &watch);
     let stop = match stop {
         Ok(stop) | Err(stop) => stop,
     };
-    total.merge(stream.stats());
     match stop {
         Stop::Signal => {
-            // A line over the limit already partly written is ended here; its rest comes
-            // after a restart as a line of its own.
-            if stream.passing_long_line() {
-                iis_tagger::Sink::bytes(&mut out, b"\n");
-                if let Err(e) = write_out(output, &mut out, &[]) {
-                    return match Stop::from(e) {
-                        Stop::Failed(f) => Err(f),
-                        _ => Ok(()),
-                    };
-                }
+            let pos = position(&f, &driver);
+            driver.end(End::Stop, &mut out);
+            driver.drain_stats(total);
+            if let Err(e) = write_out(output, &mut out, &[]) {
+                return match Stop::from(e) {
+                    Stop::Failed(f) => Err(f),
+                    _ => Ok(()),
+                };
             }
-            state.save(position(&f, &stream))
+            state.save(pos)
         }
-        Stop::Closed => Ok(()),
-        Stop::Failed(failure) => Err(failure),
+        Stop::Closed => {
+            driver.drain_stats(total);
+            Ok(())
+        }
+        Stop::Failed(failure) => {
+            driver.drain_stats(total);
+            Err(failure)
+        }
     }
 }
 
@@ -204,7 +220,7 @@ fn follow<'t>(
     tagger: &'t Tagger,
     path: &Path,
     f: &mut Followed,
-    stream: &mut iis_tagger::Stream<'t>,
+    driver: &mut Driver<'t>,
     state: &mut State,
     buf: &mut [u8],
     out: &mut Vectored,
@@ -224,15 +240,15 @@ fn follow<'t>(
         };
         if n > 0 {
             f.read += n as u64;
-            stream.feed(&buf[..n], out);
+            driver.feed(&buf[..n], out);
             write_out(output, out, &buf[..n])?;
             if state.last_save.elapsed() >= SAVE_EVERY {
-                state.save(position(f, stream)).map_err(Stop::Failed)?;
+                state.save(position(f, driver)).map_err(Stop::Failed)?;
             }
             continue;
         }
         // At the end: save, wait, and see whether the file was rotated or truncated.
-        state.save(position(f, stream)).map_err(Stop::Failed)?;
+        state.save(position(f, driver)).map_err(Stop::Failed)?;
         std::thread::sleep(POLL);
         if watch.gone(output) {
             // Everything written was saved just above: a restart resumes there.
@@ -244,16 +260,13 @@ fn follow<'t>(
         }
         // Whatever was appended before a rotation is read first.
         if let Change::Rotated = change {
-            drain(f, stream, buf, out, output)?;
+            drain(f, driver, buf, out, output)?;
         }
-        // The line the old file (or the old content) ended without `\n`.
-        if stream.has_partial_line() {
-            stream.finish(out);
-            iis_tagger::Sink::bytes(out, b"\n");
-            write_out(output, out, &[])?;
-        }
-        total.merge(stream.stats());
-        *stream = tagger.stream();
+        // The line the old file (or the old content) ended without `\n` is ended by one.
+        driver.end(End::Eof, out);
+        write_out(output, out, &[])?;
+        driver.drain_stats(total);
+        *driver = Driver::new(tagger, SETTINGS);
         match change {
             Change::Truncated => {
                 f.file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -264,20 +277,20 @@ fn follow<'t>(
                 None => return Ok(Stop::Signal),
             },
         }
-        state.save(position(f, stream)).map_err(Stop::Failed)?;
+        state.save(position(f, driver)).map_err(Stop::Failed)?;
     }
 }
 
 /// Where the next line starts: after the last line written (an unfinished line held is
 /// read again after a restart; one over the limit, partly written, is not).
-fn position(f: &Followed, stream: &iis_tagger::Stream<'_>) -> Position {
-    Position { dev: f.dev, ino: f.ino, offset: f.read - stream.pending_bytes() as u64 }
+fn position(f: &Followed, driver: &Driver<'_>) -> Position {
+    Position { dev: f.dev, ino: f.ino, offset: f.read - driver.held_bytes() as u64 }
 }
 
 /// Reads a rotated file to its end.
 fn drain(
     f: &mut Followed,
-    stream: &mut iis_tagger::Stream<'_>,
+    driver: &mut Driver<'_>,
     buf: &mut [u8],
     out: &mut Vectored,
     output: &mut File,
@@ -290,7 +303,7 @@ fn drain(
             Err(e) => return Err(Stop::Failed(Failure::Io(format!("reading a rotated file: {e}")))),
         };
         f.read += n as u64;
-        stream.feed(&buf[..n], out);
+        driver.feed(&buf[..n], out);
         write_out(output, out, &buf[..n])?;
     }
 }

@@ -10,12 +10,13 @@
 //! with an empty one.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::ops::Range;
 
 use serde::Deserialize;
 
-use iis_tagger::Sink;
+use iis_tagger::tagger::{Framed, LineFramer};
+use iis_tagger::{Sink, Stats};
 
 use super::args::{MmexternalArgs, RuleArgs};
 use super::common::{Failure, build_tagger};
@@ -35,67 +36,101 @@ impl Sink for Discard {
     fn bytes(&mut self, _: &[u8]) {}
 }
 
-/// Messages that could not be read (each got `{}`).
+/// Messages that could not be read as a message object (each got `{}`); those over the
+/// limit are counted with the core's counters ([`Stats::oversized_line`]).
 #[derive(Default)]
 struct Unread {
     /// Not a JSON object with a string `msg`.
     invalid: u64,
-    /// Longer than the line limit.
-    oversized: u64,
 }
+
+/// Bytes read from stdin at a time.
+const READ_BYTES: usize = 256 * 1024;
 
 /// Runs the plugin until stdin ends.
 pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
     let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
     // rsyslog's JSON escapes the message, so a record can grow up to 6x (`\u00XX`).
     let limit = args.core.max_line_bytes.saturating_mul(6).saturating_add(64 * 1024);
-    let mut input = BufReader::with_capacity(256 * 1024, io::stdin().lock());
+    // The driver's framer cuts stdin into messages, one per line, within the limit; a
+    // message over it is not held, and gets `{}`.
+    let mut framer = LineFramer::new(limit);
+    let mut input = io::stdin().lock();
     let mut output = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut stream = tagger.stream();
-    let mut line = Vec::new();
-    let mut reply = Vec::new();
-    let mut unread = Unread::default();
-    let mut messages = 0u64;
+    let mut replies = Replies { stream: tagger.stream(), out: Vec::new(), unread: Unread::default(), messages: 0 };
+    let mut oversized = Stats::new(0);
+    let mut buf = vec![0u8; READ_BYTES];
     loop {
-        line.clear();
-        let (ended, whole) = match read_line(&mut input, &mut line, limit) {
-            Ok(r) => r,
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::Io(format!("reading stdin: {e}"))),
         };
-        if ended && line.is_empty() {
-            break;
-        }
-        messages += 1;
-        reply.clear();
-        if whole {
-            respond(&line, &mut stream, &mut reply, &mut unread);
-        } else {
-            unread.oversized += 1;
-        }
-        if reply.is_empty() {
-            reply.extend_from_slice(b"{}");
-        }
-        reply.push(b'\n');
-        let written =
-            output.write_all(&reply).and_then(|()| if input.buffer().is_empty() { output.flush() } else { Ok(()) });
+        replies.take(&mut framer, (n > 0).then(|| &buf[..n]), &mut oversized);
+        // rsyslog waits for each reply: what this read completed is written now.
+        let written = output.write_all(&replies.out).and_then(|()| output.flush());
+        replies.out.clear();
         match written {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(Failure::Io(format!("writing stdout: {e}"))),
         }
-        if ended {
+        if n == 0 {
             break;
         }
     }
-    let _ = output.flush();
     if args.summary.stats || args.summary.stats_format.is_some() {
-        args.summary.print(stream.stats(), &tagger, &skipped);
+        let mut stats = replies.stream.stats().clone();
+        stats.merge(&oversized);
+        args.summary.print(&stats, &tagger, &skipped);
         eprintln!(
-            "mmexternal: {messages} messages, {} not a message object, {} over the limit",
-            unread.invalid, unread.oversized
+            "mmexternal: {} messages, {} not a message object, {} over the limit",
+            replies.messages, replies.unread.invalid, oversized.not_inspected.oversized
         );
     }
     Ok(())
+}
+
+/// The replies to the messages of one read.
+struct Replies<'t> {
+    stream: iis_tagger::Stream<'t>,
+    out: Vec<u8>,
+    unread: Unread,
+    messages: u64,
+}
+
+impl Replies<'_> {
+    /// The next bytes of stdin (`None`: its end): a reply for each message they complete.
+    fn take(&mut self, framer: &mut LineFramer, input: Option<&[u8]>, oversized: &mut Stats) {
+        let mut give = |piece: Framed<'_>| match piece {
+            Framed::Lines { bytes, .. } => {
+                let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+                bytes.split(|&b| b == b'\n').for_each(|message| self.message(Some(message)));
+            }
+            Framed::Oversized { .. } => {
+                oversized.oversized_line();
+                self.message(None);
+            }
+            Framed::Pass(_) | Framed::LongEnd => {}
+        };
+        match input {
+            Some(input) => framer.feed(input, &mut give),
+            None => framer.finish(&mut give),
+        }
+    }
+
+    /// The reply to one message (`None`: over the limit): exactly one line.
+    fn message(&mut self, line: Option<&[u8]>) {
+        self.messages += 1;
+        let start = self.out.len();
+        if let Some(line) = line {
+            respond(line, &mut self.stream, &mut self.out, &mut self.unread);
+        }
+        if self.out.len() == start {
+            self.out.extend_from_slice(b"{}");
+        }
+        self.out.push(b'\n');
+    }
 }
 
 /// The reply to one message, or nothing for `{}`.
@@ -131,58 +166,45 @@ fn respond(line: &[u8], stream: &mut iis_tagger::Stream<'_>, reply: &mut Vec<u8>
     }
 }
 
-/// Reads one line into `line` (without its `\n`), keeping at most `limit` bytes and
-/// skipping the rest. Returns (input ended, the line is whole).
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, limit: usize) -> io::Result<(bool, bool)> {
-    let mut whole = true;
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok((true, whole));
-        }
-        let (take, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        if whole && line.len() + take <= limit {
-            line.extend_from_slice(&buf[..take]);
-        } else {
-            whole = false;
-            line.clear();
-            line.push(b'-');
-        }
-        input.consume(take + usize::from(done));
-        if done {
-            return Ok((false, whole));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_are_read_whole_or_marked() {
-        let mut input = BufReader::with_capacity(4, &b"abc\ndefghij\n\nlast"[..]);
-        let mut line = Vec::new();
-        let mut got = Vec::new();
-        loop {
-            line.clear();
-            let (ended, whole) = read_line(&mut input, &mut line, 5).expect("reads");
-            if ended && line.is_empty() {
-                break;
-            }
-            got.push((String::from_utf8_lossy(&line).into_owned(), whole));
-            if ended {
-                break;
-            }
+    /// The replies to stdin cut into `chunks`, with a limit of `limit` bytes per message.
+    fn replies(limit: usize, chunks: &[&[u8]]) -> (String, u64) {
+        let tagger = iis_tagger::Tagger::new(iis_tagger::RuleSet::builtin().expect("rules"), Default::default())
+            .expect("tagger");
+        let mut framer = LineFramer::new(limit);
+        let mut replies = Replies { stream: tagger.stream(), out: Vec::new(), unread: Unread::default(), messages: 0 };
+        let mut oversized = Stats::new(0);
+        for chunk in chunks {
+            replies.take(&mut framer, Some(chunk), &mut oversized);
         }
-        let want = [("abc", true), ("-", false), ("", true), ("last", true)];
-        assert_eq!(got, want.map(|(l, w)| (l.to_string(), w)));
+        replies.take(&mut framer, None, &mut oversized);
+        (String::from_utf8(replies.out).expect("utf-8"), oversized.not_inspected.oversized)
+    }
+
+    #[test]
+    fn every_message_gets_one_reply_line_in_order() {
+        let hit = r#"{"msg":"{\"EventID\":1,\"Channel\":\"Microsoft-Windows-Sysmon/Operational\",\"Image\":\"C:\\\\Windows\\\\System32\\\\cmd.exe\",\"ParentImage\":\"C:\\\\Windows\\\\System32\\\\inetsrv\\\\w3wp.exe\"}"}"#;
+        let input = format!("{{\"msg\":\"hello\"}}\n{hit}\n\nnot json\n{{\"msg\":\"x\"}}");
+        // Cut anywhere, the replies are the same.
+        let whole = replies(1 << 20, &[input.as_bytes()]);
+        for cut in [1, 7, 50] {
+            let chunks: Vec<&[u8]> = input.as_bytes().chunks(cut).collect();
+            assert_eq!(replies(1 << 20, &chunks), whole, "cut {cut}");
+        }
+        let lines: Vec<&str> = whole.0.lines().collect();
+        assert_eq!(lines.len(), 5, "{}", whole.0);
+        assert!(lines[1].starts_with(r#"{"$!":{"iis_tagger":"#), "{}", lines[1]);
+        assert!(lines[1].contains("webshell_child_process"));
+        assert_eq!([lines[0], lines[2], lines[3], lines[4]], ["{}"; 4]);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_gets_an_empty_reply_and_is_counted() {
+        let (out, oversized) = replies(8, &[b"{\"msg\":", b"\"much too long\"}\nabc\n"]);
+        assert_eq!(out, "{}\n{}\n");
+        assert_eq!(oversized, 1);
     }
 }

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use iis_tagger::{Stats, Tagger};
+use iis_tagger::driver::{Settings, StopGrace};
+use iis_tagger::tagger::{Framed, LineFramer};
+use iis_tagger::{Driver, End, Stats, Tagger};
 
 use super::common::{Failure, Input, READ_BYTES};
 use super::signal;
@@ -143,9 +145,18 @@ impl Reader<'_> {
         let _ = self.jobs.send(Job { seq, data, finish, sample });
     }
 
+    /// Input bytes passed on untagged (a line over the limit), counted.
     fn send_raw(&mut self, data: &[u8]) {
-        let seq = self.next_seq();
         self.stats.bytes += data.len() as u64;
+        self.send_made(data);
+    }
+
+    /// Bytes straight to the writer, in turn.
+    fn send_made(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let seq = self.next_seq();
         let _ = self.done.send(Done { seq, data: data.to_vec() });
     }
 
@@ -160,32 +171,29 @@ impl Reader<'_> {
     }
 
     /// One input: blocks of whole lines to the workers, over-long lines straight to the
-    /// writer.
+    /// writer. The input is cut by the driver's [`LineFramer`], so lines over the limit are
+    /// found, passed on and counted exactly as one stream does it; a signal stops it as the
+    /// driver's [`StopGrace`] says.
     fn read_one(&mut self, input: &mut Input) -> Result<Ended, Failure> {
         self.input_lines = 0;
-        let limit = self.tagger.config().max_line_bytes;
+        let mut framer = LineFramer::new(self.tagger.config().max_line_bytes);
+        let mut grace = StopGrace::default();
         let mut buf = vec![0u8; READ_BYTES];
         let mut block: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + READ_BYTES);
-        // Inside a line over the limit: passing it on until its `\n`.
-        let mut skipping = false;
-        let mut grace: Option<usize> = None;
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return Ok(Ended::Closed);
             }
-            let signals = signal::received();
-            // The start of a line not yet complete: after the last `\n` of `block`.
-            let partial = block.len() - memchr::memrchr(b'\n', &block).map_or(0, |i| i + 1);
-            if signals > 0 {
-                let budget = grace.get_or_insert(partial + READ_BYTES * 4 + (1 << 20));
-                if signals > 1 || (partial == 0 && !skipping) || *budget == 0 {
-                    let whole = block.len() - partial;
-                    block.truncate(whole);
-                    if !block.is_empty() {
-                        self.send_lines(std::mem::take(&mut block), false);
-                    }
-                    return Ok(Ended::Signalled { dropped: partial });
+            let (partial, held) = (framer.has_partial_line(), framer.pending_bytes());
+            if grace.should_stop(signal::received(), partial, held) {
+                if !block.is_empty() {
+                    self.send_lines(std::mem::take(&mut block), false);
                 }
+                if framer.in_long_line() {
+                    // A line over the limit partly written is ended: no line is torn.
+                    self.send_made(b"\n");
+                }
+                return Ok(Ended::Signalled { dropped: framer.discard() });
             }
             let n = match input.file.read(&mut buf) {
                 Ok(0) => break,
@@ -193,54 +201,47 @@ impl Reader<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
             };
-            if let Some(budget) = grace.as_mut() {
-                *budget = budget.saturating_sub(n);
-            }
-            let mut chunk = &buf[..n];
-            if skipping {
-                match memchr::memchr(b'\n', chunk) {
-                    Some(i) => {
-                        self.send_raw(&chunk[..=i]);
-                        skipping = false;
-                        chunk = &chunk[i + 1..];
-                    }
-                    None => {
-                        self.send_raw(chunk);
-                        continue;
-                    }
-                }
-            }
-            block.extend_from_slice(chunk);
-            // The line in progress has grown past the limit: everything before it goes to
-            // the workers, the line itself is passed on as it streams.
-            let start = memchr::memrchr(b'\n', &block).map_or(0, |i| i + 1);
-            if block.len() - start > limit {
-                let line = block.split_off(start);
-                if !block.is_empty() {
-                    self.send_lines(std::mem::take(&mut block), false);
-                }
-                self.stats.lines += 1;
-                self.input_lines += 1;
-                self.stats.not_inspected.oversized += 1;
-                self.send_raw(&line);
-                skipping = true;
-                continue;
-            }
-            if start >= BLOCK_BYTES {
-                let rest = block.split_off(start);
-                self.send_lines(std::mem::replace(&mut block, rest), false);
+            grace.read(n);
+            let chunk = &buf[..n];
+            framer.feed(chunk, &mut |piece| self.framed(piece, chunk, &mut block));
+            if block.len() >= BLOCK_BYTES {
+                self.send_lines(std::mem::take(&mut block), false);
+                block.reserve(BLOCK_BYTES + READ_BYTES);
             }
         }
-        if !skipping || !block.is_empty() {
-            self.send_lines(block, true);
+        if framer.in_long_line() {
+            // The input ended inside a line over the limit, written as it came.
+            self.stats.unterminated += 1;
         }
+        framer.finish(&mut |piece| self.framed(piece, &[], &mut block));
+        self.send_lines(block, true);
         Ok(Ended::Complete)
+    }
+
+    /// What the framer gave: whole lines into the block; a line over the limit, after the
+    /// block, straight to the writer.
+    fn framed(&mut self, piece: Framed<'_>, input: &[u8], block: &mut Vec<u8>) {
+        match piece {
+            Framed::Lines { bytes, .. } => block.extend_from_slice(bytes),
+            Framed::Oversized { held } => {
+                if !block.is_empty() {
+                    self.send_lines(std::mem::take(block), false);
+                }
+                self.stats.oversized_line();
+                self.input_lines += 1;
+                self.send_raw(held);
+            }
+            Framed::Pass(range) => self.send_raw(&input[range]),
+            Framed::LongEnd => {}
+        }
     }
 }
 
 /// A worker: tags blocks until the reader is done.
 fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -> Stats {
-    let mut stream = tagger.stream();
+    // Blocks are whole lines but for an input's last: it ends as one input to its own
+    // output does.
+    let mut driver = Driver::new(tagger, Settings::default());
     let mut stats = Stats::new(tagger.rules().rules().len());
     loop {
         let job = match jobs.lock().map(|rx| rx.recv()) {
@@ -248,18 +249,18 @@ fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -
             _ => break,
         };
         let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8);
-        stream.sample_lines(job.sample);
-        stream.feed(&job.data, &mut out);
+        driver.sample_lines(job.sample);
+        driver.feed(&job.data, &mut out);
         if job.finish {
-            stream.finish(&mut out);
-            stats.merge(stream.stats());
-            stream = tagger.stream();
+            driver.end(End::Eof, &mut out);
+            driver.drain_stats(&mut stats);
+            driver = Driver::new(tagger, Settings::default());
         }
         if done.send(Done { seq: job.seq, data: out }).is_err() {
             break;
         }
     }
-    stats.merge(stream.stats());
+    driver.drain_stats(&mut stats);
     stats
 }
 

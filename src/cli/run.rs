@@ -4,7 +4,8 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-use iis_tagger::{Stats, Tagger};
+use iis_tagger::driver::Settings;
+use iis_tagger::{Driver, End, Stats, Tagger};
 
 use super::args::TagArgs;
 use super::common::{Failure, Input, READ_BYTES, WriteError, build_tagger, open_inputs, open_output, write_out};
@@ -65,69 +66,59 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
     let buf = &mut storage[offset..offset + READ_BYTES];
     let mut out = Vectored::default();
     for mut input in inputs {
-        let mut stream = tagger.stream();
-        let outcome = pump(&mut input, &mut stream, buf, &mut out, output);
-        if let Ok(Pumped::Eof) = outcome {
-            // The last line (without `\n`) is tagged, and counted, here.
-            stream.finish(&mut out);
+        // One input to its own output: a last line as it came, whole lines on a signal.
+        let mut driver = Driver::new(tagger, Settings::default());
+        let end = pump(&mut input, &mut driver, buf, &mut out, output);
+        let ending = match &end {
+            Ok(end) => *end,
+            Err(_) => End::Closed,
+        };
+        let ended = driver.end(ending, &mut out);
+        driver.drain_stats(total);
+        end?;
+        if ending == End::Closed {
+            return Ok(());
         }
-        total.merge(stream.stats());
-        match outcome {
-            Ok(Pumped::Eof) => match write_out(output, &mut out, &[]) {
-                Ok(()) => {}
-                Err(WriteError::Closed) => return Ok(()),
-                Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
-            },
-            Ok(Pumped::Signalled { dropped }) => {
-                if dropped > 0 {
-                    eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
-                }
-                return Ok(());
+        match write_out(output, &mut out, &[]) {
+            Ok(()) => {}
+            Err(WriteError::Closed) => return Ok(()),
+            Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+        }
+        if ending == End::Stop {
+            if ended.dropped > 0 {
+                eprintln!(
+                    "iis-tagger: stopped by signal; {} bytes of an unfinished line were not written",
+                    ended.dropped
+                );
             }
-            Ok(Pumped::Closed) => return Ok(()),
-            Err(e) => return Err(e),
+            return Ok(());
         }
     }
     Ok(())
 }
 
-enum Pumped {
-    Eof,
-    Closed,
-    Signalled { dropped: usize },
-}
-
-/// Reads one input to its end (or a signal), feeding and writing as it goes.
+/// Reads one input to its end, a signal or a closed output, feeding and writing as it goes.
 fn pump(
     input: &mut Input,
-    stream: &mut iis_tagger::Stream<'_>,
+    driver: &mut Driver<'_>,
     buf: &mut [u8],
     out: &mut Vectored,
     output: &mut File,
-) -> Result<Pumped, Failure> {
-    // After a signal, keep reading only to finish the line in progress, and not for ever.
-    let mut grace: Option<usize> = None;
+) -> Result<End, Failure> {
     loop {
-        let signals = signal::received();
-        if signals > 0 {
-            let budget = grace.get_or_insert(stream.pending_bytes() + READ_BYTES * 4 + (1 << 20));
-            if signals > 1 || !stream.has_partial_line() || *budget == 0 {
-                return Ok(Pumped::Signalled { dropped: stream.pending_bytes() });
-            }
+        if driver.should_stop(signal::received()) {
+            return Ok(End::Stop);
         }
         let n = match input.file.read(buf) {
-            Ok(0) => return Ok(Pumped::Eof),
+            Ok(0) => return Ok(End::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
         };
-        if let Some(budget) = grace.as_mut() {
-            *budget = budget.saturating_sub(n);
-        }
-        stream.feed(&buf[..n], out);
+        driver.feed(&buf[..n], out);
         match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
-            Err(WriteError::Closed) => return Ok(Pumped::Closed),
+            Err(WriteError::Closed) => return Ok(End::Closed),
             Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
         }
     }

@@ -9,10 +9,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, watch};
 use tokio::time::Instant;
 
-use iis_tagger::framing::{OctetCounted, Piece};
-use iis_tagger::{Stream, Tagger};
+use iis_tagger::driver::Settings;
+use iis_tagger::sink::Boundary;
+use iis_tagger::{Driver, End, Sink, Tagger};
 
-use super::Framing;
 use super::budget::{Budget, Reservation};
 use super::metrics::{Ending, Metrics};
 use super::output::{Kind, Output, WriteError};
@@ -41,17 +41,12 @@ const DRAIN_QUIET: Duration = Duration::from_millis(100);
 /// Per-connection limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Longest record held whole (the core's line limit).
-    pub max_line_bytes: usize,
     /// Close after this long without a byte.
     pub idle: Option<Duration>,
     /// A record must be complete this long after its first byte.
     pub partial_line: Option<Duration>,
     /// TLS handshake deadline.
     pub handshake: Duration,
-    /// End a partial record at the end of input with `\n` (TCP: the output is shared), or
-    /// write it as it came (one input to its own output, as ARCHITECTURE §1.3 says).
-    pub terminate_partial: bool,
 }
 
 /// What every connection task shares.
@@ -64,10 +59,10 @@ pub struct Shared<'t> {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub limits: Limits,
-    /// Framing of the input.
-    pub in_framing: Framing,
-    /// Framing of the output.
-    pub out_framing: Framing,
+    /// Framing of the input and the output, and what each ending writes of an unfinished
+    /// record (TCP: the output is shared, so it is ended by `\n`, and a signal writes what
+    /// the peer sent; `--forward`: one input to its own output, as ARCHITECTURE §1.7 says).
+    pub settings: Settings,
     /// Becomes true on a termination signal.
     pub shutdown: watch::Receiver<bool>,
     /// The memory the connections that are reading may hold.
@@ -111,24 +106,41 @@ async fn close<S: AsyncWrite + Unpin>(mut socket: S) {
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
 }
 
-/// The framing state of a connection's input.
-enum Decoder {
-    /// Lines: the core's stream splits them.
-    Lines,
-    /// Octet-counted frames, each tagged as one record.
-    Frames { frames: OctetCounted, scratch: Vec<u8> },
-}
-
-/// Output collected from one read, cut where its kind changes.
+/// Output collected from one read, cut where its kind changes: the driver's sink.
 struct Batch {
     bytes: Vec<u8>,
     /// (end offset in `bytes`, kind of the bytes up to it); the last entry ends at `bytes.len()`.
     cuts: Vec<(usize, Kind)>,
+    /// The output ends inside a record over the limit (between its [`Boundary`] marks).
+    open: bool,
+}
+
+impl Sink for Batch {
+    fn input(&mut self, input: &[u8], range: std::ops::Range<usize>) {
+        self.bytes.extend_from_slice(&input[range]);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn boundary(&mut self, boundary: Boundary) {
+        match boundary {
+            Boundary::LongStart => {
+                self.cut(Kind::Records);
+                self.open = true;
+            }
+            Boundary::LongEnd => {
+                self.cut(Kind::Close);
+                self.open = false;
+            }
+        }
+    }
 }
 
 impl Batch {
     fn new() -> Batch {
-        Batch { bytes: Vec::new(), cuts: Vec::new() }
+        Batch { bytes: Vec::new(), cuts: Vec::new(), open: false }
     }
 
     /// Marks that the bytes added since the last cut are of `kind`. A `Close` is always
@@ -144,6 +156,12 @@ impl Batch {
         }
     }
 
+    /// Marks the bytes added since the last cut: the start of a record left open, or whole
+    /// records.
+    fn seal(&mut self) {
+        self.cut(if self.open { Kind::Open } else { Kind::Records });
+    }
+
     fn is_empty(&self) -> bool {
         self.cuts.is_empty()
     }
@@ -157,12 +175,9 @@ impl Batch {
 /// A connection's state.
 struct Conn<'s, 't> {
     shared: &'s Shared<'t>,
-    stream: Stream<'t>,
-    decoder: Decoder,
+    driver: Driver<'t>,
     batch: Batch,
     writer: Writer,
-    /// The output written so far ends inside a record (one over the limit, in parts).
-    open: bool,
     /// The output failed for good (stdout closed): stop.
     dead: bool,
     /// Bytes of buffers last reported to the metrics.
@@ -259,21 +274,12 @@ async fn write_batches(
 
 /// Reads a connection to its end, a limit, or a termination signal; gives it back.
 pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) -> R {
-    let tagger = shared.tagger;
-    let decoder = match shared.in_framing {
-        Framing::Lines => Decoder::Lines,
-        Framing::OctetCounted => {
-            Decoder::Frames { frames: OctetCounted::new(shared.limits.max_line_bytes), scratch: Vec::new() }
-        }
-    };
     let writer = Writer::start(shared.output.clone(), shared.metrics.clone());
     let mut conn = Conn {
         shared,
-        stream: tagger.stream(),
-        decoder,
+        driver: Driver::new(shared.tagger, shared.settings),
         batch: Batch::new(),
         writer,
-        open: false,
         dead: false,
         memory: 0,
     };
@@ -382,10 +388,7 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
 
 impl Conn<'_, '_> {
     fn has_partial(&self) -> bool {
-        match &self.decoder {
-            Decoder::Lines => self.stream.has_partial_line(),
-            Decoder::Frames { frames, .. } => frames.has_partial(),
-        }
+        self.driver.has_partial()
     }
 
     /// Tags the bytes of one read and writes the records they complete.
@@ -405,199 +408,64 @@ impl Conn<'_, '_> {
 
     /// Bytes of an unfinished record held (tagged when its end arrives).
     fn held_bytes(&self) -> usize {
-        match &self.decoder {
-            Decoder::Lines => self.stream.pending_bytes(),
-            Decoder::Frames { frames, .. } => frames.held_bytes(),
-        }
+        self.driver.held_bytes()
     }
 
     /// Reports the bytes the connection's buffers hold now (`read`: its read buffer).
     fn report_memory(&mut self, read: usize) {
-        let frames = match &self.decoder {
-            Decoder::Lines => 0,
-            Decoder::Frames { frames, scratch } => frames.held_bytes() + scratch.capacity(),
-        };
         let recycled = self.writer.recycled_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let now = read + self.stream.scratch_bytes() + self.batch.bytes.capacity() + recycled + frames;
+        let now = read + self.driver.scratch_bytes() + self.batch.bytes.capacity() + recycled;
         self.shared.metrics.connection_memory(now as i64 - self.memory as i64);
         self.memory = now;
     }
 
     /// Gives back the memory a connection's past records made it hold, while it is quiet.
     fn release(&mut self) {
-        self.stream.release();
-        if let Decoder::Frames { scratch, .. } = &mut self.decoder {
-            *scratch = Vec::new();
-        }
+        self.driver.release();
         if self.batch.bytes.capacity() > READ_BYTES_FIRST {
+            let open = self.batch.open;
             self.batch = Batch::new();
+            self.batch.open = open;
         }
         while self.writer.take_recycled().is_some() {}
     }
 
     fn tag(&mut self, input: &[u8]) {
-        let was_open = self.open;
-        match &mut self.decoder {
-            Decoder::Lines => {
-                self.stream.feed(input, &mut self.batch.bytes);
-                cut_lines(&mut self.batch, was_open, self.stream.passing_long_line());
-            }
-            Decoder::Frames { frames, scratch, .. } => {
-                let (stream, batch, metrics, out_framing) =
-                    (&mut self.stream, &mut self.batch, &self.shared.metrics, self.shared.out_framing);
-                frames.feed(input, &mut |piece| frame_piece(piece, stream, scratch, batch, metrics, out_framing));
-            }
-        }
+        self.driver.feed(input, &mut self.batch);
+        self.batch.seal();
     }
 
     /// Hands the batch to the writer.
     async fn flush(&mut self) {
-        self.shared.metrics.add(self.stream.stats());
-        self.stream.reset_stats();
-        if let Decoder::Frames { frames, .. } = &mut self.decoder {
-            self.shared.metrics.add_frames(frames.take_stats());
-        }
+        self.shared.metrics.drain(&mut self.driver);
         self.dead = self.dead || *self.shared.metrics.output_closed().borrow();
         if self.batch.is_empty() || self.dead {
             self.batch.clear();
             return;
         }
-        if let Some(&(_, kind)) = self.batch.cuts.last() {
-            self.open = kind == Kind::Open;
-        }
-        let fresh = self.writer.fresh();
+        let mut fresh = self.writer.fresh();
+        fresh.open = self.batch.open;
         let full = std::mem::replace(&mut self.batch, fresh);
         self.writer.send(full).await;
     }
 
-    /// Ends the connection: what is held of a record is written (ended by `\n` when the
-    /// output is shared), and the ending counted.
+    /// Ends the connection: what is held of a record is written as the driver's settings
+    /// say for this ending, and the ending counted.
     async fn end(&mut self, ending: Ending) {
-        let partial = self.has_partial();
-        if partial && ending == Ending::Shutdown && !self.shared.limits.terminate_partial && !self.open {
+        let end = match ending {
+            _ if self.dead => End::Closed,
+            Ending::OutputClosed => End::Closed,
+            Ending::Shutdown => End::Stop,
+            _ => End::Eof,
+        };
+        let ended = self.driver.end(end, &mut self.batch);
+        if end == End::Stop && ended.dropped > 0 {
             // One input to its own output, stopped by a signal: whole lines only (ARCHITECTURE §1.7).
-            let dropped = match &self.decoder {
-                Decoder::Lines => self.stream.pending_bytes(),
-                Decoder::Frames { frames, .. } => frames.held_bytes(),
-            };
-            eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
-            self.writer.finish().await;
-            self.shared.metrics.ended(ending);
-            return;
+            eprintln!("iis-tagger: stopped by signal; {} bytes of an unfinished line were not written", ended.dropped);
         }
-        if !self.dead {
-            let terminate = self.shared.limits.terminate_partial;
-            match &mut self.decoder {
-                Decoder::Lines => {
-                    let was_open = self.open;
-                    self.stream.finish(&mut self.batch.bytes);
-                    if partial && terminate {
-                        self.batch.bytes.push(b'\n');
-                    }
-                    if was_open {
-                        self.batch.cut(Kind::Close);
-                    } else {
-                        self.batch.cut(Kind::Records);
-                    }
-                }
-                Decoder::Frames { frames, scratch, .. } => {
-                    let (stream, batch, metrics, out_framing) =
-                        (&mut self.stream, &mut self.batch, &self.shared.metrics, self.shared.out_framing);
-                    frames.finish(&mut |piece| frame_piece(piece, stream, scratch, batch, metrics, out_framing));
-                }
-            }
-            self.flush().await;
-        }
+        self.batch.seal();
+        self.flush().await;
         self.writer.finish().await;
-        if partial {
-            self.shared.metrics.unterminated();
-        }
         self.shared.metrics.ended(ending);
-    }
-}
-
-/// Marks the kinds of a batch of lines: the rest of a long line that was open, whole
-/// lines, the start of a long line left open.
-fn cut_lines(batch: &mut Batch, was_open: bool, now_open: bool) {
-    let mut from = 0;
-    if was_open {
-        match memchr::memchr(b'\n', &batch.bytes) {
-            Some(i) => {
-                from = i + 1;
-                batch.cuts.push((from, Kind::Close));
-            }
-            None => {
-                if !batch.bytes.is_empty() {
-                    batch.cuts.push((batch.bytes.len(), Kind::Open));
-                }
-                return;
-            }
-        }
-    }
-    let end = batch.bytes.len();
-    if now_open {
-        // Everything after the last `\n` is the start of a line over the limit.
-        let whole = memchr::memrchr(b'\n', &batch.bytes[from..]).map_or(from, |j| from + j + 1);
-        if whole > from {
-            batch.cuts.push((whole, Kind::Records));
-        }
-        if end > whole {
-            batch.cuts.push((end, Kind::Open));
-        }
-    } else if end > from {
-        batch.cuts.push((end, Kind::Records));
-    }
-}
-
-/// One piece of an octet-counted input, tagged and framed for the output.
-fn frame_piece(
-    piece: Piece<'_>,
-    stream: &mut Stream<'_>,
-    scratch: &mut Vec<u8>,
-    batch: &mut Batch,
-    metrics: &Metrics,
-    out_framing: Framing,
-) {
-    match piece {
-        Piece::Record(record) => {
-            scratch.clear();
-            stream.record(record, scratch);
-            match out_framing {
-                Framing::OctetCounted => {
-                    batch.bytes.extend_from_slice(scratch.len().to_string().as_bytes());
-                    batch.bytes.push(b' ');
-                    batch.bytes.extend_from_slice(scratch);
-                }
-                Framing::Lines => {
-                    batch.bytes.extend_from_slice(scratch);
-                    batch.bytes.push(b'\n');
-                }
-            }
-            batch.cut(Kind::Records);
-        }
-        Piece::LongHead(len) => {
-            batch.cut(Kind::Records);
-            metrics.long_record(len);
-            // Nothing yet: the announced length may never arrive, and the output must not
-            // claim bytes it has not got (it is never padded).
-            batch.cut(Kind::Open);
-        }
-        Piece::LongPart(part) => {
-            metrics.add_bytes(part.len() as u64);
-            if out_framing == Framing::OctetCounted {
-                // Each part as a frame of its own length, as it arrives.
-                batch.bytes.extend_from_slice(part.len().to_string().as_bytes());
-                batch.bytes.push(b' ');
-                metrics.split_part();
-            }
-            batch.bytes.extend_from_slice(part);
-            batch.cut(Kind::Open);
-        }
-        Piece::LongEnd { .. } => {
-            if out_framing == Framing::Lines {
-                batch.bytes.push(b'\n');
-            }
-            batch.cut(Kind::Close);
-        }
     }
 }

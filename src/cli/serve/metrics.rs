@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use iis_tagger::framing::FrameStats;
-use iis_tagger::{Stats, Tagger};
+use iis_tagger::{Driver, Stats, Tagger};
 
 use super::budget::Budget;
 
@@ -74,12 +73,8 @@ impl Counter {
 
 /// The sidecar's counters (shared by every task).
 pub struct Metrics {
-    /// The core's counters, merged from every connection's stream.
+    /// The core's counters, merged from every connection's driver.
     core: StdMutex<Stats>,
-    frames: Counter,
-    unframed: Counter,
-    unterminated: Counter,
-    split_parts: Counter,
     connections_open: Counter,
     connections_closed: Counter,
     connections_refused: Counter,
@@ -104,10 +99,6 @@ impl Metrics {
     pub fn new(rules: usize, shapes: usize) -> Metrics {
         Metrics {
             core: StdMutex::new(Stats::with_shapes(rules, shapes)),
-            frames: Counter::default(),
-            unframed: Counter::default(),
-            unterminated: Counter::default(),
-            split_parts: Counter::default(),
             connections_open: Counter::default(),
             connections_closed: Counter::default(),
             connections_refused: Counter::default(),
@@ -126,39 +117,9 @@ impl Metrics {
         }
     }
 
-    /// Adds a stream's counters.
-    pub fn add(&self, s: &Stats) {
-        self.core.lock().unwrap_or_else(|e| e.into_inner()).merge(s);
-    }
-
-    /// Adds a frame decoder's counters (its truncated records are counted as
-    /// [`Metrics::unterminated`] by the connection).
-    pub fn add_frames(&self, f: FrameStats) {
-        self.frames.add(f.frames);
-        self.unframed.add(f.unframed);
-    }
-
-    /// Input bytes that went around the core (a long frame's body).
-    pub fn add_bytes(&self, n: u64) {
-        self.core.lock().unwrap_or_else(|e| e.into_inner()).bytes += n;
-    }
-
-    /// A frame over the limit, passed through uninspected.
-    pub fn long_record(&self, _len: u64) {
-        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
-        core.lines += 1;
-        core.not_inspected.oversized += 1;
-    }
-
-    /// A part of a frame over the limit, written as a frame of its own (octet-counted
-    /// output: the announced length is not written before the bytes are there).
-    pub fn split_part(&self) {
-        self.split_parts.add(1);
-    }
-
-    /// A record the input ended inside of (written as it came, ended by `\n`).
-    pub fn unterminated(&self) {
-        self.unterminated.add(1);
+    /// Moves a connection's counters into the totals.
+    pub fn drain(&self, driver: &mut Driver<'_>) {
+        driver.drain_stats(&mut self.core.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// A connection was accepted and is being served.
@@ -267,20 +228,6 @@ impl Metrics {
         for (reason, n) in core.not_inspected.reasons() {
             let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {n}");
         }
-        counter(&mut o, "frames_total", "Octet-counted frames read.", self.frames.get());
-        counter(&mut o, "unframed_records_total", "Records outside the octet-counted framing.", self.unframed.get());
-        counter(
-            &mut o,
-            "unterminated_records_total",
-            "Records a connection ended inside of (written as they came, ended by a newline).",
-            self.unterminated.get(),
-        );
-        counter(
-            &mut o,
-            "split_frame_parts_total",
-            "Parts of frames over the limit written as frames of their own (octet-counted output).",
-            self.split_parts.get(),
-        );
         let open = self.connections_open.get().saturating_sub(self.connections_closed.get());
         let _ = writeln!(o, "# HELP iis_tagger_connections Connections being served.");
         let _ = writeln!(o, "# TYPE iis_tagger_connections gauge\niis_tagger_connections {open}");

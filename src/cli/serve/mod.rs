@@ -31,6 +31,7 @@ use iis_tagger::Tagger;
 use super::args::{CoreArgs, StatsArgs};
 use super::common::{Failure, build_tagger};
 use conn::{Limits, Shared};
+use iis_tagger::driver::{AtEof, OnStop, Settings};
 use metrics::Metrics;
 use output::{Output, Target};
 
@@ -43,6 +44,15 @@ pub enum Framing {
     /// RFC 6587 octet counting, `MSG-LEN SP MSG` (rsyslog `TCP_Framing="octet-counted"`,
     /// syslog-ng `syslog()`); bytes outside the framing are read up to `\n` as records.
     OctetCounted,
+}
+
+impl From<Framing> for iis_tagger::driver::Framing {
+    fn from(f: Framing) -> Self {
+        match f {
+            Framing::Lines => iis_tagger::driver::Framing::Lines,
+            Framing::OctetCounted => iis_tagger::driver::Framing::OctetCounted,
+        }
+    }
 }
 
 /// Options of `iis-tagger serve`.
@@ -190,11 +200,9 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         eprintln!("iis-tagger: warning: listening on {} without TLS: records travel in clear", args.listen);
     }
     let limits = Limits {
-        max_line_bytes: args.core.max_line_bytes,
         idle: secs(args.idle_timeout_secs),
         partial_line: secs(args.partial_line_timeout_secs),
         handshake: Duration::from_secs(args.handshake_timeout_secs.max(1)),
-        terminate_partial: true,
     };
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
     let runtime = runtime()?;
@@ -228,8 +236,15 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             output,
             metrics: metrics.clone(),
             limits,
-            in_framing,
-            out_framing,
+            settings: Settings {
+                input: in_framing.into(),
+                output: out_framing.into(),
+                // The output is shared: a record a connection ends inside of is ended by
+                // `\n`, and on a signal what the peer sent is written (it will not send it
+                // again).
+                at_eof: AtEof::Terminated,
+                on_stop: OnStop::Everything,
+            },
             shutdown: shutdown_rx,
             budget: Arc::new(budget),
         });

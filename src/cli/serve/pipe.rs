@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 
+use iis_tagger::driver::Settings;
 use iis_tagger::{Stats, Tagger};
 
 use super::budget::{Budget, per_connection};
@@ -34,15 +35,9 @@ pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -
             tagger,
             output,
             metrics: metrics.clone(),
-            limits: Limits {
-                max_line_bytes,
-                idle: None,
-                partial_line: None,
-                handshake: Duration::from_secs(10),
-                terminate_partial: false,
-            },
-            in_framing: Framing::Lines,
-            out_framing: Framing::Lines,
+            limits: Limits { idle: None, partial_line: None, handshake: Duration::from_secs(10) },
+            // One input to its own output: a last line as it came, whole lines on a signal.
+            settings: Settings::default(),
             shutdown: shutdown_rx,
             // One input at a time: room for it, always.
             budget: Arc::new(
