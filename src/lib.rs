@@ -25,8 +25,11 @@
 //!   (lines or octet-counted frames), stopping, and what each kind of end writes.
 //! * [`stats`]: what a stream did, and the one table of its counters.
 //! * [`framing`]: RFC 6587 octet-counted frames, for the TCP front end.
+//! * `serve` (feature `serve`): the TCP sidecar, `serve(listener, config, shutdown)`, on
+//!   tokio: connections, deadlines, the memory budget, the shared output, metrics.
 //!
-//! The binary (`src/main.rs`, `src/cli/`) only wires these to stdin/stdout and files.
+//! The binary (`src/main.rs`, `src/cli/`) only wires these to the command line, stdin/stdout,
+//! files and signals.
 //! The design, and how these modules are layered, is `docs/ARCHITECTURE.md`.
 //!
 //! # Example
@@ -59,6 +62,8 @@ pub mod prefilter;
 pub mod repair;
 pub mod rules;
 pub mod scratch;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod shapes;
 pub mod sink;
 pub mod stats;

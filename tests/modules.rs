@@ -277,7 +277,7 @@ fn the_reader_sees_uses_and_cycles() {
     let graph = graph();
     assert!(graph["cli::follow"].contains("cli::hangup"), "{:?}", graph["cli::follow"]);
     assert!(graph["prefilter"].contains("rules"), "{:?}", graph["prefilter"]);
-    assert!(graph["cli::serve::conn"].contains("cli::serve::budget"), "{:?}", graph["cli::serve::conn"]);
+    assert!(graph["serve::conn"].contains("serve::budget"), "{:?}", graph["serve::conn"]);
     let mut with_cycle = graph.clone();
     with_cycle.get_mut("rules").expect("rules").insert("prefilter".into());
     assert!(

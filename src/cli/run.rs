@@ -16,6 +16,7 @@ use super::signal;
 pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     let config = args.core.config(!args.no_prefilter);
     let (tagger, skipped) = build_tagger(&args.rules, config)?;
+    let tagger = std::sync::Arc::new(tagger);
     for &r in tagger.prefilter().unconstrained_rules() {
         let slug = &tagger.rules().rules()[r as usize].meta.slug;
         eprintln!("iis-tagger: note: rule `{slug}` gives the prefilter no literal; every JSON line is parsed for it");
@@ -27,7 +28,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         super::follow::run(&tagger, path, args.state_file.as_deref(), &mut output, &mut total)
     } else if let Some(forward) = &args.forward {
         let inputs = open_inputs(&args.files)?;
-        super::serve::pipe::run(&tagger, inputs, forward, &mut total)
+        super::serve::pipe::run(tagger.clone(), inputs, forward, &mut total)
     } else {
         tag_to_output(args, &tagger, &mut total)
     };

@@ -38,3 +38,18 @@ pub fn install() -> std::io::Result<()> {
 pub fn received() -> usize {
     RECEIVED.load(Ordering::SeqCst)
 }
+
+/// For the tokio front ends (`serve`, `--forward`): a future that resolves on the first
+/// SIGTERM or SIGINT. Registered at once (inside the runtime), so a signal that comes
+/// before the future is first polled is not missed.
+pub fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

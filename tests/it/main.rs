@@ -22,6 +22,7 @@ mod needs;
 mod net;
 mod properties;
 mod serve;
+mod sidecar;
 mod sigma;
 mod sigma_reference;
 mod support;

@@ -1,20 +1,8 @@
-//! `iis-tagger serve`: the TCP sidecar, and `--forward` for the other modes.
-//!
-//! Every connection gets its own [`Stream`](iis_tagger::Stream) and task. A task writes
-//! only whole records to the shared [`output::Output`], holding its lock for the whole of
-//! a write (and, for a record over the line limit passed through in parts, until that
-//! record ends), so records of two connections never interleave. When the output is slow
-//! or away, the task waits for the lock or for the write, and so stops reading: the
-//! clients are held back by TCP, and memory stays within what the limits allow
-//! (see `Limits`). SIGTERM/SIGINT: stop accepting, read every connection until it goes
-//! quiet or ends, write what was read, close the forward connection cleanly, exit 0.
+//! `iis-tagger serve`: the sidecar's options, read from the command line, and
+//! SIGTERM/SIGINT as its shutdown; the sidecar itself is the library's
+//! [`iis_tagger::serve`]. `--forward` of the tagging run is [`pipe`].
 
-pub mod budget;
-pub mod conn;
-pub mod metrics;
-pub mod output;
 pub mod pipe;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,18 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore, watch};
-use tokio::task::JoinSet;
 
-use iis_tagger::Tagger;
+use iis_tagger::serve::conn::Limits;
+use iis_tagger::serve::{self as sidecar, Destination, budget, tls};
 
 use super::args::{CoreArgs, StatsArgs};
 use super::common::{Failure, build_tagger};
-use conn::{Limits, Shared};
-use iis_tagger::driver::{AtEof, OnStop, Settings};
-use metrics::Metrics;
-use output::{Output, Target};
 
 /// How records are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,9 +121,6 @@ fn secs(n: u64) -> Option<Duration> {
     (n > 0).then(|| Duration::from_secs(n))
 }
 
-/// Connections waiting in the kernel's accept queue.
-const BACKLOG: u32 = 1024;
-
 /// Runs the sidecar until SIGTERM/SIGINT.
 pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failure> {
     let in_framing = args.framing;
@@ -157,6 +136,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         return Err(Failure::Setup("--max-connections must be at least 1".into()));
     }
     let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
+    let tagger = Arc::new(tagger);
     let budget_total = args.memory_budget.unwrap_or_else(budget::default_total);
     let budget = budget::Budget::new(
         budget_total,
@@ -171,21 +151,24 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         ))
     })?;
     if let Some(forward) = &args.forward {
-        tls::check_addr(forward)?;
+        tls::check_addr(forward).map_err(setup)?;
     }
-    // Connection tasks outlive any borrow; the tagger lives as long as the process.
-    let tagger: &'static Tagger = Box::leak(Box::new(tagger));
     let acceptor = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.tls_client_ca.as_deref())?),
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.tls_client_ca.as_deref()).map_err(setup)?),
         _ => None,
     };
-    let connector = match &args.forward_tls_ca {
-        Some(ca) => {
-            let forward = args.forward.as_deref().unwrap_or_default();
-            let client = args.forward_tls_cert.as_deref().zip(args.forward_tls_key.as_deref());
-            Some(tls::connector(ca, client, args.forward_tls_server_name.as_deref(), forward)?)
+    let destination = match &args.forward {
+        Some(addr) => {
+            let tls = match &args.forward_tls_ca {
+                Some(ca) => {
+                    let client = args.forward_tls_cert.as_deref().zip(args.forward_tls_key.as_deref());
+                    Some(tls::connector(ca, client, args.forward_tls_server_name.as_deref(), addr).map_err(setup)?)
+                }
+                None => None,
+            };
+            Destination::Forward { addr: addr.clone(), tls }
         }
-        None => None,
+        None => Destination::Stdout,
     };
     // A descriptor per connection, plus a few: say so now rather than fail at accept.
     match super::rlimit::raise_open_files() {
@@ -204,13 +187,11 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         partial_line: secs(args.partial_line_timeout_secs),
         handshake: Duration::from_secs(args.handshake_timeout_secs.max(1)),
     };
-    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
     let runtime = runtime()?;
-    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
-    let report = runtime.block_on(async {
-        let listener = bind(args.listen).await?;
-        let metrics_listener = match args.metrics {
-            Some(addr) => Some(bind(addr).await?),
+    let served = runtime.block_on(async {
+        let listener = sidecar::bind(args.listen).await.map_err(setup)?;
+        let metrics = match args.metrics {
+            Some(addr) => Some(sidecar::bind(addr).await.map_err(setup)?),
             None => None,
         };
         eprintln!("iis-tagger: listening on {}", listener.local_addr().map_err(io_setup)?);
@@ -222,57 +203,28 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             budget.each() >> 20,
             (budget.total() + args.max_connections * budget::QUIET_BYTES) >> 20
         );
-        if let Some(m) = &metrics_listener {
+        if let Some(m) = &metrics {
             eprintln!("iis-tagger: metrics on http://{}/metrics", m.local_addr().map_err(io_setup)?);
         }
-        let target = match &args.forward {
-            Some(addr) => Target::forward(addr.clone(), connector, metrics.clone()),
-            None => Target::stdout(),
-        };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let output = Arc::new(Mutex::new(Output::new(target, out_framing, metrics.clone())));
-        let shared = Arc::new(Shared {
-            tagger,
-            output,
-            metrics: metrics.clone(),
+        let config = sidecar::Config {
+            tagger: tagger.clone(),
+            input: in_framing.into(),
+            output: out_framing.into(),
+            destination,
+            max_connections: args.max_connections,
             limits,
-            settings: Settings {
-                input: in_framing.into(),
-                output: out_framing.into(),
-                // The output is shared: a record a connection ends inside of is ended by
-                // `\n`, and on a signal what the peer sent is written (it will not send it
-                // again).
-                at_eof: AtEof::Terminated,
-                on_stop: OnStop::Everything,
-            },
-            shutdown: shutdown_rx,
-            budget: Arc::new(budget),
-        });
-        if let Some(m) = metrics_listener {
-            tokio::spawn(metrics::serve(m, metrics.clone(), tagger, shared.budget.clone(), shutdown_tx.subscribe()));
-        }
-        let accepted = accept_loop(&listener, &shared, acceptor, args.max_connections).await;
-        drop(listener);
-        let _ = shutdown_tx.send(true);
-        let drained = tokio::time::timeout(shutdown_timeout, async {
-            let mut tasks = accepted?;
-            while tasks.join_next().await.is_some() {}
-            shared.output.lock().await.close().await;
-            Ok::<(), Failure>(())
-        })
-        .await;
-        match drained {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Io(format!(
-                "shutdown: connections not drained or output not written within {} s (downstream unavailable?)",
-                shutdown_timeout.as_secs()
-            ))),
-        }
-    });
-    args.summary.print(&metrics.stats(), tagger, &skipped);
+            budget,
+            acceptor,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            metrics,
+        };
+        let signalled = super::signal::termination().map_err(io_setup)?;
+        Ok::<_, Failure>(sidecar::serve(listener, config, signalled).await)
+    })?;
+    args.summary.print(&served.stats, &tagger, &skipped);
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    report
+    served.result.map_err(|e| Failure::Io(e.to_string()))
 }
 
 /// A multi-threaded runtime with one worker per core.
@@ -284,74 +236,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Setup(format!("starting the runtime: {e}")))
 }
 
-fn io_setup(e: std::io::Error) -> Failure {
+fn setup(e: sidecar::Error) -> Failure {
     Failure::Setup(e.to_string())
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
-    let socket = socket.map_err(|e| Failure::Setup(format!("{addr}: {e}")))?;
-    socket.set_reuseaddr(true).map_err(|e| Failure::Setup(format!("{addr}: {e}")))?;
-    socket.bind(addr).map_err(|e| Failure::Setup(format!("binding {addr}: {e}")))?;
-    socket.listen(BACKLOG).map_err(|e| Failure::Setup(format!("listening on {addr}: {e}")))
-}
-
-/// Accepts connections until a termination signal, or until the output is closed for
-/// good; returns the connection tasks.
-async fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared<'static>>,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
-) -> Result<JoinSet<()>, Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(io_setup)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(io_setup)?;
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut tasks = JoinSet::new();
-    let mut closed = shared.output_closed();
-    let mut refused_note = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = closed.changed() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait a little rather than spin.
-                        eprintln!("iis-tagger: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    shared.metrics.connection_refused();
-                    if refused_note.elapsed() >= Duration::from_secs(10) {
-                        eprintln!("iis-tagger: {max_connections} connections open (--max-connections): refusing {peer}");
-                        refused_note = tokio::time::Instant::now();
-                    }
-                    refuse(socket);
-                    continue;
-                };
-                let shared = shared.clone();
-                let acceptor = acceptor.clone();
-                tasks.spawn(async move {
-                    let _slot = slot;
-                    shared.metrics.connection_opened();
-                    conn::accept(socket, peer, acceptor, &shared).await;
-                    shared.metrics.connection_closed();
-                });
-            }
-        }
-    }
-    Ok(tasks)
-}
-
-/// Closes a connection beyond the limit at once, with a reset (no lingering state).
-fn refuse(socket: TcpStream) {
-    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
-    drop(socket);
+fn io_setup(e: std::io::Error) -> Failure {
+    Failure::Setup(e.to_string())
 }

@@ -7,26 +7,25 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 
-use iis_tagger::driver::Settings;
+use iis_tagger::driver::{Framing, Settings};
+use iis_tagger::serve::budget::{Budget, per_connection};
+use iis_tagger::serve::conn::{self, Limits, Shared};
+use iis_tagger::serve::metrics::Metrics;
+use iis_tagger::serve::output::{Output, Target};
 use iis_tagger::{Stats, Tagger};
 
-use super::budget::{Budget, per_connection};
-use super::conn::{self, Limits, Shared};
-use super::metrics::Metrics;
-use super::output::{Output, Target};
-use super::{Framing, runtime};
+use super::runtime;
 use crate::cli::common::{Failure, Input};
 
 /// After a signal, how long to wait for the output to be written before giving up.
 const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Tags `inputs` into the downstream `addr`; adds the counters to `total`.
-pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
-    super::tls::check_addr(addr)?;
+pub fn run(tagger: Arc<Tagger>, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
+    iis_tagger::serve::tls::check_addr(addr).map_err(|e| Failure::Setup(e.to_string()))?;
     let runtime = runtime()?;
     let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
     let result = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
         let target = Target::forward(addr.to_string(), None, metrics.clone());
         let output = Arc::new(Mutex::new(Output::new(target, Framing::Lines, metrics.clone())));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -45,14 +44,7 @@ pub fn run(tagger: &Tagger, inputs: Vec<Input>, addr: &str, total: &mut Stats) -
                     .map_err(|_| Failure::Setup("memory budget".into()))?,
             ),
         };
-        let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::Setup(e.to_string()))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::Setup(e.to_string()))?;
-        let signalled = async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
+        let signalled = crate::cli::signal::termination().map_err(|e| Failure::Setup(e.to_string()))?;
         let work = async {
             for input in inputs {
                 let file = tokio::fs::File::from_std(input.file);

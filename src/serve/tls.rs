@@ -10,7 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::cli::common::Failure;
+use super::Error;
 
 /// The forward connection's TLS: how to connect and the name to verify.
 #[derive(Clone)]
@@ -21,11 +21,11 @@ pub struct Client {
     pub server_name: ServerName<'static>,
 }
 
-fn setup(path: &Path, what: &str, detail: impl std::fmt::Display) -> Failure {
-    Failure::Setup(format!("{}: {what}: {detail}", path.display()))
+fn setup(path: &Path, what: &'static str, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Tls { file: path.to_path_buf(), what, cause: cause.into() }
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| setup(path, "reading certificates", e))?
         .collect::<Result<Vec<_>, _>>()
@@ -36,11 +36,11 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
     Ok(certs)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Failure> {
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| setup(path, "reading the private key", e))
 }
 
-fn roots(path: &Path) -> Result<RootCertStore, Failure> {
+fn roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path)? {
         roots.add(cert).map_err(|e| setup(path, "a CA certificate", e))?;
@@ -49,7 +49,7 @@ fn roots(path: &Path) -> Result<RootCertStore, Failure> {
 }
 
 /// The listener's TLS; with `client_ca`, clients must present a certificate it signed.
-pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, Failure> {
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, Error> {
     let builder = rustls::ServerConfig::builder();
     let builder = match client_ca {
         Some(ca) => {
@@ -72,7 +72,7 @@ pub fn connector(
     client: Option<(&Path, &Path)>,
     server_name: Option<&str>,
     forward: &str,
-) -> Result<Client, Failure> {
+) -> Result<Client, Error> {
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots(ca)?);
     let config = match client {
         Some((cert, key)) => builder
@@ -82,16 +82,15 @@ pub fn connector(
     };
     let host = match server_name {
         Some(name) => name.to_string(),
-        None => host_of(forward).ok_or_else(|| Failure::Setup(format!("--forward {forward}: not HOST:PORT")))?,
+        None => host_of(forward).ok_or_else(|| Error::Address(forward.to_string()))?,
     };
-    let server_name =
-        ServerName::try_from(host.clone()).map_err(|e| Failure::Setup(format!("TLS server name `{host}`: {e}")))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|cause| Error::ServerName { name: host, cause })?;
     Ok(Client { connector: TlsConnector::from(Arc::new(config)), server_name })
 }
 
 /// Refuses a downstream address that is not `HOST:PORT`.
-pub fn check_addr(addr: &str) -> Result<(), Failure> {
-    host_of(addr).map(|_| ()).ok_or_else(|| Failure::Setup(format!("--forward {addr}: not HOST:PORT")))
+pub fn check_addr(addr: &str) -> Result<(), Error> {
+    host_of(addr).map(|_| ()).ok_or_else(|| Error::Address(addr.to_string()))
 }
 
 /// The host of `HOST:PORT` or `[V6]:PORT`.

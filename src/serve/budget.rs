@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use iis_tagger::stream_memory_bound;
+use crate::stream_memory_bound;
 
 /// The most a connection reads at a time (its read buffer grows to this while reads fill
 /// it): part of what a reading connection may hold, so defined here and read by `conn`.

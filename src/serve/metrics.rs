@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use iis_tagger::{Driver, Stats, Tagger};
+use crate::{Driver, Stats, Tagger};
 
 use super::budget::Budget;
 
@@ -208,7 +208,7 @@ impl Metrics {
             let _ = writeln!(o, "iis_tagger_{name} {value}");
         };
         let core = self.stats();
-        for c in iis_tagger::stats::COUNTERS {
+        for c in crate::stats::COUNTERS {
             counter(&mut o, c.name, c.help, (c.get)(&core));
         }
         counter(&mut o, "bytes_out_total", "Bytes written to the output.", self.bytes_out.get());
@@ -309,7 +309,7 @@ const MAX_REQUEST: usize = 8192;
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    tagger: &'static Tagger,
+    tagger: Arc<Tagger>,
     budget: Arc<Budget>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -324,7 +324,7 @@ pub async fn serve(
                 }
             },
         };
-        let (metrics, budget) = (metrics.clone(), budget.clone());
+        let (metrics, budget, tagger) = (metrics.clone(), budget.clone(), tagger.clone());
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -342,7 +342,7 @@ pub async fn serve(
                 return;
             }
             let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                let body = metrics.render(tagger, &budget);
+                let body = metrics.render(&tagger, &budget);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -18,8 +18,8 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Framing;
 use super::metrics::Metrics;
+use crate::driver::Framing;
 
 /// What a write holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, watch};
 use tokio::time::Instant;
 
-use iis_tagger::driver::Settings;
-use iis_tagger::sink::Boundary;
-use iis_tagger::{Driver, End, Sink, Tagger};
+use crate::driver::Settings;
+use crate::sink::Boundary;
+use crate::{Driver, End, Sink, Tagger};
 
 use super::budget::{Budget, Reservation};
 use super::metrics::{Ending, Metrics};
@@ -50,9 +50,9 @@ pub struct Limits {
 }
 
 /// What every connection task shares.
-pub struct Shared<'t> {
+pub struct Shared {
     /// The rules.
-    pub tagger: &'t Tagger,
+    pub tagger: Arc<Tagger>,
     /// Where records go.
     pub output: Arc<Mutex<Output>>,
     /// Counters.
@@ -69,7 +69,7 @@ pub struct Shared<'t> {
     pub budget: Arc<Budget>,
 }
 
-impl Shared<'_> {
+impl Shared {
     /// Becomes true when the output is closed for good (stdout's reader went away).
     pub fn output_closed(&self) -> watch::Receiver<bool> {
         self.metrics.output_closed()
@@ -78,12 +78,7 @@ impl Shared<'_> {
 
 /// A newly accepted connection: TLS handshake (within the deadline) if configured, then
 /// [`handle`].
-pub async fn accept(
-    socket: TcpStream,
-    peer: SocketAddr,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    shared: &Shared<'_>,
-) {
+pub async fn accept(socket: TcpStream, peer: SocketAddr, acceptor: Option<tokio_rustls::TlsAcceptor>, shared: &Shared) {
     let _ = socket.set_nodelay(true);
     match acceptor {
         None => close(handle(socket, shared).await).await,
@@ -173,15 +168,17 @@ impl Batch {
 }
 
 /// A connection's state.
-struct Conn<'s, 't> {
-    shared: &'s Shared<'t>,
-    driver: Driver<'t>,
+struct Conn<'s> {
+    shared: &'s Shared,
+    driver: Driver<'s>,
     batch: Batch,
     writer: Writer,
     /// The output failed for good (stdout closed): stop.
     dead: bool,
     /// Bytes of buffers last reported to the metrics.
     memory: usize,
+    /// The runtime has other workers (large reads are tagged off the reactor).
+    multi_thread: bool,
 }
 
 /// The connection's writing half: a task of its own, so that the next read is tagged
@@ -273,15 +270,16 @@ async fn write_batches(
 }
 
 /// Reads a connection to its end, a limit, or a termination signal; gives it back.
-pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) -> R {
+pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
     let writer = Writer::start(shared.output.clone(), shared.metrics.clone());
     let mut conn = Conn {
         shared,
-        driver: Driver::new(shared.tagger, shared.settings),
+        driver: Driver::new(&shared.tagger, shared.settings),
         batch: Batch::new(),
         writer,
         dead: false,
         memory: 0,
+        multi_thread: tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
     };
     let mut shutdown = shared.shutdown.clone();
     let mut draining = *shutdown.borrow();
@@ -386,7 +384,7 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared<'_>) ->
     reader
 }
 
-impl Conn<'_, '_> {
+impl Conn<'_> {
     fn has_partial(&self) -> bool {
         self.driver.has_partial()
     }
@@ -397,8 +395,10 @@ impl Conn<'_, '_> {
         // byte, can still reach tenths of a second) is tagged with this worker thread handed
         // over to the runtime's blocking pool, so that the other connections, the timers and
         // `/metrics` go on meanwhile on another worker. Small reads cost at most
-        // [`INLINE_BYTES`] times the worst cost per byte and are tagged in place.
-        if input.len() + self.held_bytes() >= INLINE_BYTES {
+        // [`INLINE_BYTES`] times the worst cost per byte and are tagged in place, as is
+        // everything on a current-thread runtime (which has no other worker to hand over to,
+        // and where `block_in_place` would panic).
+        if input.len() + self.held_bytes() >= INLINE_BYTES && self.multi_thread {
             tokio::task::block_in_place(|| self.tag(input));
         } else {
             self.tag(input);
