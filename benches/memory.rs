@@ -2,7 +2,7 @@
 //! (`benches/crafted.rs`), as a multiple of the record's length, with the built-in rules and
 //! with the SigmaHQ Windows rules (when `../shared/sigma` is there). It is the measured side
 //! of the per-stream bound in RELIABILITY.md §4 (`FIXED + FACTOR × line`), which the sidecar's
-//! memory budget reserves before it tags a large record (`src/cli/serve/budget.rs`).
+//! memory budget reserves before it tags a large record (`src/serve/budget.rs`).
 //!
 //! ```text
 //! cargo bench --bench memory [-- --size BYTES] [--sigma DIR | --no-sigma] [--only NAME]

@@ -17,17 +17,17 @@ fn main() -> ExitCode {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(Failure::Io(format!("writing output: {e}")));
+                    return Err(Failure::io(format!("writing output: {e}")));
                 }
                 _ => {}
             }
-            if failed { Err(Failure::Check("some rules were refused (--strict)".into())) } else { Ok(()) }
+            if failed { Err(Failure::check("some rules were refused (--strict)")) } else { Ok(()) }
         }),
         Some(Command::Shapes(shapes)) => cli::rules_cmd::shapes(&args.tag.rules, shapes).and_then(|text| {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(Failure::Io(format!("writing output: {e}")))
+                    Err(Failure::io(format!("writing output: {e}")))
                 }
                 _ => Ok(()),
             }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// A module's path, as `cli::serve::conn` (the library's root is `lib`, the binary's `main`).
+/// A module's path, as `serve::conn` (the library's root is `lib`, the binary's `main`).
 type Module = String;
 
 /// Every `.rs` file under `dir`, with its module path.

@@ -18,21 +18,41 @@ use super::output::Vectored;
 /// Bytes read at a time.
 pub(crate) const READ_BYTES: usize = 256 * 1024;
 
+/// What a failure holds: the library's typed error (its cause kept), or a message.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a run failed, and so which exit status it gets.
 #[derive(Debug)]
 pub enum Failure {
     /// Bad rules, settings or paths, found before any input was read (exit 2).
-    Setup(String),
+    Setup(Cause),
     /// An I/O error while running (exit 1).
-    Io(String),
+    Io(Cause),
     /// `rules check --strict` found rules that do not load (exit 1).
-    Check(String),
+    Check(Cause),
+}
+
+impl Failure {
+    /// A setup failure.
+    pub fn setup(cause: impl Into<Cause>) -> Failure {
+        Failure::Setup(cause.into())
+    }
+
+    /// A failure while running.
+    pub fn io(cause: impl Into<Cause>) -> Failure {
+        Failure::Io(cause.into())
+    }
+
+    /// A `--strict` check that found refusals.
+    pub fn check(cause: impl Into<Cause>) -> Failure {
+        Failure::Check(cause.into())
+    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Setup(m) | Failure::Io(m) | Failure::Check(m) => f.write_str(m),
+            Failure::Setup(e) | Failure::Io(e) | Failure::Check(e) => write!(f, "{e}"),
         }
     }
 }
@@ -40,10 +60,10 @@ impl fmt::Display for Failure {
 /// Loads the rules and builds the tagger. With --skip-invalid-rules, the rules that could
 /// not be loaded are listed on stderr and returned.
 pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<RuleError>), Failure> {
-    let shapes = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
+    let shapes = rules.shape_table().map_err(Failure::setup)?;
     let mut builder = RuleSetBuilder::with_shapes(shapes);
     if !rules.no_builtin {
-        builder.add_builtin().map_err(|e| Failure::Setup(e.to_string()))?;
+        builder.add_builtin().map_err(Failure::setup)?;
     }
     let mut skipped = Vec::new();
     for path in &rules.rules {
@@ -52,16 +72,16 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
         } else {
             builder.add_path(path)
         };
-        added.map_err(|e| Failure::Setup(e.to_string()))?;
+        added.map_err(Failure::setup)?;
     }
     for e in &skipped {
         eprintln!("iis-tagger: skipped {e}");
     }
     let set = builder.build();
     if set.rules().is_empty() {
-        return Err(Failure::Setup("no rules loaded (--no-builtin without --rules, or every rule skipped)".into()));
+        return Err(Failure::setup("no rules loaded (--no-builtin without --rules, or every rule skipped)"));
     }
-    Ok((Tagger::new(set, config).map_err(|e| Failure::Setup(e.to_string()))?, skipped))
+    Ok((Tagger::new(set, config).map_err(Failure::setup)?, skipped))
 }
 
 pub(crate) struct Input {
@@ -75,7 +95,7 @@ fn stdin_file() -> io::Result<File> {
 
 pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
     if files.is_empty() {
-        let file = stdin_file().map_err(|e| Failure::Setup(format!("stdin: {e}")))?;
+        let file = stdin_file().map_err(|e| Failure::setup(format!("stdin: {e}")))?;
         return Ok(vec![Input { name: "stdin".into(), file }]);
     }
     files
@@ -83,7 +103,7 @@ pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
         .map(|path| {
             let name = path.display().to_string();
             let file = if path.as_os_str() == "-" { stdin_file() } else { File::open(path) };
-            file.map(|file| Input { name: name.clone(), file }).map_err(|e| Failure::Setup(format!("{name}: {e}")))
+            file.map(|file| Input { name: name.clone(), file }).map_err(|e| Failure::setup(format!("{name}: {e}")))
         })
         .collect()
 }
@@ -91,15 +111,15 @@ pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
 pub(crate) fn open_output(path: Option<&Path>, inputs: &[PathBuf]) -> Result<File, Failure> {
     let Some(path) = path else {
         return Ok(File::from(
-            io::stdout().as_fd().try_clone_to_owned().map_err(|e| Failure::Setup(format!("stdout: {e}")))?,
+            io::stdout().as_fd().try_clone_to_owned().map_err(|e| Failure::setup(format!("stdout: {e}")))?,
         ));
     };
     if let Ok(out) = path.canonicalize() {
         if inputs.iter().any(|i| i.canonicalize().is_ok_and(|i| i == out)) {
-            return Err(Failure::Setup(format!("{}: the output file is also an input", path.display())));
+            return Err(Failure::setup(format!("{}: the output file is also an input", path.display())));
         }
     }
-    File::create(path).map_err(|e| Failure::Setup(format!("{}: {e}", path.display())))
+    File::create(path).map_err(|e| Failure::setup(format!("{}: {e}", path.display())))
 }
 
 /// How writing ended.

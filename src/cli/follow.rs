@@ -69,12 +69,12 @@ impl State {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((state, None)),
-            Err(e) => return Err(Failure::Setup(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Failure::setup(format!("{}: {e}", path.display()))),
         };
         let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
         match fields[..] {
             [dev, ino, offset] => Ok((state, Some(Position { dev, ino, offset }))),
-            _ => Err(Failure::Setup(format!(
+            _ => Err(Failure::setup(format!(
                 "{}:1: not a state file (expected `DEVICE INODE OFFSET`); remove it to start afresh",
                 path.display()
             ))),
@@ -92,7 +92,7 @@ impl State {
         let text = format!("{} {} {}\n", pos.dev, pos.ino, pos.offset);
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Failure::io(format!("{}: {e}", path.display())))?;
         self.saved = Some(pos);
         Ok(())
     }
@@ -112,11 +112,11 @@ fn open_waiting(path: &Path, watch: &Watch, output: &File) -> Result<Option<Foll
     loop {
         match File::open(path) {
             Ok(file) => {
-                let meta = file.metadata().map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+                let meta = file.metadata().map_err(|e| Failure::io(format!("{}: {e}", path.display())))?;
                 return Ok(Some(Followed { file, dev: meta.dev(), ino: meta.ino(), read: 0 }));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Failure::Io(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Failure::io(format!("{}: {e}", path.display()))),
         }
         if signal::received() > 0 || watch.gone(output) {
             return Ok(None);
@@ -158,7 +158,7 @@ impl From<WriteError> for Stop {
     fn from(e: WriteError) -> Stop {
         match e {
             WriteError::Closed => Stop::Closed,
-            WriteError::Io(e) => Stop::Failed(Failure::Io(format!("writing output: {e}"))),
+            WriteError::Io(e) => Stop::Failed(Failure::io(format!("writing output: {e}"))),
         }
     }
 }
@@ -181,7 +181,7 @@ pub fn run(
     if let Some(p) = resume.filter(|p| p.dev == f.dev && p.ino == f.ino) {
         let len = f.file.metadata().map(|m| m.len()).unwrap_or(0);
         if p.offset <= len {
-            f.file.seek(SeekFrom::Start(p.offset)).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+            f.file.seek(SeekFrom::Start(p.offset)).map_err(|e| Failure::io(format!("{}: {e}", path.display())))?;
             f.read = p.offset;
         }
     }
@@ -228,7 +228,7 @@ fn follow<'t>(
     total: &mut Stats,
     watch: &Watch,
 ) -> Result<Stop, Stop> {
-    let io = |e: io::Error| Stop::Failed(Failure::Io(format!("{}: {e}", path.display())));
+    let io = |e: io::Error| Stop::Failed(Failure::io(format!("{}: {e}", path.display())));
     loop {
         if signal::received() > 0 {
             return Ok(Stop::Signal);
@@ -300,7 +300,7 @@ fn drain(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Stop::Failed(Failure::Io(format!("reading a rotated file: {e}")))),
+            Err(e) => return Err(Stop::Failed(Failure::io(format!("reading a rotated file: {e}")))),
         };
         f.read += n as u64;
         driver.feed(&buf[..n], out);

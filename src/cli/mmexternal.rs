@@ -64,7 +64,7 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         let n = match input.read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::Io(format!("reading stdin: {e}"))),
+            Err(e) => return Err(Failure::io(format!("reading stdin: {e}"))),
         };
         replies.take(&mut framer, (n > 0).then(|| &buf[..n]), &mut oversized);
         // rsyslog waits for each reply: what this read completed is written now.
@@ -73,7 +73,7 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         match written {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Failure::Io(format!("writing stdout: {e}"))),
+            Err(e) => return Err(Failure::io(format!("writing stdout: {e}"))),
         }
         if n == 0 {
             break;

@@ -199,7 +199,7 @@ impl Reader<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
+                Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
             };
             grace.read(n);
             let chunk = &buf[..n];
@@ -286,7 +286,7 @@ fn write(
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => closed.store(true, Ordering::SeqCst),
                 Err(e) => {
-                    failed = Some(Failure::Io(format!("writing output: {e}")));
+                    failed = Some(Failure::io(format!("writing output: {e}")));
                     // Stop the reader as a closed output would.
                     closed.store(true, Ordering::SeqCst);
                 }
@@ -299,7 +299,7 @@ fn write(
             if e.kind() == io::ErrorKind::BrokenPipe {
                 Ok(())
             } else {
-                Err(Failure::Io(format!("writing output: {e}")))
+                Err(Failure::io(format!("writing output: {e}")))
             }
         }),
     }

@@ -25,8 +25,10 @@ pub fn run(rules: &RuleArgs, args: &RulesArgs) -> Result<(String, bool), Failure
 struct CheckReport {
     loaded: usize,
     refused: Vec<Refusal>,
-    /// Reason (its variable parts elided) → how many rules.
+    /// Reason (the wording of the refusal, its placeholders elided) → how many rules.
     by_reason: BTreeMap<String, usize>,
+    /// Category (unsupported, invalid, yaml, duplicate, unreadable) → how many rules.
+    by_category: BTreeMap<&'static str, usize>,
     /// Loaded rules the prefilter gets no literal from (evaluated on every record of
     /// their log source).
     without_literal: Vec<String>,
@@ -40,6 +42,7 @@ struct Refusal {
     line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     column: Option<usize>,
+    category: &'static str,
     reason: String,
 }
 
@@ -70,20 +73,23 @@ fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
         .map(|r| tagger.rules().rules()[r].meta.origin.clone())
         .collect();
     let mut by_reason = BTreeMap::new();
+    let mut by_category = BTreeMap::new();
     let refused: Vec<Refusal> = errors
         .iter()
         .map(|e| {
-            *by_reason.entry(elide(&e.message)).or_insert(0) += 1;
+            *by_reason.entry(e.reason()).or_insert(0) += 1;
+            *by_category.entry(e.category()).or_insert(0) += 1;
             Refusal {
-                file: e.origin.clone(),
-                line: e.pos.map(|p| p.line),
-                column: e.pos.map(|p| p.col),
-                reason: e.message.clone(),
+                file: e.origin().to_string(),
+                line: e.pos().map(|p| p.line),
+                column: e.pos().map(|p| p.col),
+                category: e.category(),
+                reason: e.message(),
             }
         })
         .collect();
     let failed = args.strict && !refused.is_empty();
-    let report = CheckReport { loaded, refused, by_reason, without_literal, load_seconds };
+    let report = CheckReport { loaded, refused, by_reason, by_category, without_literal, load_seconds };
     let text = match args.format {
         StatsFormat::Json => serde_json::to_string_pretty(&report).expect("the report serializes") + "\n",
         StatsFormat::Text => check_text(&report, &errors),
@@ -103,6 +109,10 @@ fn check_text(report: &CheckReport, errors: &[iis_tagger::RuleError]) -> String 
         report.refused.len(),
         report.load_seconds
     );
+    if !report.by_category.is_empty() {
+        let counts: Vec<String> = report.by_category.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        let _ = writeln!(s, "  refused: {}", counts.join(", "));
+    }
     for (reason, n) in &report.by_reason {
         let _ = writeln!(s, "  {n:>5}  {reason}");
     }
@@ -117,21 +127,6 @@ fn check_text(report: &CheckReport, errors: &[iis_tagger::RuleError]) -> String 
         }
     }
     s
-}
-
-/// A reason with its variable parts (what is between backticks) elided, for grouping.
-fn elide(message: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '`' {
-            inside = !inside;
-            out.push_str(if inside { "`…" } else { "`" });
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The listing of the loaded rules.
@@ -203,11 +198,9 @@ fn table(metas: &[&RuleMeta]) -> String {
 
 /// `iis-tagger shapes`: the shape table, with the `--shapes` files added.
 pub fn shapes(rules: &RuleArgs, args: &super::args::ShapesArgs) -> Result<String, Failure> {
-    let table = rules.shape_table().map_err(|e| Failure::Setup(e.to_string()))?;
+    let table = rules.shape_table().map_err(Failure::setup)?;
     Ok(match args.format {
         StatsFormat::Text => table.to_text(),
-        StatsFormat::Json => {
-            serde_json::to_string_pretty(table.as_ref()).map_err(|e| Failure::Io(e.to_string()))? + "\n"
-        }
+        StatsFormat::Json => serde_json::to_string_pretty(table.as_ref()).map_err(Failure::io)? + "\n",
     })
 }

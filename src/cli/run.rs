@@ -24,7 +24,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     let mut total = Stats::new(tagger.rules().rules().len());
     let result = if let Some(path) = &args.follow {
         let mut output = open_output(args.output.as_deref(), std::slice::from_ref(path))?;
-        signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
+        signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
         super::follow::run(&tagger, path, args.state_file.as_deref(), &mut output, &mut total)
     } else if let Some(forward) = &args.forward {
         let inputs = open_inputs(&args.files)?;
@@ -40,7 +40,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
 fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(), Failure> {
     let inputs = open_inputs(&args.files)?;
     let mut output = open_output(args.output.as_deref(), &args.files)?;
-    signal::install().map_err(|e| Failure::Setup(format!("installing signal handlers: {e}")))?;
+    signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
     let threads = match args.threads {
         0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
         0 => 1,
@@ -83,7 +83,7 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
         match write_out(output, &mut out, &[]) {
             Ok(()) => {}
             Err(WriteError::Closed) => return Ok(()),
-            Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+            Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
         }
         if ending == End::Stop {
             if ended.dropped > 0 {
@@ -114,13 +114,13 @@ fn pump(
             Ok(0) => return Ok(End::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::Io(format!("{}: {e}", input.name))),
+            Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
         };
         driver.feed(&buf[..n], out);
         match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
             Err(WriteError::Closed) => return Ok(End::Closed),
-            Err(WriteError::Io(e)) => return Err(Failure::Io(format!("writing output: {e}"))),
+            Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
         }
     }
 }

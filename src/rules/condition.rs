@@ -6,6 +6,7 @@
 //! whose name does not start with `_`. An aggregation (`| count() > 5`) is refused: it
 //! needs state across records, which this tagger does not keep.
 
+use crate::rules::error::{Refusal, refusal};
 use crate::rules::expr::Expr;
 
 /// A parse or resolution error, with the byte offset in the condition text.
@@ -14,7 +15,7 @@ pub struct ConditionError {
     /// Byte offset in the condition.
     pub offset: usize,
     /// What is wrong.
-    pub message: String,
+    pub refusal: Refusal,
 }
 
 /// Parsed condition, before selections are resolved.
@@ -60,7 +61,10 @@ fn tokenize(text: &str) -> Result<Vec<(Tok, usize)>, ConditionError> {
             b'|' => {
                 return Err(ConditionError {
                     offset: i,
-                    message: "aggregations (`| count() ...`) are not supported: they need state across records".into(),
+                    refusal: refusal!(
+                        Unsupported,
+                        "aggregations (`| count() ...`) are not supported: they need state across records"
+                    ),
                 });
             }
             _ if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'*' | b'-' | b'.') => {
@@ -74,7 +78,7 @@ fn tokenize(text: &str) -> Result<Vec<(Tok, usize)>, ConditionError> {
             }
             _ => {
                 let ch = text[i..].chars().next().unwrap_or('?');
-                return Err(ConditionError { offset: i, message: format!("unexpected character `{ch}`") });
+                return Err(ConditionError { offset: i, refusal: refusal!(Invalid, "unexpected character `{ch}`") });
             }
         }
     }
@@ -103,8 +107,8 @@ impl Parser {
         self.toks.get(self.at).map_or(self.end, |(_, o)| *o)
     }
 
-    fn err<T>(&self, message: impl Into<String>) -> Result<T, ConditionError> {
-        Err(ConditionError { offset: self.offset(), message: message.into() })
+    fn err<T>(&self, refusal: Refusal) -> Result<T, ConditionError> {
+        Err(ConditionError { offset: self.offset(), refusal })
     }
 
     fn or(&mut self) -> Result<Cond, ConditionError> {
@@ -139,7 +143,7 @@ impl Parser {
     fn descend(&mut self) -> Result<(), ConditionError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return self.err("condition nests deeper than 128 levels");
+            return self.err(refusal!(Invalid, "condition nests deeper than 128 levels"));
         }
         Ok(())
     }
@@ -153,7 +157,7 @@ impl Parser {
                 let inner = self.or()?;
                 self.depth -= 1;
                 if self.peek() != Some(&Tok::Close) {
-                    return self.err("expected `)`");
+                    return self.err(refusal!(Invalid, "expected `)`"));
                 }
                 self.at += 1;
                 Ok(inner)
@@ -165,7 +169,7 @@ impl Parser {
                     let target = match self.peek().cloned() {
                         Some(Tok::Word(t)) if t.eq_ignore_ascii_case("them") => None,
                         Some(Tok::Word(t)) if !is_keyword(&t) => Some(t),
-                        _ => return self.err("expected a selection pattern or `them` after `of`"),
+                        _ => return self.err(refusal!(Invalid, "expected a selection pattern or `them` after `of`")),
                     };
                     self.at += 1;
                     return match w.to_ascii_lowercase().as_str() {
@@ -173,17 +177,17 @@ impl Parser {
                         "all" => Ok(Cond::AllOf(target, offset)),
                         _ => Err(ConditionError {
                             offset,
-                            message: format!("`{w} of` is not supported: use `1 of` or `all of`"),
+                            refusal: refusal!(Unsupported, "`{w} of` is not supported: use `1 of` or `all of`"),
                         }),
                     };
                 }
                 if is_keyword(&w) {
-                    return Err(ConditionError { offset, message: format!("unexpected `{w}`") });
+                    return Err(ConditionError { offset, refusal: refusal!(Invalid, "unexpected `{w}`") });
                 }
                 Ok(Cond::Ident(w, offset))
             }
-            Some(Tok::Close) => self.err("unexpected `)`"),
-            None => self.err("the condition ends too early"),
+            Some(Tok::Close) => self.err(refusal!(Invalid, "unexpected `)`")),
+            None => self.err(refusal!(Invalid, "the condition ends too early")),
         }
     }
 }
@@ -198,7 +202,7 @@ pub fn parse(text: &str) -> Result<Cond, ConditionError> {
     let mut p = Parser { toks, at: 0, end: text.len(), depth: 0 };
     let cond = p.or()?;
     if p.at != p.toks.len() {
-        return p.err("unexpected text after the end of the condition");
+        return p.err(refusal!(Invalid, "unexpected text after the end of the condition"));
     }
     Ok(cond)
 }
@@ -236,7 +240,7 @@ pub fn resolve(cond: &Cond, selections: &[(String, Expr)]) -> Result<Expr, Condi
             .collect();
         if chosen.is_empty() {
             let what = pattern.as_deref().unwrap_or("them");
-            return Err(ConditionError { offset, message: format!("`{what}` matches no selection") });
+            return Err(ConditionError { offset, refusal: refusal!(Invalid, "`{what}` matches no selection") });
         }
         Ok(chosen)
     };
@@ -247,7 +251,10 @@ pub fn resolve(cond: &Cond, selections: &[(String, Expr)]) -> Result<Expr, Condi
         Cond::Ident(name, offset) => match selections.iter().find(|(n, _)| n == name) {
             Some((_, e)) => e.clone(),
             None => {
-                return Err(ConditionError { offset: *offset, message: format!("no selection named `{name}`") });
+                return Err(ConditionError {
+                    offset: *offset,
+                    refusal: refusal!(Invalid, "no selection named `{name}`"),
+                });
             }
         },
         Cond::OneOf(p, offset) => Expr::or(pick(p, *offset)?),
@@ -301,7 +308,7 @@ mod tests {
             ("", 0),
         ] {
             let e = parse(text).expect_err(text);
-            assert_eq!(e.offset, offset, "{text}: {}", e.message);
+            assert_eq!(e.offset, offset, "{text}: {}", e.refusal);
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::fields::FieldCatalog;
 use crate::normalize::FieldKind;
+use crate::rules::error::{Refusal, refusal};
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::pattern::{Matcher, Token};
 use crate::yaml::{Node, Value};
@@ -128,8 +129,8 @@ const SERVICES: &[(&str, &[&str])] = &[
 pub struct LogsourceError {
     /// The offending key (`category`, `service`, `product`, or the block itself).
     pub key: &'static str,
-    /// The message.
-    pub message: String,
+    /// What is wrong.
+    pub refusal: Refusal,
 }
 
 fn text_of<'a>(node: &'a Node, key: &'static str) -> Result<Option<&'a str>, LogsourceError> {
@@ -137,7 +138,9 @@ fn text_of<'a>(node: &'a Node, key: &'static str) -> Result<Option<&'a str>, Log
         None => Ok(None),
         Some(n) => match n.as_str() {
             Some(s) => Ok(Some(s)),
-            None => Err(LogsourceError { key, message: format!("`{key}` must be a string, not {}", n.kind()) }),
+            None => {
+                Err(LogsourceError { key, refusal: refusal!(Invalid, "`{key}` must be a string, not {}", n.kind()) })
+            }
         },
     }
 }
@@ -166,13 +169,14 @@ fn source_expr(catalog: &mut FieldCatalog, (channel, ids, types): &Source) -> Ex
 /// The condition a `logsource` block adds to its rule.
 pub fn compile(logsource: &Node, catalog: &mut FieldCatalog) -> Result<Expr, LogsourceError> {
     let Value::Map(entries) = &logsource.value else {
-        return Err(LogsourceError { key: "logsource", message: "`logsource` must be a mapping".into() });
+        return Err(LogsourceError { key: "logsource", refusal: refusal!(Invalid, "`logsource` must be a mapping") });
     };
     for (key, _) in entries {
         if !matches!(key.text.as_str(), "product" | "category" | "service" | "definition") {
             return Err(LogsourceError {
                 key: "logsource",
-                message: format!(
+                refusal: refusal!(
+                    Invalid,
                     "unknown logsource key `{}` (expected product, category, service, definition)",
                     key.text
                 ),
@@ -183,7 +187,10 @@ pub fn compile(logsource: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Log
         if !product.eq_ignore_ascii_case("windows") {
             return Err(LogsourceError {
                 key: "product",
-                message: format!("product `{product}` is not supported: iis-tagger reads Windows event logs"),
+                refusal: refusal!(
+                    Unsupported,
+                    "product `{product}` is not supported: iis-tagger reads Windows event logs"
+                ),
             });
         }
     }
@@ -192,7 +199,7 @@ pub fn compile(logsource: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Log
         let Some((_, sources)) = CATEGORIES.iter().find(|(c, _)| c.eq_ignore_ascii_case(category)) else {
             return Err(LogsourceError {
                 key: "category",
-                message: format!("unsupported logsource category `{category}`"),
+                refusal: refusal!(Unsupported, "unsupported logsource category `{category}`"),
             });
         };
         parts.push(Expr::or(sources.iter().map(|s| source_expr(catalog, s)).collect()));
@@ -201,7 +208,7 @@ pub fn compile(logsource: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Log
         let Some((_, channels)) = SERVICES.iter().find(|(s, _)| s.eq_ignore_ascii_case(service)) else {
             return Err(LogsourceError {
                 key: "service",
-                message: format!("unsupported logsource service `{service}`"),
+                refusal: refusal!(Unsupported, "unsupported logsource service `{service}`"),
             });
         };
         parts.push(Expr::or(channels.iter().map(|c| equals(catalog, "Channel", c)).collect()));

@@ -7,6 +7,7 @@
 //! rule silently missing or silently replaced.
 
 pub mod condition;
+pub mod error;
 pub mod expr;
 pub mod logsource;
 pub mod modifiers;
@@ -14,13 +15,13 @@ pub mod pattern;
 pub mod sigma;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::fields::FieldCatalog;
 use crate::yaml::{self, Pos};
+pub use error::{Refusal, RefusalKind, RuleError, RuleErrorKind};
 use expr::Expr;
 
 /// Severity bands of the risk score (Elastic's: 0–21 low, 22–47 medium, 48–73 high,
@@ -104,28 +105,6 @@ impl Rule {
         Expr::and(vec![self.route.clone(), self.detection.clone()])
     }
 }
-
-/// A rule file that could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    /// The file (or `builtin:<name>`).
-    pub origin: String,
-    /// Where in it, when known.
-    pub pos: Option<Pos>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.pos {
-            Some(pos) => write!(f, "{}:{}: {}", self.origin, pos, self.message),
-            None => write!(f, "{}: {}", self.origin, self.message),
-        }
-    }
-}
-
-impl std::error::Error for RuleError {}
 
 /// The built-in rule files (ARCHITECTURE §3), in annotation order.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -231,11 +210,7 @@ impl RuleSetBuilder {
         on_error: &mut dyn FnMut(RuleError) -> Result<(), RuleError>,
     ) -> Result<usize, RuleError> {
         let origin = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| RuleError {
-            origin: origin.clone(),
-            pos: None,
-            message: e.to_string(),
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
         if meta.is_file() {
             return match self.add_file(path) {
                 Ok(()) => Ok(1),
@@ -246,11 +221,7 @@ impl RuleSetBuilder {
         collect_rule_files(path, 0, &mut files)?;
         files.sort();
         if files.is_empty() {
-            return Err(RuleError {
-                origin,
-                pos: None,
-                message: "no rule files (*.yml, *.yaml) in this folder".into(),
-            });
+            return Err(RuleError::new(origin, None, RuleErrorKind::NoRuleFiles));
         }
         let mut added = 0;
         for file in &files {
@@ -264,31 +235,27 @@ impl RuleSetBuilder {
 
     fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {
         let origin = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| RuleError { origin: origin.clone(), pos: None, message: e.to_string() })?;
-        let text = String::from_utf8(bytes).map_err(|_| RuleError {
-            origin: origin.clone(),
-            pos: None,
-            message: "the file is not valid UTF-8".into(),
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| RuleError::new(origin.clone(), None, RuleErrorKind::NotUtf8))?;
         self.add_source(&origin, stem(path), &text)
     }
 
     /// Adds one rule from its text; `origin` names it in errors and in `rules` output.
     pub fn add_source(&mut self, origin: &str, stem: &str, text: &str) -> Result<(), RuleError> {
-        let located = |pos: Pos, message: String| RuleError { origin: origin.to_string(), pos: Some(pos), message };
-        let doc = yaml::parse(text).map_err(|e| located(e.pos, format!("invalid YAML: {}", e.message)))?;
-        let rule = sigma::compile(&doc, stem, origin, &mut self.set.fields).map_err(|p| located(p.pos, p.message))?;
+        let located = |pos: Pos, kind: RuleErrorKind| RuleError::new(origin, Some(pos), kind);
+        let doc = yaml::parse(text).map_err(|e| located(e.pos, RuleErrorKind::Yaml(e.message)))?;
+        let rule = sigma::compile(&doc, stem, origin, &mut self.set.fields)
+            .map_err(|p| located(p.pos, RuleErrorKind::Refused(p.refusal)))?;
         if let Some(first) = self.slugs.get(&rule.meta.slug) {
             let pos = doc.get("name").map_or(doc.pos, |n| n.pos);
-            return Err(located(pos, format!("a rule named `{}` is already loaded from {first}", rule.meta.slug)));
+            let kind = RuleErrorKind::DuplicateName { name: rule.meta.slug.clone(), first: first.clone() };
+            return Err(located(pos, kind));
         }
         if let Some(id) = &rule.meta.id {
             if let Some(first) = self.ids.get(id) {
-                return Err(located(
-                    doc.get("id").map_or(doc.pos, |n| n.pos),
-                    format!("rule id {id} is already loaded from {first}"),
-                ));
+                let kind = RuleErrorKind::DuplicateId { id: id.clone(), first: first.clone() };
+                return Err(located(doc.get("id").map_or(doc.pos, |n| n.pos), kind));
             }
             self.ids.insert(id.clone(), origin.to_string());
         }
@@ -310,16 +277,11 @@ fn stem(path: &Path) -> &str {
 fn collect_rule_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), RuleError> {
     let origin = || dir.display().to_string();
     if depth > MAX_DIR_DEPTH {
-        return Err(RuleError {
-            origin: origin(),
-            pos: None,
-            message: "folders nest too deep (a symlink loop?)".into(),
-        });
+        return Err(RuleError::new(origin(), None, RuleErrorKind::TooDeep));
     }
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| RuleError { origin: origin(), pos: None, message: e.to_string() })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| RuleError::new(origin(), None, RuleErrorKind::Read(e)))?;
     for entry in entries {
-        let entry = entry.map_err(|e| RuleError { origin: origin(), pos: None, message: e.to_string() })?;
+        let entry = entry.map_err(|e| RuleError::new(origin(), None, RuleErrorKind::Read(e)))?;
         let path = entry.path();
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {

@@ -9,6 +9,7 @@
 
 use crate::fields::FieldCatalog;
 use crate::normalize::FieldKind;
+use crate::rules::error::{Refusal, refusal};
 use crate::rules::pattern::{Cidr, Compare, Matcher, RegexFlags, TextOp, Token, tokenize};
 use crate::yaml::Scalar;
 
@@ -65,13 +66,16 @@ const TIME_MODIFIERS: &[&str] = &["minute", "hour", "day", "week", "month", "yea
 
 /// Splits `Field|mod|...` into the field name (empty for a keyword search) and checked
 /// modifiers; the error is a message for the user.
-pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
+pub fn parse(key: &str) -> Result<(String, Modifiers), Refusal> {
     let mut parts = key.split('|');
     let field = parts.next().unwrap_or_default().trim().to_string();
     let mut m = Modifiers::default();
     for modifier in parts {
         let op = |op: TextOp, m: &mut Modifiers| match m.op.replace(op) {
-            Some(_) => Err(format!("`{modifier}` cannot be combined with another of contains / startswith / endswith")),
+            Some(_) => Err(refusal!(
+                Invalid,
+                "`{modifier}` cannot be combined with another of contains / startswith / endswith"
+            )),
             None => Ok(()),
         };
         match modifier {
@@ -84,7 +88,7 @@ pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
             "re" => m.re = Some(RegexFlags::default()),
             "i" | "m" | "s" | "ignorecase" | "multiline" | "dotall" => {
                 let Some(flags) = m.re.as_mut() else {
-                    return Err(format!("`{modifier}` is a flag of `re` and must follow it"));
+                    return Err(refusal!(Invalid, "`{modifier}` is a flag of `re` and must follow it"));
                 };
                 match modifier {
                     "i" | "ignorecase" => flags.ignore_case = true,
@@ -94,7 +98,8 @@ pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
             }
             "utf16le" | "wide" | "utf16be" | "utf16" => {
                 if m.base64.is_some() {
-                    return Err(format!(
+                    return Err(refusal!(
+                        Invalid,
                         "`{modifier}` after `base64` would encode the base64 text itself; write it before"
                     ));
                 }
@@ -104,13 +109,13 @@ pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
                     _ => Encoding::Utf16Le,
                 };
                 if m.encoding.replace(e).is_some() {
-                    return Err("only one of utf16le / utf16be / utf16 / wide".into());
+                    return Err(refusal!(Invalid, "only one of utf16le / utf16be / utf16 / wide"));
                 }
             }
             "base64" | "base64offset" => {
                 let b = if modifier == "base64" { Base64::Plain } else { Base64::Offset };
                 if m.base64.replace(b).is_some() {
-                    return Err("only one of base64 / base64offset".into());
+                    return Err(refusal!(Invalid, "only one of base64 / base64offset"));
                 }
             }
             "cidr" => m.cidr = true,
@@ -125,14 +130,22 @@ pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
                     _ => Compare::Gte,
                 };
                 if m.compare.replace(c).is_some() {
-                    return Err("only one of lt / lte / gt / gte".into());
+                    return Err(refusal!(Invalid, "only one of lt / lte / gt / gte"));
                 }
             }
-            "expand" => return Err("modifier `expand` needs placeholder values from a pipeline; not supported".into()),
-            t if TIME_MODIFIERS.contains(&t) => {
-                return Err(format!("time modifier `{t}` is not supported: iis-tagger reads no timestamps"));
+            "expand" => {
+                return Err(refusal!(
+                    Unsupported,
+                    "modifier `expand` needs placeholder values from a pipeline; not supported"
+                ));
             }
-            other => return Err(format!("unknown modifier `{other}`")),
+            t if TIME_MODIFIERS.contains(&t) => {
+                return Err(refusal!(
+                    Unsupported,
+                    "time modifier `{t}` is not supported: iis-tagger reads no timestamps"
+                ));
+            }
+            other => return Err(refusal!(Unsupported, "unknown modifier `{other}`")),
         }
     }
     check(&m, field.is_empty())?;
@@ -140,17 +153,20 @@ pub fn parse(key: &str) -> Result<(String, Modifiers), String> {
 }
 
 /// Refuses the combinations that have no meaning (or another one than written).
-fn check(m: &Modifiers, keyword: bool) -> Result<(), String> {
-    let with = |what: &str, others: &[(&str, bool)]| -> Result<(), String> {
+fn check(m: &Modifiers, keyword: bool) -> Result<(), Refusal> {
+    let with = |what: &str, others: &[(&str, bool)]| -> Result<(), Refusal> {
         match others.iter().find(|(_, on)| *on) {
-            Some((name, _)) => Err(format!("`{what}` cannot be combined with `{name}`")),
+            Some((name, _)) => Err(refusal!(Invalid, "`{what}` cannot be combined with `{name}`")),
             None => Ok(()),
         }
     };
     let base64 = m.base64.is_some();
     let text_op = m.op.is_some();
     if m.encoding.is_some() && !base64 {
-        return Err("utf16le / utf16be / utf16 / wide only make sense before base64 or base64offset".into());
+        return Err(refusal!(
+            Invalid,
+            "utf16le / utf16be / utf16 / wide only make sense before base64 or base64offset"
+        ));
     }
     if m.re.is_some() {
         with(
@@ -219,7 +235,7 @@ fn check(m: &Modifiers, keyword: bool) -> Result<(), String> {
             ("neq", m.neq),
         ];
         if let Some((name, _)) = refused.iter().find(|(_, on)| *on) {
-            return Err(format!("a keyword search (no field name) cannot take `{name}`"));
+            return Err(refusal!(Invalid, "a keyword search (no field name) cannot take `{name}`"));
         }
     }
     Ok(())
@@ -232,24 +248,24 @@ pub fn value_matcher(
     m: &Modifiers,
     kind: FieldKind,
     catalog: &mut FieldCatalog,
-) -> Result<Matcher, String> {
+) -> Result<Matcher, Refusal> {
     if m.exists {
         return match value {
             Scalar::Bool(b) => Ok(Matcher::Exists(*b)),
-            _ => Err("`exists` takes `true` or `false`".into()),
+            _ => Err(refusal!(Invalid, "`exists` takes `true` or `false`")),
         };
     }
     if let Some(c) = m.compare {
         return match value {
             Scalar::Int(i) => Ok(Matcher::Compare(c, *i as f64)),
             Scalar::Float(f) if f.is_finite() => Ok(Matcher::Compare(c, *f)),
-            _ => Err("lt / lte / gt / gte compare with a number".into()),
+            _ => Err(refusal!(Invalid, "lt / lte / gt / gte compare with a number")),
         };
     }
     if matches!(value, Scalar::Null) {
         return if m.op.is_some() || m.re.is_some() || m.cased || m.base64.is_some() || m.cidr || m.fieldref || m.windash
         {
-            Err("`null` cannot take modifiers".into())
+            Err(refusal!(Invalid, "`null` cannot take modifiers"))
         } else {
             Ok(Matcher::Null)
         };
@@ -278,12 +294,12 @@ pub fn value_matcher(
     if m.fieldref {
         let name = text.trim();
         if name.is_empty() || name.len() > crate::fields::MAX_KEY_BYTES || name.contains('|') {
-            return Err(format!("`{name}` is not a field name"));
+            return Err(refusal!(Invalid, "`{name}` is not a field name"));
         }
         return Ok(Matcher::FieldRef { field: catalog.intern(name), op: m.op });
     }
     if let Some(flags) = m.re {
-        return Matcher::regex(&text, flags).map_err(|e| format!("bad regular expression `{text}`: {e}"));
+        return Matcher::regex(&text, flags).map_err(|e| refusal!(Invalid, "bad regular expression `{text}`: {e}"));
     }
     let spellings = if m.windash { windash_variants(&text) } else { vec![text] };
     let mut alternatives = Vec::new();
@@ -292,7 +308,7 @@ pub fn value_matcher(
             None => alternatives.push(Matcher::string(wrap(tokenize(spelling), m.op), kind, m.cased)),
             Some(form) => {
                 if tokenize(spelling).iter().any(|t| !matches!(t, Token::Lit(_))) {
-                    return Err("base64 of a value with wildcards cannot be matched".into());
+                    return Err(refusal!(Invalid, "base64 of a value with wildcards cannot be matched"));
                 }
                 let bytes = encode(&plain_text(spelling), m.encoding);
                 for encoded in base64_forms(&bytes, form)? {
@@ -349,7 +365,7 @@ pub fn base64(bytes: &[u8]) -> String {
 /// value is encoded after `i` filler bytes, and the characters that depend on the bytes
 /// around it are cut: the first 0 / 2 / 3, and the last 0, 3 or 2 depending on where the
 /// value ends in its final group (as the Sigma tools compute them).
-fn base64_forms(bytes: &[u8], form: Base64) -> Result<Vec<String>, String> {
+fn base64_forms(bytes: &[u8], form: Base64) -> Result<Vec<String>, Refusal> {
     if form == Base64::Plain {
         return Ok(vec![base64(bytes)]);
     }
@@ -362,7 +378,7 @@ fn base64_forms(bytes: &[u8], form: Base64) -> Result<Vec<String>, String> {
         let end_cut = [0, 3, 2][(bytes.len() + i) % 3];
         let end = encoded.len().saturating_sub(end_cut);
         if end <= start {
-            return Err("base64offset of a value this short would match every value".into());
+            return Err(refusal!(Invalid, "base64offset of a value this short would match every value"));
         }
         forms.push(encoded[start..end].to_string());
     }

@@ -15,6 +15,7 @@ use regex::{Regex, RegexBuilder};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 use crate::normalize::{FieldKind, Reading, canonical, compare_form, fold, has_compatibility_forms, lower_into, path};
+use crate::rules::error::{Refusal, refusal};
 
 /// A piece of a wildcard pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,25 +339,27 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `a.b.c.d/n` or `x:y::/n`; host bits set are refused, as the Sigma tools do.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, Refusal> {
         let (ip, prefix) = match text.trim().split_once('/') {
             Some((ip, p)) => (ip, Some(p)),
             None => (text.trim(), None),
         };
-        let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("`{text}` is not an IP network"))?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| refusal!(Invalid, "`{text}` is not an IP network"))?;
         let (addr, bits, v6) = match ip {
             std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8, false),
             std::net::IpAddr::V6(a) => (u128::from(a), 128u8, true),
         };
         let prefix = match prefix {
-            Some(p) => {
-                p.parse::<u8>().ok().filter(|&p| p <= bits).ok_or_else(|| format!("`{text}`: bad prefix length"))?
-            }
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= bits)
+                .ok_or_else(|| refusal!(Invalid, "`{text}`: bad prefix length"))?,
             None => bits,
         };
         let net = Cidr { addr, prefix, v6 };
         if net.mask() & addr != addr {
-            return Err(format!("`{text}` has host bits set"));
+            return Err(refusal!(Invalid, "`{text}` has host bits set"));
         }
         Ok(net)
     }
@@ -484,7 +487,7 @@ impl Matcher {
     }
 
     /// A regular expression; the error is the engine's message.
-    pub fn regex(pattern: &str, flags: RegexFlags) -> Result<Matcher, String> {
+    pub fn regex(pattern: &str, flags: RegexFlags) -> Result<Matcher, Refusal> {
         RegexBuilder::new(pattern)
             .case_insensitive(flags.ignore_case)
             .multi_line(flags.multi_line)
@@ -496,7 +499,8 @@ impl Matcher {
             .map_err(|e| {
                 // The engine's message spans lines (pattern, caret, error); keep the error.
                 let text = e.to_string();
-                text.lines().find_map(|l| l.strip_prefix("error: ")).map_or(text.clone(), str::to_string)
+                let error = text.lines().find_map(|l| l.strip_prefix("error: ")).unwrap_or(&text);
+                refusal!(Invalid, "{error}")
             })
     }
 

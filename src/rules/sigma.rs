@@ -10,6 +10,7 @@
 
 use crate::fields::{FieldCatalog, FieldId};
 use crate::rules::condition::{self, ConditionError};
+use crate::rules::error::{Refusal, refusal};
 use crate::rules::expr::{Atom, Expr};
 use crate::rules::logsource;
 use crate::rules::modifiers::{self, Modifiers};
@@ -23,37 +24,37 @@ pub struct Problem {
     /// Where.
     pub pos: Pos,
     /// What.
-    pub message: String,
+    pub refusal: Refusal,
 }
 
-fn problem<T>(pos: Pos, message: impl Into<String>) -> Result<T, Problem> {
-    Err(Problem { pos, message: message.into() })
+fn problem<T>(pos: Pos, refusal: Refusal) -> Result<T, Problem> {
+    Err(Problem { pos, refusal })
 }
 
 /// Compiles a parsed rule document. `stem` (the file name without extension) is the
 /// slug when the rule has no `name`.
 pub fn compile(doc: &Node, stem: &str, origin: &str, catalog: &mut FieldCatalog) -> Result<Rule, Problem> {
     let Some(top) = doc.as_map() else {
-        return problem(doc.pos, format!("a rule must be a mapping, not {}", doc.kind()));
+        return problem(doc.pos, refusal!(Invalid, "a rule must be a mapping, not {}", doc.kind()));
     };
     for (key, _) in top {
         if matches!(key.text.as_str(), "correlation" | "action" | "filter") {
             return problem(
                 key.pos,
-                format!("`{}` documents (Sigma correlation / meta rules) are not supported", key.text),
+                refusal!(Unsupported, "`{}` documents (Sigma correlation / meta rules) are not supported", key.text),
             );
         }
     }
     let meta = metadata(doc, stem, origin)?;
     let logsource = required(doc, "logsource")?;
     let route = logsource::compile(logsource, catalog)
-        .map_err(|e| Problem { pos: logsource.get(e.key).map_or(logsource.pos, |n| n.pos), message: e.message })?;
+        .map_err(|e| Problem { pos: logsource.get(e.key).map_or(logsource.pos, |n| n.pos), refusal: e.refusal })?;
     let detection = detection(required(doc, "detection")?, catalog)?;
     Ok(Rule { meta, route, detection })
 }
 
 fn required<'a>(doc: &'a Node, key: &str) -> Result<&'a Node, Problem> {
-    doc.get(key).ok_or_else(|| Problem { pos: doc.pos, message: format!("the rule has no `{key}`") })
+    doc.get(key).ok_or_else(|| Problem { pos: doc.pos, refusal: refusal!(Invalid, "the rule has no `{key}`") })
 }
 
 fn optional_str<'a>(doc: &'a Node, key: &str) -> Result<Option<&'a str>, Problem> {
@@ -61,7 +62,7 @@ fn optional_str<'a>(doc: &'a Node, key: &str) -> Result<Option<&'a str>, Problem
         None => Ok(None),
         Some(n) => match n.as_str() {
             Some(s) => Ok(Some(s)),
-            None => problem(n.pos, format!("`{key}` must be a string, not {}", n.kind())),
+            None => problem(n.pos, refusal!(Invalid, "`{key}` must be a string, not {}", n.kind())),
         },
     }
 }
@@ -69,17 +70,26 @@ fn optional_str<'a>(doc: &'a Node, key: &str) -> Result<Option<&'a str>, Problem
 fn metadata(doc: &Node, stem: &str, origin: &str) -> Result<RuleMeta, Problem> {
     let title = match optional_str(doc, "title")? {
         Some(t) if !t.trim().is_empty() => t.to_string(),
-        _ => return problem(doc.get("title").map_or(doc.pos, |n| n.pos), "the rule needs a non-empty `title`"),
+        _ => {
+            return problem(
+                doc.get("title").map_or(doc.pos, |n| n.pos),
+                refusal!(Invalid, "the rule needs a non-empty `title`"),
+            );
+        }
     };
     let slug = match doc.get("name") {
         Some(n) => {
-            let s = n.as_str().ok_or_else(|| Problem { pos: n.pos, message: "`name` must be a string".into() })?;
-            check_slug(s).map_err(|m| Problem { pos: n.pos, message: m })?;
+            let s = n
+                .as_str()
+                .ok_or_else(|| Problem { pos: n.pos, refusal: refusal!(Invalid, "`name` must be a string") })?;
+            check_slug(s).map_err(|refusal| Problem { pos: n.pos, refusal })?;
             s.to_string()
         }
         None => {
-            check_slug(stem)
-                .map_err(|m| Problem { pos: doc.pos, message: format!("{m} (from the file name; set `name`)") })?;
+            check_slug(stem).map_err(|m| Problem {
+                pos: doc.pos,
+                refusal: refusal!(Invalid, "{m} (from the file name; set `name`)"),
+            })?;
             stem.to_string()
         }
     };
@@ -88,13 +98,18 @@ fn metadata(doc: &Node, stem: &str, origin: &str) -> Result<RuleMeta, Problem> {
         None => None,
         Some(n) => match n.as_str().map(str::to_ascii_lowercase).as_deref() {
             Some(l @ ("informational" | "low" | "medium" | "high" | "critical")) => Some(l.to_string()),
-            _ => return problem(n.pos, "`level` must be one of informational, low, medium, high, critical"),
+            _ => {
+                return problem(
+                    n.pos,
+                    refusal!(Invalid, "`level` must be one of informational, low, medium, high, critical"),
+                );
+            }
         },
     };
     let risk_score = match doc.get("risk_score") {
         Some(n) => match n.value {
             Value::Scalar(Scalar::Int(r)) if (0..=100).contains(&r) => r as u8,
-            _ => return problem(n.pos, "`risk_score` must be an integer from 0 to 100"),
+            _ => return problem(n.pos, refusal!(Invalid, "`risk_score` must be an integer from 0 to 100")),
         },
         None => match level.as_deref() {
             Some("informational") => 0,
@@ -102,7 +117,7 @@ fn metadata(doc: &Node, stem: &str, origin: &str) -> Result<RuleMeta, Problem> {
             Some("medium") => 47,
             Some("high") => 73,
             Some("critical") => 99,
-            _ => return problem(doc.pos, "the rule needs a `level` or a `risk_score`"),
+            _ => return problem(doc.pos, refusal!(Invalid, "the rule needs a `level` or a `risk_score`")),
         },
     };
     Ok(RuleMeta {
@@ -120,11 +135,15 @@ fn metadata(doc: &Node, stem: &str, origin: &str) -> Result<RuleMeta, Problem> {
     })
 }
 
-fn check_slug(s: &str) -> Result<(), String> {
+fn check_slug(s: &str) -> Result<(), Refusal> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok { Ok(()) } else { Err(format!("`{s}` is not a valid rule name: use letters, digits, `_`, `-`, `.`")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(refusal!(Invalid, "`{s}` is not a valid rule name: use letters, digits, `_`, `-`, `.`"))
+    }
 }
 
 /// ATT&CK technique ids (`attack.t1505.004` → `T1505.004`) and tactic names
@@ -133,9 +152,9 @@ fn tags(doc: &Node) -> Result<(Vec<String>, Vec<String>), Problem> {
     let mut mitre = Vec::new();
     let mut tactics = Vec::new();
     let Some(node) = doc.get("tags") else { return Ok((mitre, tactics)) };
-    let Value::Seq(items) = &node.value else { return problem(node.pos, "`tags` must be a list") };
+    let Value::Seq(items) = &node.value else { return problem(node.pos, refusal!(Invalid, "`tags` must be a list")) };
     for item in items {
-        let Some(tag) = item.as_str() else { return problem(item.pos, "a tag must be a string") };
+        let Some(tag) = item.as_str() else { return problem(item.pos, refusal!(Invalid, "a tag must be a string")) };
         let Some(rest) = tag.strip_prefix("attack.") else { continue };
         let bytes = rest.as_bytes();
         let technique = bytes.len() >= 5
@@ -157,17 +176,26 @@ fn tags(doc: &Node) -> Result<(Vec<String>, Vec<String>), Problem> {
 }
 
 fn detection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
-    let Some(entries) = node.as_map() else { return problem(node.pos, "`detection` must be a mapping") };
+    let Some(entries) = node.as_map() else {
+        return problem(node.pos, refusal!(Invalid, "`detection` must be a mapping"));
+    };
     let mut selections = Vec::new();
     let mut condition_node = None;
     for (key, value) in entries {
         match key.text.as_str() {
             "condition" => condition_node = Some(value),
-            "timeframe" => return problem(key.pos, "`timeframe` needs state across records and is not supported"),
+            "timeframe" => {
+                return problem(
+                    key.pos,
+                    refusal!(Unsupported, "`timeframe` needs state across records and is not supported"),
+                );
+            }
             name => selections.push((name.to_string(), selection(value, catalog)?)),
         }
     }
-    let Some(cond) = condition_node else { return problem(node.pos, "`detection` has no `condition`") };
+    let Some(cond) = condition_node else {
+        return problem(node.pos, refusal!(Invalid, "`detection` has no `condition`"));
+    };
     let texts: Vec<&Node> = match &cond.value {
         Value::Seq(items) => items.iter().collect(),
         _ => vec![cond],
@@ -175,17 +203,17 @@ fn detection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
     let mut alternatives = Vec::new();
     for text_node in texts {
         let Some(text) = text_node.as_str() else {
-            return problem(text_node.pos, "`condition` must be a string or a list of strings");
+            return problem(text_node.pos, refusal!(Invalid, "`condition` must be a string or a list of strings"));
         };
         let located = |e: ConditionError| Problem {
             pos: text_node.pos,
-            message: format!("condition, at character {}: {}", e.offset + 1, e.message),
+            refusal: e.refusal.within(format_args!("condition, at character {}", e.offset + 1)),
         };
         let parsed = condition::parse(text).map_err(located)?;
         alternatives.push(condition::resolve(&parsed, &selections).map_err(located)?);
     }
     if alternatives.is_empty() {
-        return problem(cond.pos, "`condition` is an empty list");
+        return problem(cond.pos, refusal!(Invalid, "`condition` is an empty list"));
     }
     Ok(Expr::or(alternatives))
 }
@@ -194,7 +222,7 @@ fn selection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
     match &node.value {
         Value::Map(entries) => {
             if entries.is_empty() {
-                return problem(node.pos, "a selection must not be empty");
+                return problem(node.pos, refusal!(Invalid, "a selection must not be empty"));
             }
             let atoms = entries.iter().map(|(k, v)| field_test(k, v, catalog)).collect::<Result<Vec<_>, _>>()?;
             Ok(Expr::and(atoms))
@@ -208,7 +236,10 @@ fn selection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
             keyword_test(node, &Modifiers::default(), catalog)
         }
         Value::Scalar(Scalar::Str(_) | Scalar::Int(_)) => keyword_test(node, &Modifiers::default(), catalog),
-        _ => problem(node.pos, "a selection must be a mapping of fields, a list of such mappings, or keywords"),
+        _ => problem(
+            node.pos,
+            refusal!(Invalid, "a selection must be a mapping of fields, a list of such mappings, or keywords"),
+        ),
     }
 }
 
@@ -238,14 +269,14 @@ fn keyword_atom(field: FieldId, values: &Node, mods: &Modifiers, catalog: &mut F
 }
 
 fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
-    let (name, mods) = modifiers::parse(&key.text).map_err(|message| Problem { pos: key.pos, message })?;
+    let (name, mods) = modifiers::parse(&key.text).map_err(|refusal| Problem { pos: key.pos, refusal })?;
     if name.is_empty() {
         return keyword_test(value, &mods, catalog);
     }
     if name.len() > crate::fields::MAX_KEY_BYTES {
         return problem(
             key.pos,
-            format!("field names longer than {} bytes are not supported", crate::fields::MAX_KEY_BYTES),
+            refusal!(Unsupported, "field names longer than {} bytes are not supported", crate::fields::MAX_KEY_BYTES),
         );
     }
     let field = catalog.intern(&name);
@@ -256,18 +287,25 @@ fn field_test(key: &Key, value: &Node, catalog: &mut FieldCatalog) -> Result<Exp
 fn test_of(field: FieldId, value: &Node, mods: &Modifiers, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
     let kind = catalog.kind(field);
     let values: Vec<&Node> = match &value.value {
-        Value::Seq(items) if items.is_empty() => return problem(value.pos, "an empty list of values matches nothing"),
+        Value::Seq(items) if items.is_empty() => {
+            return problem(value.pos, refusal!(Invalid, "an empty list of values matches nothing"));
+        }
         Value::Seq(items) => items.iter().collect(),
-        Value::Map(_) => return problem(value.pos, "a field value must be a value or a list of values, not a mapping"),
+        Value::Map(_) => {
+            return problem(
+                value.pos,
+                refusal!(Invalid, "a field value must be a value or a list of values, not a mapping"),
+            );
+        }
         Value::Scalar(_) => vec![value],
     };
     let mut matchers = Vec::with_capacity(values.len());
     for v in values {
         let Value::Scalar(scalar) = &v.value else {
-            return problem(v.pos, "a list of values must hold plain values");
+            return problem(v.pos, refusal!(Invalid, "a list of values must hold plain values"));
         };
         let matcher =
-            modifiers::value_matcher(scalar, mods, kind, catalog).map_err(|message| Problem { pos: v.pos, message })?;
+            modifiers::value_matcher(scalar, mods, kind, catalog).map_err(|refusal| Problem { pos: v.pos, refusal })?;
         matchers.push(matcher);
     }
     let atom = Expr::Atom(Atom::new(field, matchers, mods.all));

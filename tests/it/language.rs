@@ -52,7 +52,7 @@ fn refused(detection: &str, needle: &str) {
     let mut b = RuleSetBuilder::new();
     match b.add_source("test.yml", "t", &text) {
         Ok(()) => panic!("should be refused:\n{detection}"),
-        Err(e) => assert!(e.message.contains(needle), "{e}"),
+        Err(e) => assert!(e.message().contains(needle), "{e}"),
     }
 }
 

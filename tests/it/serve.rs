@@ -628,7 +628,7 @@ fn an_idle_connection_gives_its_memory_back() {
 }
 
 /// What one reading connection reserves with the default 1 MiB line limit (the formula of
-/// `src/cli/serve/budget.rs`: read buffer, the stream's bound, three batches).
+/// `src/serve/budget.rs`: read buffer, the stream's bound, three batches).
 const ONE_READER: u64 = 100_073_472;
 
 /// The heaviest crafted record for memory (`expanding-image`, about 63 MB of heap for its

@@ -126,14 +126,13 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
     let in_framing = args.framing;
     let out_framing = args.forward_framing.unwrap_or(in_framing);
     if in_framing == Framing::Lines && out_framing == Framing::OctetCounted {
-        return Err(Failure::Setup(
+        return Err(Failure::setup(
             "--framing lines with --forward-framing octet-counted is not supported: a line's length is known only \
-             at its end, and a line over --max-line-bytes is streamed, not held"
-                .into(),
+             at its end, and a line over --max-line-bytes is streamed, not held",
         ));
     }
     if args.max_connections == 0 {
-        return Err(Failure::Setup("--max-connections must be at least 1".into()));
+        return Err(Failure::setup("--max-connections must be at least 1"));
     }
     let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
     let tagger = Arc::new(tagger);
@@ -144,7 +143,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         Duration::from_secs(args.memory_wait_secs),
     )
     .map_err(|e| {
-        Failure::Setup(format!(
+        Failure::setup(format!(
             "--memory-budget {} is below what one connection may hold at its worst ({} bytes with --max-line-bytes {}): \
              raise it or lower --max-line-bytes",
             e.budget, e.each, args.core.max_line_bytes
@@ -224,7 +223,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
     args.summary.print(&served.stats, &tagger, &skipped);
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    served.result.map_err(|e| Failure::Io(e.to_string()))
+    served.result.map_err(Failure::io)
 }
 
 /// A multi-threaded runtime with one worker per core.
@@ -233,13 +232,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
         .enable_all()
         .build()
-        .map_err(|e| Failure::Setup(format!("starting the runtime: {e}")))
+        .map_err(|e| Failure::setup(format!("starting the runtime: {e}")))
 }
 
 fn setup(e: sidecar::Error) -> Failure {
-    Failure::Setup(e.to_string())
+    Failure::setup(e)
 }
 
 fn io_setup(e: std::io::Error) -> Failure {
-    Failure::Setup(e.to_string())
+    Failure::setup(e)
 }

@@ -22,7 +22,7 @@ const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Tags `inputs` into the downstream `addr`; adds the counters to `total`.
 pub fn run(tagger: Arc<Tagger>, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
-    iis_tagger::serve::tls::check_addr(addr).map_err(|e| Failure::Setup(e.to_string()))?;
+    iis_tagger::serve::tls::check_addr(addr).map_err(Failure::setup)?;
     let runtime = runtime()?;
     let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
     let result = runtime.block_on(async {
@@ -41,10 +41,10 @@ pub fn run(tagger: Arc<Tagger>, inputs: Vec<Input>, addr: &str, total: &mut Stat
             // One input at a time: room for it, always.
             budget: Arc::new(
                 Budget::new(per_connection(max_line_bytes), max_line_bytes, Duration::ZERO)
-                    .map_err(|_| Failure::Setup("memory budget".into()))?,
+                    .map_err(|_| Failure::setup("memory budget"))?,
             ),
         };
-        let signalled = crate::cli::signal::termination().map_err(|e| Failure::Setup(e.to_string()))?;
+        let signalled = crate::cli::signal::termination().map_err(Failure::setup)?;
         let work = async {
             for input in inputs {
                 let file = tokio::fs::File::from_std(input.file);
@@ -61,12 +61,12 @@ pub fn run(tagger: Arc<Tagger>, inputs: Vec<Input>, addr: &str, total: &mut Stat
                 let _ = shutdown_tx.send(true);
                 tokio::time::timeout(SHUTDOWN, &mut work)
                     .await
-                    .map_err(|_| Failure::Io("shutdown: the output could not be written in 30 s".into()))?;
+                    .map_err(|_| Failure::io("shutdown: the output could not be written in 30 s"))?;
             }
         }
         tokio::time::timeout(SHUTDOWN, async { shared.output.lock().await.close().await })
             .await
-            .map_err(|_| Failure::Io("closing the forward connection timed out".into()))
+            .map_err(|_| Failure::io("closing the forward connection timed out"))
     });
     total.merge(&metrics.stats());
     runtime.shutdown_timeout(Duration::from_millis(100));
