@@ -288,6 +288,9 @@ fn rules_check_reports_each_refusal_and_a_summary() {
         .expect("bad_regex");
     assert_eq!((regex["line"].as_u64(), regex["column"].as_u64()), (Some(8), Some(15)));
     assert_eq!(report["by_reason"]["unknown modifier `…`"], 1);
+    // Counted by the typed kind of each refusal: what iis-tagger does not do, what is wrong.
+    assert_eq!(report["by_category"], serde_json::json!({"invalid": 5, "unsupported": 4, "yaml": 2}));
+    assert_eq!(regex["category"], "invalid");
     let strict = run(&["rules", "check", "--strict", "tests/fixtures/bad-rules"]);
     assert_eq!(strict.status.code(), Some(1));
     let clean = run(&["rules", "check", "--strict", "tests/fixtures/good-rules"]);
