@@ -346,7 +346,7 @@ fn atom_cnf(atom: &Atom, fields: &FieldCatalog) -> Vec<Vec<Literal>> {
         .matchers
         .iter()
         .map(|m| {
-            m.required_fragments(kind)
+            super::fragments::required(m, kind)
                 .and_then(|alts| alts.iter().map(|f| value_literal(f, space, atom.field)).collect())
         })
         .collect();

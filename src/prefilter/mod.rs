@@ -32,10 +32,11 @@
 //! * Paths: `/` and `\` are the same separator, so path literals contain neither.
 //! * Command lines: their literals hold no blank, `\`, `"` or `^` and are looked for in
 //!   the deleted text, so no inserted quote, caret or backslash and no run of blanks can
-//!   hide one ([`crate::rules::pattern::split_fragments`]).
+//!   hide one ([`fragments::split_fragments`]).
 //! * Negations contribute no literal.
 
 mod canonical;
+pub mod fragments;
 mod frequencies;
 mod literals;
 
