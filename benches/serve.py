@@ -14,7 +14,7 @@ Then, once each:
   * downstream restart: the sink dies (reset) after 20 MB and listens again 0.5 s later;
     the lines lost in flight are counted.
 
-usage: benches/serve.py [--runs 5] [--size 1GiB]
+usage: benches/serve.py [--runs 5] [--size 1GiB] [--previous OLD/iis-tagger] [--throughput-only]
 """
 import argparse
 import os
@@ -61,12 +61,16 @@ def start_sink(lines, pace=None):
     return proc, port
 
 
+PREVIOUS = None  # --previous: another iis-tagger binary, alternated with this one
+
+
 def start_server(kind, sink_port, extra=()):
     port = free_port()
     if kind == "relay":
         cmd = [TOOL, "relay", "127.0.0.1:%d" % port, "127.0.0.1:%d" % sink_port]
     else:
-        cmd = [TAGGER, "serve", "--listen", "127.0.0.1:%d" % port, "--forward", "127.0.0.1:%d" % sink_port] + list(extra)
+        binary = PREVIOUS if kind == "previous" else TAGGER
+        cmd = [binary, "serve", "--listen", "127.0.0.1:%d" % port, "--forward", "127.0.0.1:%d" % sink_port] + list(extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
@@ -122,7 +126,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", default="1GiB")
+    ap.add_argument("--previous", help="a previous iis-tagger binary, alternated with this one in the throughput runs")
+    ap.add_argument("--throughput-only", action="store_true", help="skip the load and fault scenarios")
     args = ap.parse_args()
+    global PREVIOUS
+    PREVIOUS = args.previous
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "iis-tagger", "--example", "tcp_bench"], cwd=ROOT, check=True)
     path, _ = whole.corpus("flat-2pct", "flat", "0.02", "1", args.size)
     size = os.path.getsize(path)
@@ -131,6 +139,8 @@ def main():
     print("connections  server       median s     MB/s     events/s  peak RSS  x relay")
     for conns in (1, 4):
         results = {"relay": [], "iis-tagger": []}
+        if PREVIOUS:
+            results["previous"] = []
         for _ in range(args.runs):
             for kind in results:
                 results[kind].append(throughput(kind, path, lines, conns))
@@ -140,6 +150,8 @@ def main():
             rss = statistics.median(m for _, m in rs)
             print("%11d  %-10s %9.3f %8.0f %12.0f %6.1f MiB %7.2f" % (conns, kind, t, size / t / 1e6, lines / t, rss / 1024, relay_t / t))
 
+    if args.throughput_only:
+        return
     tmp = os.path.join(whole.DATA, "serve-load")
     os.makedirs(tmp, exist_ok=True)
     # 1,000 x 1,000.

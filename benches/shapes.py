@@ -10,7 +10,7 @@ for: xml events/s as a share of flat events/s, and each corpus's time with this 
 against the previous one. Once per corpus the binary's annotations are checked against the
 truth file.
 
-usage: benches/shapes.py --previous PATH/TO/OLD/iis-tagger [--size 256MB] [--runs 5]
+usage: benches/shapes.py --previous PATH/TO/OLD/iis-tagger [--size 256MB] [--runs 5] [--previous-reads-xml]
 """
 import argparse
 import os
@@ -55,10 +55,21 @@ def lines_for(size):
 
 
 def run(cmd):
-    with open(os.devnull, "wb") as null:
-        start = time.perf_counter()
-        subprocess.run(cmd, stdout=null, stderr=subprocess.DEVNULL, check=True)
-        return time.perf_counter() - start
+    """Wall seconds and user CPU seconds of one run (the user time is the process's own work;
+    the wall time adds the kernel's reads and writes, which move with the machine's load)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.execv(cmd[0], cmd)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter() - start
+    os.close(null)
+    if status != 0:
+        sys.exit("%s failed (status %d)" % (" ".join(cmd), status))
+    return wall, usage.ru_utime
 
 
 def check(binary, path, matches):
@@ -73,6 +84,8 @@ def main():
     ap.add_argument("--previous", required=True, help="the previous iis-tagger binary")
     ap.add_argument("--size", default="256MB")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--previous-reads-xml", action="store_true",
+                    help="the previous binary reads XML lines too: compare it on the XML corpus as well")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "iis-tagger", "--example", "copy"], cwd=ROOT, check=True)
     corpora = {s: corpus(s, a.size) for s in ("flat", "ecs", "xml")}
@@ -82,23 +95,29 @@ def main():
     for schema, (path, _) in corpora.items():
         commands.append(("copy " + schema, [COPY, path]))
         commands.append(("new " + schema, [BIN, path]))
-        if schema != "xml":
+        if schema != "xml" or a.previous_reads_xml:
             commands.append(("previous " + schema, [a.previous, path]))
     times = {name: [] for name, _ in commands}
-    for _ in range(a.runs):
-        for name, cmd in commands:
+    for i in range(a.runs):
+        # Every other round in reverse order, so that no command always follows the same one.
+        for name, cmd in (commands if i % 2 == 0 else commands[::-1]):
             times[name].append(run(cmd))
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    user = {name: statistics.median(u for _, u in t) for name, t in times.items()}
     lines = lines_for(a.size)
     print("%d records per corpus, %d runs, medians" % (lines, a.runs))
     for name, _ in commands:
         schema = name.split()[-1]
         size = os.path.getsize(corpora[schema][0])
-        print("  %-14s %8.3f s  %7.1f MB/s  %10.0f events/s" % (name, med[name], size / med[name] / 1e6, lines / med[name]))
+        print("  %-14s %8.3f s  %7.1f MB/s  %10.0f events/s  user %.3f s"
+              % (name, med[name], size / med[name] / 1e6, lines / med[name], user[name]))
     print("xml events/s as a share of flat events/s (new binary): %.2fx" % (med["new flat"] / med["new xml"]))
-    for schema in ("flat", "ecs"):
+    for schema in ("flat", "ecs", "xml"):
+        if "previous " + schema not in med:
+            continue
         change = med["new " + schema] / med["previous " + schema] - 1
-        print("%s: new binary %+.1f %% time against the previous one" % (schema, 100 * change))
+        cpu = user["new " + schema] / user["previous " + schema] - 1
+        print("%s: new binary %+.1f %% time (%+.1f %% user CPU) against the previous one" % (schema, 100 * change, 100 * cpu))
     for schema in ("flat", "ecs", "xml"):
         print("%s: new binary at %.3fx the plain copy" % (schema, med["copy " + schema] / med["new " + schema]))
 
