@@ -13,14 +13,24 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-300}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(stream chunking splice normalize differential framing xml embedded bounds)
+[ ${#targets[@]} -gt 0 ] || targets=(stream chunking splice normalize differential framing xml embedded bounds evtx)
+# The evtx target starts from the real files of ../shared/corpus/evtx (used by path, never
+# committed: they are copied into the target's working corpus, which is not in git).
+if [ -d ../../shared/corpus/evtx ]; then
+  mkdir -p corpus/evtx
+  cp -n ../../shared/corpus/evtx/*.evtx corpus/evtx/ 2>/dev/null || true
+fi
 cargo fuzz build -s none --release >/dev/null
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log="artifacts/$t/last-run.log"
   set +e
-  cargo fuzz run -s none --release "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1
+  seeds=("seeds/$t")
+  [ -d "seeds/$t" ] || seeds=()
+  max_len=65536
+  [ "$t" = evtx ] && max_len=1200000
+  cargo fuzz run -s none --release "$t" "corpus/$t" "${seeds[@]}" -- \
+    -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e
   execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')

@@ -25,6 +25,7 @@
 //!   (lines or octet-counted frames), stopping, and what each kind of end writes.
 //! * [`stats`]: what a stream did, and the one table of its counters.
 //! * [`framing`]: RFC 6587 octet-counted frames, for the TCP front end.
+//! * `evtx` (feature `evtx`): Windows' binary event-log files as evtx_dump JSON lines.
 //! * `serve` (feature `serve`): the TCP sidecar, `serve(listener, config, shutdown)`, on
 //!   tokio: connections, deadlines, the memory budget, the shared output, metrics.
 //!
@@ -55,6 +56,8 @@
 pub mod annotate;
 pub mod driver;
 pub mod event;
+#[cfg(feature = "evtx")]
+pub mod evtx;
 pub mod fields;
 pub mod framing;
 pub mod normalize;
@@ -74,6 +77,6 @@ pub mod yaml;
 
 pub use driver::{Driver, End, Ended};
 pub use rules::{RuleError, RuleSet, RuleSetBuilder};
-pub use sink::Sink;
+pub use sink::{MatchesOnly, Sink};
 pub use stats::Stats;
 pub use tagger::{Config, ConfigError, SHAPE_SAMPLE_LINES, Stream, Tagger, stream_memory_bound};

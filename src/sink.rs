@@ -17,6 +17,12 @@ pub trait Sink {
     /// `bytes` are the next output.
     fn bytes(&mut self, bytes: &[u8]);
 
+    /// `bytes` are the next output: the annotation of the record being written (the member
+    /// or element inserted into it). Most sinks write it as any other bytes.
+    fn annotation(&mut self, bytes: &[u8]) {
+        self.bytes(bytes);
+    }
+
     /// The output reaches a boundary of a record over the line limit, which is passed on as
     /// it streams: the bytes written between its `LongStart` and its `LongEnd` are one record
     /// that spans feeds. A sink that shares its output with other streams must let none of
@@ -43,6 +49,83 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// A sink that keeps only the records that got an annotation (`--matches-only`), copied
+/// into [`MatchesOnly::output`]; the others are counted and dropped. Records are the lines
+/// of the output (a record over the line limit is never annotated, and is dropped too).
+#[derive(Debug, Default)]
+pub struct MatchesOnly {
+    /// The start of the record being written, when it may still be kept.
+    line: Vec<u8>,
+    /// The record being written got an annotation.
+    annotated: bool,
+    output: Vec<u8>,
+    dropped: u64,
+}
+
+impl MatchesOnly {
+    fn take(&mut self, mut s: &[u8]) {
+        while !s.is_empty() {
+            if self.annotated {
+                let Some(i) = memchr::memchr(b'\n', s) else {
+                    self.line.extend_from_slice(s);
+                    return;
+                };
+                self.line.extend_from_slice(&s[..=i]);
+                self.output.append(&mut self.line);
+                self.annotated = false;
+                s = &s[i + 1..];
+            } else {
+                // Every record that ends in `s` ended without an annotation.
+                let Some(j) = memchr::memrchr(b'\n', s) else {
+                    self.line.extend_from_slice(s);
+                    return;
+                };
+                self.dropped += memchr::memchr_iter(b'\n', &s[..=j]).count() as u64;
+                self.line.clear();
+                s = &s[j + 1..];
+            }
+        }
+    }
+
+    /// Ends an input: a last record without `\n` is kept if it was annotated, ended by
+    /// `\n` (so that it is not run into the next input's first record kept).
+    pub fn finish(&mut self) {
+        if self.annotated {
+            self.line.push(b'\n');
+            self.output.append(&mut self.line);
+        } else if !self.line.is_empty() {
+            self.dropped += 1;
+        }
+        self.line.clear();
+        self.annotated = false;
+    }
+
+    /// The records kept so far (the caller writes and clears it).
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// How many records were dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
+impl Sink for MatchesOnly {
+    fn input(&mut self, input: &[u8], range: Range<usize>) {
+        self.take(&input[range]);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.take(bytes);
+    }
+
+    fn annotation(&mut self, bytes: &[u8]) {
+        self.annotated = true;
+        self.take(bytes);
+    }
+}
+
 /// A sink, and where the lines being tagged lie: in the fed input (at `base`), or in a
 /// buffer of the stream's own (a line completed across reads), whose bytes must be copied.
 pub(crate) struct Out<'a, S: ?Sized> {
@@ -63,8 +146,43 @@ impl<S: Sink + ?Sized> Out<'_, S> {
         }
     }
 
-    /// Bytes the stream made.
-    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
-        self.sink.bytes(bytes);
+    /// The annotation of the line being written.
+    pub(crate) fn annotation(&mut self, bytes: &[u8]) {
+        self.sink.annotation(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_annotated_records_are_kept_wherever_the_pieces_are_cut() {
+        // The output of a stream: ranges of the input and, for the second and fourth records,
+        // an annotation spliced in; fed in every way of cutting it into two pieces.
+        let pieces: [&[u8]; 7] = [b"one\ntw", b"o", b"+", b"\nthree\nfou", b"r", b"+", b"\nfive"];
+        let annotated = [2, 5];
+        let whole: Vec<u8> = pieces.concat();
+        let mut sink = MatchesOnly::default();
+        for (i, piece) in pieces.iter().enumerate() {
+            if annotated.contains(&i) {
+                sink.annotation(piece);
+            } else {
+                sink.input(piece, 0..piece.len());
+            }
+        }
+        sink.finish();
+        assert_eq!(sink.output(), b"two+\nfour+\n", "{}", String::from_utf8_lossy(&whole));
+        assert_eq!(sink.take_dropped(), 3);
+    }
+
+    #[test]
+    fn an_annotated_last_record_without_a_newline_is_kept() {
+        let mut sink = MatchesOnly::default();
+        sink.input(b"a\nb", 0..3);
+        sink.annotation(b"+");
+        sink.finish();
+        assert_eq!(sink.output(), b"b+\n");
+        assert_eq!(sink.take_dropped(), 1);
     }
 }

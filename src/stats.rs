@@ -108,6 +108,14 @@ counters! {
     /// Parts of frames over the limit written as frames of their own (octet-counted output).
     split_parts => "split_frame_parts_total",
         "Parts of frames over the limit written as frames of their own (octet-counted output).";
+    /// EVTX files read (see `crate::evtx`).
+    evtx_files => "evtx_files_total", "EVTX files read.";
+    /// Records read from EVTX files (each written as one JSON line).
+    evtx_records => "evtx_records_total", "Records read from EVTX files.";
+    /// Chunks or records of EVTX files that could not be read (skipped, each reported).
+    evtx_damaged => "evtx_damaged_total", "Chunks or records of EVTX files that could not be read.";
+    /// Records not written because they matched no rule (`--matches-only`).
+    unmatched_dropped => "unmatched_not_written_total", "Records not written because they matched nothing (--matches-only).";
 }
 
 impl Stats {
@@ -286,6 +294,18 @@ impl Report<'_> {
         }
         if st.unterminated > 0 {
             let _ = writeln!(s, "  {} records the input ended inside of (no `\\n` after them)", st.unterminated);
+        }
+        if st.evtx_files > 0 {
+            let damaged = if st.evtx_damaged > 0 {
+                format!("; {} chunks or records could not be read (skipped, each named above)", st.evtx_damaged)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "  EVTX: {} files, {} records{damaged}", st.evtx_files, st.evtx_records);
+        }
+        if st.unmatched_dropped > 0 {
+            let _ =
+                writeln!(s, "  {} records matched nothing and were not written (--matches-only)", st.unmatched_dropped);
         }
         let n = &st.not_inspected;
         let _ = writeln!(

@@ -131,9 +131,18 @@ pub enum StatsFormat {
 /// Options of a tagging run.
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// Input files; none or `-` reads stdin.
+    /// Input files; none or `-` reads stdin. Windows' binary event-log files (`.evtx`,
+    /// recognised by their signature) are read record by record, each written as one JSON
+    /// line in the evtx_dump shape.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Read every file under each FILE that is a folder (in path order; names starting with
+    /// `.` left out; links to folders not followed).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Write only the records that got an annotation (for hunting; the others are counted).
+    #[arg(long, conflicts_with_all = ["follow", "forward"])]
+    pub matches_only: bool,
     /// Write to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use iis_tagger::{Config, RuleError, RuleSetBuilder, Tagger};
 
 use super::args::RuleArgs;
-use super::output::Vectored;
+use super::output::Emit;
 
 /// Bytes read at a time.
 pub(crate) const READ_BYTES: usize = 256 * 1024;
@@ -87,23 +87,79 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
 pub(crate) struct Input {
     pub(crate) name: String,
     pub(crate) file: File,
+    /// A Windows binary event-log file (by its signature), read with `iis_tagger::evtx`.
+    pub(crate) evtx: bool,
 }
 
 fn stdin_file() -> io::Result<File> {
     Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
 }
 
+/// Whether `file` starts with the EVTX signature. Read in place (the file's offset does not
+/// move); a pipe or terminal cannot be, and is never one.
+fn is_evtx(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 8];
+    matches!(file.read_at(&mut head, 0), Ok(8)) && iis_tagger::evtx::is_evtx(&head)
+}
+
+/// Folders are walked at most this deep (`--recursive`).
+const MAX_DEPTH: usize = 64;
+
+/// The files to read: each FILE, and with `recursive` every file under each folder, in
+/// path order, names starting with `.` left out; symbolic links to folders are not followed
+/// (a link to a file is read). A folder without `recursive` is an error that says so.
+pub(crate) fn expand_inputs(files: &[PathBuf], recursive: bool) -> Result<Vec<PathBuf>, Failure> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
+        if depth > MAX_DEPTH {
+            return Err(Failure::setup(format!("{}: folders nest deeper than {MAX_DEPTH}", dir.display())));
+        }
+        let entries = std::fs::read_dir(dir).map_err(|e| Failure::setup(format!("{}: {e}", dir.display())))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                walk(&path, depth + 1, out)?;
+            } else if meta.is_file() || (meta.file_type().is_symlink() && path.is_file()) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for path in files {
+        if path.as_os_str() != "-" && path.is_dir() {
+            if !recursive {
+                return Err(Failure::setup(format!(
+                    "{}: is a folder (--recursive reads every file under it)",
+                    path.display()
+                )));
+            }
+            walk(path, 0, &mut out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
     if files.is_empty() {
         let file = stdin_file().map_err(|e| Failure::setup(format!("stdin: {e}")))?;
-        return Ok(vec![Input { name: "stdin".into(), file }]);
+        return Ok(vec![Input { name: "stdin".into(), file, evtx: false }]);
     }
     files
         .iter()
         .map(|path| {
             let name = path.display().to_string();
             let file = if path.as_os_str() == "-" { stdin_file() } else { File::open(path) };
-            file.map(|file| Input { name: name.clone(), file }).map_err(|e| Failure::setup(format!("{name}: {e}")))
+            file.map(|file| Input { name: name.clone(), evtx: is_evtx(&file), file })
+                .map_err(|e| Failure::setup(format!("{name}: {e}")))
         })
         .collect()
 }
@@ -130,7 +186,7 @@ pub(crate) enum WriteError {
     Io(io::Error),
 }
 
-pub(crate) fn write_out(output: &mut File, out: &mut Vectored, input: &[u8]) -> Result<(), WriteError> {
-    let result = out.write_to(output, input);
+pub(crate) fn write_out(output: &mut File, out: &mut impl Emit, input: &[u8]) -> Result<(), WriteError> {
+    let result = out.emit(output, input);
     result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
 }

@@ -4,7 +4,35 @@
 use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 
-use iis_tagger::Sink;
+use iis_tagger::{MatchesOnly, Sink};
+
+/// A sink the command line writes out after each feed.
+pub trait Emit: Sink {
+    /// Writes what the sink holds, `input` being the slice that was fed, and clears it.
+    fn emit(&mut self, out: &mut impl Write, input: &[u8]) -> io::Result<()>;
+
+    /// The input's last bytes were fed (its driver has ended).
+    fn end_input(&mut self) {}
+}
+
+impl Emit for Vectored {
+    fn emit(&mut self, out: &mut impl Write, input: &[u8]) -> io::Result<()> {
+        self.write_to(out, input)
+    }
+}
+
+impl Emit for MatchesOnly {
+    fn emit(&mut self, out: &mut impl Write, _input: &[u8]) -> io::Result<()> {
+        let kept = self.output();
+        let written = out.write_all(kept);
+        kept.clear();
+        written
+    }
+
+    fn end_input(&mut self) {
+        self.finish();
+    }
+}
 
 /// Largest number of slices handed to one `writev` (Linux's `IOV_MAX` is 1024).
 const MAX_SLICES: usize = 1024;

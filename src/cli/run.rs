@@ -5,11 +5,13 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use iis_tagger::driver::Settings;
-use iis_tagger::{Driver, End, Stats, Tagger};
+use iis_tagger::{Driver, End, MatchesOnly, Stats, Tagger};
 
 use super::args::TagArgs;
-use super::common::{Failure, Input, READ_BYTES, WriteError, build_tagger, open_inputs, open_output, write_out};
-use super::output::Vectored;
+use super::common::{
+    Failure, Input, READ_BYTES, WriteError, build_tagger, expand_inputs, open_inputs, open_output, write_out,
+};
+use super::output::{Emit, Vectored};
 use super::signal;
 
 /// Runs the tagger over the inputs of `args`.
@@ -38,15 +40,18 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
 
 /// The inputs to stdout or `-o FILE`, on one thread or several.
 fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(), Failure> {
-    let inputs = open_inputs(&args.files)?;
-    let mut output = open_output(args.output.as_deref(), &args.files)?;
+    let files = expand_inputs(&args.files, args.recursive)?;
+    let inputs = open_inputs(&files)?;
+    let mut output = open_output(args.output.as_deref(), &files)?;
     signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
     let threads = match args.threads {
         0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
         0 => 1,
         n => n,
     };
-    if threads > 1 {
+    // EVTX files and --matches-only are read on one thread (the parallel path cuts line
+    // input into blocks and writes it as it came).
+    if threads > 1 && !args.matches_only && !inputs.iter().any(|i| i.evtx) {
         match super::parallel::run(tagger, threads, inputs, &mut output, total) {
             Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
                 eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
@@ -55,32 +60,50 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
+    } else if args.matches_only {
+        let mut sink = MatchesOnly::default();
+        let result = run(tagger, inputs, &mut output, total, &mut sink);
+        total.unmatched_dropped += sink.take_dropped();
+        result
     } else {
-        run(tagger, inputs, &mut output, total)
+        run(tagger, inputs, &mut output, total, &mut Vectored::default())
     }
 }
 
-fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats) -> Result<(), Failure> {
+/// Records of an EVTX file fed to the driver at a time (whole records, as JSON lines).
+const EVTX_BATCH_BYTES: usize = 256 * 1024;
+
+fn run<E: Emit>(
+    tagger: &Tagger,
+    inputs: Vec<Input>,
+    output: &mut File,
+    total: &mut Stats,
+    out: &mut E,
+) -> Result<(), Failure> {
     // Page-aligned: the kernel copies into a misaligned buffer several times slower.
     let mut storage = vec![0u8; READ_BYTES + 4096];
     let offset = storage.as_ptr().align_offset(4096).min(4096);
     let buf = &mut storage[offset..offset + READ_BYTES];
-    let mut out = Vectored::default();
     for mut input in inputs {
         // One input to its own output: a last line as it came, whole lines on a signal.
         let mut driver = Driver::new(tagger, Settings::default());
-        let end = pump(&mut input, &mut driver, buf, &mut out, output);
+        let end = if input.evtx {
+            evtx_records(input, &mut driver, out, output, total)
+        } else {
+            pump(&mut input, &mut driver, buf, out, output)
+        };
         let ending = match &end {
             Ok(end) => *end,
             Err(_) => End::Closed,
         };
-        let ended = driver.end(ending, &mut out);
+        let ended = driver.end(ending, out);
+        out.end_input();
         driver.drain_stats(total);
         end?;
         if ending == End::Closed {
             return Ok(());
         }
-        match write_out(output, &mut out, &[]) {
+        match write_out(output, out, &[]) {
             Ok(()) => {}
             Err(WriteError::Closed) => return Ok(()),
             Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
@@ -98,12 +121,66 @@ fn run(tagger: &Tagger, inputs: Vec<Input>, output: &mut File, total: &mut Stats
     Ok(())
 }
 
+/// Reads one EVTX file, feeding its records to `driver` as JSON lines, a batch at a time,
+/// and writing as it goes. A part of the file that cannot be read is named on stderr and
+/// counted; reading goes on after it.
+fn evtx_records<E: Emit>(
+    input: Input,
+    driver: &mut Driver<'_>,
+    out: &mut E,
+    output: &mut File,
+    total: &mut Stats,
+) -> Result<End, Failure> {
+    let mut batch = Vec::with_capacity(EVTX_BATCH_BYTES + 64 * 1024);
+    let mut end = End::Eof;
+    let mut failed = None;
+    let mut flush = |batch: &mut Vec<u8>, driver: &mut Driver<'_>| -> bool {
+        driver.feed(batch, out);
+        let written = write_out(output, out, batch);
+        batch.clear();
+        match written {
+            Ok(()) if driver.should_stop(signal::received()) => end = End::Stop,
+            Ok(()) => return true,
+            Err(WriteError::Closed) => end = End::Closed,
+            Err(WriteError::Io(e)) => failed = Some(Failure::io(format!("writing output: {e}"))),
+        }
+        false
+    };
+    let read = iis_tagger::evtx::read_file(input.file, |_, json| {
+        batch.extend_from_slice(json);
+        batch.push(b'\n');
+        batch.len() < EVTX_BATCH_BYTES || flush(&mut batch, driver)
+    });
+    total.evtx_files += 1;
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            // Its header cannot be read: no record can be; the other inputs are read.
+            eprintln!("iis-tagger: {}: skipped: {e}", input.name);
+            total.evtx_damaged += 1;
+            return Ok(End::Eof);
+        }
+    };
+    if !read.stopped && !batch.is_empty() {
+        flush(&mut batch, driver);
+    }
+    total.evtx_records += read.records;
+    total.evtx_damaged += read.damage.len() as u64;
+    for damage in &read.damage {
+        eprintln!("iis-tagger: {}: skipped {damage}", input.name);
+    }
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(end),
+    }
+}
+
 /// Reads one input to its end, a signal or a closed output, feeding and writing as it goes.
-fn pump(
+fn pump<E: Emit>(
     input: &mut Input,
     driver: &mut Driver<'_>,
     buf: &mut [u8],
-    out: &mut Vectored,
+    out: &mut E,
     output: &mut File,
 ) -> Result<End, Failure> {
     loop {

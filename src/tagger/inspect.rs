@@ -176,7 +176,7 @@ impl Stream<'_> {
                 }
                 let at = range.start + at;
                 out.keep(region, range.start..at);
-                out.bytes(&self.member);
+                out.annotation(&self.member);
                 out.keep(region, at..range.end);
             }
         }

@@ -10,6 +10,7 @@ mod crafted;
 mod crafted_cases;
 mod daemons;
 mod evasion;
+mod evtx;
 mod framing;
 #[path = "../../fuzz/src/checks.rs"]
 #[allow(dead_code)]

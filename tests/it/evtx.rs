@@ -1,0 +1,244 @@
+//! EVTX files (issue 13): the eight original `.evtx` files of `../shared/corpus/evtx` read
+//! record for record as their evtx_dump JSON twins, with the same detections (built-ins and
+//! SigmaHQ); damaged copies (cut short, bits flipped) yield what can be read and say what
+//! could not; `--recursive` and `--matches-only`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::fuzz_checks;
+use crate::needs::{Need, need, need_all};
+use crate::support::{repo, temp_dir};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iis-tagger"));
+    c.current_dir(repo("."));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn evtx_files(corpus: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus.join("evtx"))
+        .expect("corpus/evtx")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "evtx"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 8, "the corpus README names eight files");
+    files
+}
+
+/// The JSON lines the corpus README says an EVTX file holds: its twin, or a range of lines of
+/// a concatenated file (per `SOURCES.tsv`).
+fn twin_lines(corpus: &Path, evtx: &Path) -> Vec<u8> {
+    let dir = corpus.join("evtxdump-json/evtx-attack-samples");
+    let stem = evtx.file_stem().and_then(|s| s.to_str()).expect("name");
+    let twin = dir.join(format!("{stem}.jsonl"));
+    if twin.exists() {
+        return std::fs::read(twin).expect("twin");
+    }
+    let (folder, file) = stem.split_once("__").expect("folder__file");
+    let sources = std::fs::read_to_string(dir.join("SOURCES.tsv")).expect("SOURCES.tsv");
+    let row = sources
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|cells| cells.len() == 3 && cells[2].replace(' ', "_") == format!("{folder}/{file}.evtx"))
+        .unwrap_or_else(|| panic!("{stem} in SOURCES.tsv"));
+    let (from, to) = row[1].split_once('-').expect("a line range");
+    let (from, to): (usize, usize) = (from.parse().expect("from"), to.parse().expect("to"));
+    let all = std::fs::read(dir.join(row[0])).expect("the concatenated file");
+    let mut out = Vec::new();
+    for line in all.split_inclusive(|&b| b == b'\n').skip(from - 1).take(to - from + 1) {
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+#[test]
+fn every_evtx_file_reads_as_its_evtx_dump_twin_byte_for_byte() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    for evtx in evtx_files(&corpus) {
+        let twin = twin_lines(&corpus, &evtx);
+        // The records themselves, without rules: the lines evtx_dump wrote.
+        let plain = run(&["--no-builtin", "--rules", "tests/fixtures/good-rules", evtx.to_str().expect("path")]);
+        assert!(plain.status.success(), "{}: {}", evtx.display(), String::from_utf8_lossy(&plain.stderr));
+        let dir = temp_dir("evtx-twin");
+        let twin_file = dir.join("twin.jsonl");
+        std::fs::write(&twin_file, &twin).expect("write the twin");
+        let twin_plain =
+            run(&["--no-builtin", "--rules", "tests/fixtures/good-rules", twin_file.to_str().expect("path")]).stdout;
+        assert!(plain.stdout == twin_plain, "{}: not the records of its twin", evtx.display());
+        assert_eq!(plain.stdout.iter().filter(|&&b| b == b'\n').count(), twin.iter().filter(|&&b| b == b'\n').count());
+    }
+}
+
+/// `rule slug → count` over the annotated lines of `output`.
+fn counts(output: &[u8]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in output.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let value: serde_json::Value = serde_json::from_slice(line).expect("a JSON line");
+        let Some(detections) = value["iis_tagger"]["detections"].as_array() else { continue };
+        for d in detections {
+            *out.entry(d["rule"].as_str().expect("rule").to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_detections_of_the_evtx_files_are_those_of_the_corpus_readme() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let dir = corpus.join("evtx");
+    let out = run(&["--recursive", "--matches-only", "--stats", "--stats-format", "json", dir.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let found = counts(&out.stdout);
+    // The appcmd file: 39 × rule 3 and 1 × rule 4; the IIS web-shell file: 1 × rule 4.
+    let want: std::collections::BTreeMap<String, usize> =
+        [("microsoft_iis_service_account_password_dumped".to_string(), 39), ("webshell_child_process".to_string(), 2)]
+            .into();
+    assert_eq!(found, want);
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().last().expect("stats")).expect("json");
+    assert_eq!(stats["evtx_files"], 8);
+    assert_eq!(stats["evtx_damaged"], 0);
+    assert_eq!(stats["annotated"], 41);
+    let records = stats["evtx_records"].as_u64().expect("records");
+    assert_eq!(stats["unmatched_dropped"].as_u64(), Some(records - 41), "the others are counted, not lost");
+    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 41, "only the matches are written");
+}
+
+#[test]
+fn with_the_sigmahq_rules_an_evtx_file_and_its_twin_give_the_same_detections() {
+    let Some([corpus, sigma]) = need_all([Need::Corpus, Need::SigmaRules]) else { return };
+    let sigma = sigma.to_str().expect("path").to_string();
+    let dir = temp_dir("evtx-sigma");
+    let mut evtx_found = std::collections::BTreeMap::new();
+    let mut twin_found = std::collections::BTreeMap::new();
+    for evtx in evtx_files(&corpus) {
+        let twin = dir.join("twin.jsonl");
+        std::fs::write(&twin, twin_lines(&corpus, &evtx)).expect("write the twin");
+        for (file, found) in [(evtx.clone(), &mut evtx_found), (twin, &mut twin_found)] {
+            let out = run(&["--rules", &sigma, "--matches-only", file.to_str().expect("path")]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            for (rule, n) in counts(&out.stdout) {
+                *found.entry(rule).or_insert(0) += n;
+            }
+        }
+    }
+    assert!(evtx_found.len() > 3, "SigmaHQ rules fire on these attack samples: {evtx_found:?}");
+    assert_eq!(evtx_found, twin_found);
+}
+
+/// The output of `iis-tagger FILE` and what it said on stderr.
+fn tag(file: &Path) -> (Vec<u8>, String) {
+    let out = run(&["--stats", "--stats-format", "json", file.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(0), "a damaged file is reported, not a failure");
+    (out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_file_cut_short_yields_its_whole_chunks_and_says_where_it_ends() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let file = corpus.join("evtx/Credential_Access__discovery_sysmon_1_iis_pwd_and_config_discovery_appcmd.evtx");
+    let bytes = std::fs::read(&file).expect("read");
+    let (whole, _) = tag(&file);
+    let dir = temp_dir("evtx-cut");
+    let cut = dir.join("cut.evtx");
+    for len in [8, 100, 4096, 5000, 4096 + 65536, 70_000, 300_000] {
+        std::fs::write(&cut, &bytes[..len]).expect("write");
+        let (out, err) = tag(&cut);
+        assert!(whole.starts_with(&out), "cut at {len}: the records read are the first ones, whole");
+        assert!(err.contains(&format!("{}: skipped", cut.display())), "cut at {len}: named: {err}");
+        let stats: serde_json::Value = serde_json::from_str(err.lines().last().expect("stats")).expect("json");
+        assert!(stats["evtx_damaged"].as_u64() >= Some(1), "cut at {len}: counted");
+        assert_eq!(stats["evtx_records"].as_u64(), Some(out.iter().filter(|&&b| b == b'\n').count() as u64));
+    }
+    // Cut inside the fifth chunk: the four before it are read, and the message names it.
+    std::fs::write(&cut, &bytes[..300_000]).expect("write");
+    let (out, err) = tag(&cut);
+    assert!(err.contains("chunk 4") && err.contains("truncated"), "{err}");
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 36);
+}
+
+/// A deterministic generator, so that a failing case can be rerun.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn damaged_files_never_fail_the_run_and_keep_the_record_contract() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let dir = temp_dir("evtx-flip");
+    let flipped = dir.join("flipped.evtx");
+    for (n, file) in evtx_files(&corpus).iter().enumerate() {
+        let bytes = std::fs::read(file).expect("read");
+        fuzz_checks::evtx(&bytes);
+        let mut rng = Lcg(n as u64 + 1);
+        for round in 0..12 {
+            let mut copy = bytes.clone();
+            let flips = [1, 10, 100, 1000][round % 4];
+            for _ in 0..flips {
+                let i = 8 + (rng.next() as usize) % (copy.len() - 8);
+                copy[i] ^= 1 << (rng.next() % 8);
+            }
+            // The library's reader through the fuzz target's checks, then the binary.
+            fuzz_checks::evtx(&copy);
+            std::fs::write(&flipped, &copy).expect("write");
+            let out = run(&["--stats", flipped.to_str().expect("path")]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{} round {round}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+        }
+        fuzz_checks::evtx(&bytes[..bytes.len() / 3]);
+    }
+}
+
+#[test]
+fn recursive_reads_every_file_in_path_order_and_a_folder_needs_it() {
+    let dir = temp_dir("evtx-recursive");
+    std::fs::create_dir_all(dir.join("b/c")).expect("folders");
+    std::fs::write(dir.join("b/c/2.jsonl"), "two\n").expect("write");
+    std::fs::write(dir.join("b/1.log"), "one\n").expect("write");
+    std::fs::write(dir.join("a.json"), "zero\n").expect("write");
+    std::fs::write(dir.join(".hidden"), "hidden\n").expect("write");
+    // A file named .evtx that is not one is read as lines, as it is.
+    std::fs::write(dir.join("b/d.evtx"), "not an event log\n").expect("write");
+    let path = dir.to_str().expect("path");
+    let out = run(&["--recursive", path]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "zero\none\ntwo\nnot an event log\n");
+    let refused = run(&[path]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is a folder (--recursive"));
+}
+
+#[test]
+fn matches_only_writes_the_annotated_lines_of_a_json_stream() {
+    let out = run(&["--matches-only", "--stats", "--stats-format", "json", "examples/sample.jsonl"]);
+    assert!(out.status.success());
+    let all = run(&["examples/sample.jsonl"]).stdout;
+    let kept: Vec<&[u8]> = out.stdout.split_inclusive(|&b| b == b'\n').collect();
+    assert!(!kept.is_empty());
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().last().expect("stats")).expect("json");
+    assert_eq!(stats["annotated"].as_u64(), Some(kept.len() as u64), "one line out per annotated record");
+    let every: Vec<&[u8]> = all.split_inclusive(|&b| b == b'\n').collect();
+    for line in &kept {
+        assert!(every.contains(line), "a kept line is a line of the full output");
+    }
+    let lines = every.len();
+    assert_eq!(stats["unmatched_dropped"].as_u64(), Some((lines - kept.len()) as u64));
+}
