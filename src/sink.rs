@@ -159,21 +159,36 @@ mod tests {
     #[test]
     fn only_annotated_records_are_kept_wherever_the_pieces_are_cut() {
         // The output of a stream: ranges of the input and, for the second and fourth records,
-        // an annotation spliced in; fed in every way of cutting it into two pieces.
-        let pieces: [&[u8]; 7] = [b"one\ntw", b"o", b"+", b"\nthree\nfou", b"r", b"+", b"\nfive"];
-        let annotated = [2, 5];
-        let whole: Vec<u8> = pieces.concat();
-        let mut sink = MatchesOnly::default();
-        for (i, piece) in pieces.iter().enumerate() {
-            if annotated.contains(&i) {
-                sink.annotation(piece);
-            } else {
-                sink.input(piece, 0..piece.len());
+        // an annotation spliced in; then the same output cut again at every byte (as reads
+        // and feeds cut it), each cut splitting a piece in two of the same kind.
+        let pieces: [(&[u8], bool); 7] = [
+            (b"one\ntw", false),
+            (b"o", false),
+            (b"+", true),
+            (b"\nthree\nfou", false),
+            (b"r", false),
+            (b"+", true),
+            (b"\nfive", false),
+        ];
+        let whole: usize = pieces.iter().map(|(p, _)| p.len()).sum();
+        for cut in 0..=whole {
+            let mut sink = MatchesOnly::default();
+            let mut at = 0;
+            for &(piece, annotation) in &pieces {
+                let split = cut.clamp(at, at + piece.len()) - at;
+                for part in [&piece[..split], &piece[split..]] {
+                    if annotation {
+                        sink.annotation(part);
+                    } else {
+                        sink.input(part, 0..part.len());
+                    }
+                }
+                at += piece.len();
             }
+            sink.finish();
+            assert_eq!(sink.output(), b"two+\nfour+\n", "cut at {cut}");
+            assert_eq!(sink.take_dropped(), 3, "cut at {cut}: one, three, five");
         }
-        sink.finish();
-        assert_eq!(sink.output(), b"two+\nfour+\n", "{}", String::from_utf8_lossy(&whole));
-        assert_eq!(sink.take_dropped(), 3);
     }
 
     #[test]

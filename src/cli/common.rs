@@ -96,7 +96,8 @@ fn stdin_file() -> io::Result<File> {
 }
 
 /// Whether `file` starts with the EVTX signature. Read in place (the file's offset does not
-/// move); a pipe or terminal cannot be, and is never one.
+/// move), so stdin redirected from a file counts; a pipe or terminal cannot be read so, and
+/// an EVTX file on one passes through as bytes (said and counted by the run).
 fn is_evtx(file: &File) -> bool {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 8];
@@ -114,19 +115,26 @@ pub(crate) fn expand_inputs(files: &[PathBuf], recursive: bool) -> Result<Vec<Pa
         if depth > MAX_DEPTH {
             return Err(Failure::setup(format!("{}: folders nest deeper than {MAX_DEPTH}", dir.display())));
         }
-        let entries = std::fs::read_dir(dir).map_err(|e| Failure::setup(format!("{}: {e}", dir.display())))?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            .collect();
+        let failed = |e: io::Error| Failure::setup(format!("{}: {e}", dir.display()));
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(failed)? {
+            let entry = entry.map_err(failed)?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                paths.push(entry.path());
+            }
+        }
         paths.sort();
         for path in paths {
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             if meta.is_dir() {
                 walk(&path, depth + 1, out)?;
             } else if meta.is_file() || (meta.file_type().is_symlink() && path.is_file()) {
                 out.push(path);
+            } else {
+                // A pipe, socket or device would block or never end; a link to a folder
+                // could loop. Said, not read.
+                eprintln!("iis-tagger: {}: skipped: not a regular file", path.display());
             }
         }
         Ok(())
@@ -151,7 +159,7 @@ pub(crate) fn expand_inputs(files: &[PathBuf], recursive: bool) -> Result<Vec<Pa
 pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
     if files.is_empty() {
         let file = stdin_file().map_err(|e| Failure::setup(format!("stdin: {e}")))?;
-        return Ok(vec![Input { name: "stdin".into(), file, evtx: false }]);
+        return Ok(vec![Input { name: "stdin".into(), evtx: is_evtx(&file), file }]);
     }
     files
         .iter()

@@ -90,7 +90,7 @@ fn run<E: Emit>(
         let end = if input.evtx {
             evtx_records(input, &mut driver, out, output, total)
         } else {
-            pump(&mut input, &mut driver, buf, out, output)
+            pump(&mut input, &mut driver, buf, out, output, total)
         };
         let ending = match &end {
             Ok(end) => *end,
@@ -182,7 +182,9 @@ fn pump<E: Emit>(
     buf: &mut [u8],
     out: &mut E,
     output: &mut File,
+    total: &mut Stats,
 ) -> Result<End, Failure> {
+    let mut first = true;
     loop {
         if driver.should_stop(signal::received()) {
             return Ok(End::Stop);
@@ -193,6 +195,12 @@ fn pump<E: Emit>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
         };
+        if std::mem::take(&mut first) && iis_tagger::evtx::is_evtx(&buf[..n]) {
+            // An EVTX file is read from its path (the reader seeks); on a stream it can only
+            // pass through as the bytes it is.
+            eprintln!("iis-tagger: {}: an EVTX file on a stream: passed through as bytes (give its path)", input.name);
+            total.evtx_streams += 1;
+        }
         driver.feed(&buf[..n], out);
         match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
