@@ -56,13 +56,18 @@ pub fn hwm_kib(pid: u32) -> Option<u64> {
 }
 
 /// Waits until `cond` holds, for at most `limit`.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_for(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_for_every(Duration::from_millis(20), limit, cond)
+}
+
+/// [`wait_for`], looking every `step` (for tests that measure the wait itself).
+pub fn wait_for_every(step: Duration, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(step);
     }
     cond()
 }

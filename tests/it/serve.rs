@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::net::{Downstream, Sidecar, check_numbered, hwm_kib, numbered_lines, rss_kib, wait_for};
+use crate::net::{Downstream, Sidecar, check_numbered, hwm_kib, numbered_lines, rss_kib, wait_for, wait_for_every};
 use crate::support::builtin_tagger;
 
 /// The kept generated corpora of two shapes, one after the other.
@@ -549,40 +549,61 @@ fn a_costly_record_on_one_connection_does_not_stall_the_others() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut probe = sidecar.connect();
-    let (mut worst, mut worst_metrics, mut from) = (Duration::ZERO, Duration::ZERO, 0);
+    let (mut waits, mut metrics_waits, mut from) = (Vec::new(), Vec::new(), 0);
     let until = Instant::now() + solo * 4;
-    let mut n = 0;
     while Instant::now() < until {
-        let line = format!("{{\"probe\":{n}}}\n");
+        let line = format!("{{\"probe\":{}}}\n", waits.len());
         probe.write_all(line.as_bytes()).expect("probe");
         let sent = Instant::now();
         let mut at = None;
         assert!(
-            wait_for(Duration::from_secs(60), || {
+            wait_for_every(Duration::from_millis(1), Duration::from_secs(60), || {
                 at = downstream.find(0, line.as_bytes(), from);
                 at.is_some()
             }),
-            "probe {n} came out"
+            "probe {} came out",
+            waits.len()
         );
         from = at.expect("found");
-        worst = worst.max(sent.elapsed());
+        waits.push(sent.elapsed());
         let asked = Instant::now();
         let _ = sidecar.metrics();
-        worst_metrics = worst_metrics.max(asked.elapsed());
-        n += 1;
+        metrics_waits.push(asked.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
     for a in attackers {
         a.join().expect("attacker");
     }
     drop(probe);
+    let n = waits.len() as u64;
     assert!(wait_for(Duration::from_secs(120), || sidecar.metric("iis_tagger_lines_total") == 1 + 9 + n));
     let (status, _, err) = sidecar.stop();
     assert!(status.success(), "{err}");
-    eprintln!("costly record alone {solo:?}; {n} probes, worst {worst:?}; /metrics worst {worst_metrics:?}");
+    // Judged by the typical probe, not the worst one: on a loaded two-core machine (the test
+    // suite runs beside this test) the scheduler alone can hold one probe a fifth of a second.
+    // Tagged on the reactor, a probe waits for a worker to finish a costly record: a share
+    // of `solo` for nearly every probe, so the median is then tenths of `solo`, not
+    // milliseconds, and most probes wait more than a tenth of it.
+    let (wait, over) = typical(&mut waits, solo / 10);
+    let (metrics_wait, metrics_over) = typical(&mut metrics_waits, solo / 10);
+    eprintln!(
+        "costly record alone {solo:?}; {n} probes: median {wait:?}, {over} over {:?}, worst {:?}; \
+         /metrics median {metrics_wait:?}, {metrics_over} over, worst {:?}",
+        solo / 10,
+        waits.last().expect("probes"),
+        metrics_waits.last().expect("probes")
+    );
     assert!(n >= 5, "only {n} probes in {:?}", solo * 4);
-    assert!(worst < solo / 2, "a probe waited {worst:?} while costly records ({solo:?} each) were tagged");
-    assert!(worst_metrics < solo / 2, "/metrics waited {worst_metrics:?}");
+    assert!(wait < solo / 20, "probes waited {wait:?} (median) while costly records ({solo:?} each) were tagged");
+    assert!(over * 4 <= n, "{over} of {n} probes waited more than {:?}", solo / 10);
+    assert!(metrics_wait < solo / 20, "/metrics waited {metrics_wait:?} (median)");
+    assert!(metrics_over * 4 <= n, "{metrics_over} of {n} /metrics requests waited more than {:?}", solo / 10);
+}
+
+/// The median of `waits` (sorted in place) and how many exceed `limit`.
+fn typical(waits: &mut [Duration], limit: Duration) -> (Duration, u64) {
+    waits.sort();
+    (waits[waits.len() / 2], waits.iter().filter(|w| **w > limit).count() as u64)
 }
 
 /// A connection that sent one large record and then idles gives its buffers back within
