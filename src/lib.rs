@@ -54,12 +54,14 @@
 //! ```
 
 pub mod annotate;
+pub mod attack_layer;
 pub mod driver;
 pub mod event;
 #[cfg(feature = "evtx")]
 pub mod evtx;
 pub mod fields;
 pub mod framing;
+pub mod hunt;
 pub mod normalize;
 pub mod prefilter;
 pub mod repair;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::hunt::{Hunt, HuntReport};
 use crate::rules::Rule;
 use crate::shapes::{ShapeTable, WINDOWS_XML};
 
@@ -45,6 +46,9 @@ macro_rules! counters {
             pub shapes: Vec<u64>,
             /// Lines not inspected, by reason.
             pub not_inspected: NotInspected,
+            /// What the annotated records were, by rule, host and time, when the
+            /// configuration asks ([`crate::Config::summary`]).
+            pub hunt: Option<Box<Hunt>>,
         }
 
         /// The plain counters of [`Stats`], in the order the summaries show them (the
@@ -138,7 +142,11 @@ impl Stats {
         matches.iter_mut().for_each(|m| *m = 0);
         let mut shapes = std::mem::take(&mut self.shapes);
         shapes.iter_mut().for_each(|m| *m = 0);
-        *self = Stats { matches, shapes, ..Stats::default() };
+        let mut hunt = self.hunt.take();
+        if let Some(h) = &mut hunt {
+            h.clear();
+        }
+        *self = Stats { matches, shapes, hunt, ..Stats::default() };
     }
 
     /// A line over the limit, passed on uninspected.
@@ -159,6 +167,9 @@ impl Stats {
             }
         }
         self.not_inspected.merge(&other.not_inspected);
+        if let Some(theirs) = other.hunt.as_deref().filter(|h| !h.is_empty()) {
+            self.hunt.get_or_insert_with(Box::default).merge(theirs);
+        }
     }
 
     /// A report naming the rules and shapes.
@@ -179,6 +190,7 @@ impl Stats {
                 .chain((self.windows_xml > 0).then_some(ShapeCount { shape: WINDOWS_XML, count: self.windows_xml }))
                 .collect(),
             skipped_rules: Vec::new(),
+            summary: None,
         }
     }
 }
@@ -213,6 +225,8 @@ pub struct Report<'a> {
     /// Rule files that could not be loaded and were skipped (`--skip-invalid-rules`), as
     /// `file:line:col: reason`.
     pub skipped_rules: Vec<String>,
+    /// What the hunt found, when asked for (`--summary`): `summary` in the JSON object.
+    pub summary: Option<HuntReport<'a>>,
 }
 
 /// One JSON object: every counter of [`COUNTERS`] by its field name, then `matches`,
@@ -229,6 +243,9 @@ impl Serialize for Report<'_> {
         map.serialize_entry("not_inspected", &self.stats.not_inspected)?;
         if !self.skipped_rules.is_empty() {
             map.serialize_entry("skipped_rules", &self.skipped_rules)?;
+        }
+        if let Some(summary) = &self.summary {
+            map.serialize_entry("summary", summary)?;
         }
         map.end()
     }

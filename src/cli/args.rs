@@ -31,6 +31,7 @@ impl CoreArgs {
             prefilter,
             resolved_reading: !self.logged_reading_only,
             shape_sample_lines: iis_tagger::SHAPE_SAMPLE_LINES,
+            summary: false,
         }
     }
 }
@@ -48,16 +49,37 @@ pub struct StatsArgs {
 }
 
 impl StatsArgs {
-    /// Prints the summary of `stats`, if asked for.
-    pub fn print(&self, stats: &iis_tagger::Stats, tagger: &iis_tagger::Tagger, skipped: &[iis_tagger::RuleError]) {
-        if !self.stats && self.stats_format.is_none() {
+    /// Prints the counters of `stats`, if asked for, and what the hunt found when `hunt`
+    /// (in the JSON object, or as text after the counters).
+    pub fn print(
+        &self,
+        stats: &iis_tagger::Stats,
+        tagger: &iis_tagger::Tagger,
+        skipped: &[iis_tagger::RuleError],
+        hunt: bool,
+    ) {
+        let counters = self.stats || self.stats_format.is_some();
+        if !counters && !hunt {
             return;
         }
-        let mut report = stats.report(tagger.rules().rules(), tagger.rules().fields().shapes());
+        let rules = tagger.rules().rules();
+        let empty = iis_tagger::hunt::Hunt::default();
+        let summary = hunt.then(|| stats.hunt.as_deref().unwrap_or(&empty).report(rules));
+        let mut report = stats.report(rules, tagger.rules().fields().shapes());
         report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
         match self.stats_format.unwrap_or(StatsFormat::Text) {
-            StatsFormat::Text => eprint!("{}", report.to_text()),
-            StatsFormat::Json => eprintln!("{}", report.to_json()),
+            StatsFormat::Json => {
+                report.summary = summary;
+                eprintln!("{}", report.to_json());
+            }
+            StatsFormat::Text => {
+                if counters {
+                    eprint!("{}", report.to_text());
+                }
+                if let Some(summary) = summary {
+                    eprint!("{}", summary.to_text());
+                }
+            }
         }
     }
 }
@@ -173,10 +195,40 @@ pub struct TagArgs {
     /// that the prefilter changes nothing).
     #[arg(long)]
     pub no_prefilter: bool,
+    /// At the end, print what the hunt found to stderr: detections per rule with severity,
+    /// ATT&CK ids, hosts and first and last event time, and the hosts by total risk (with
+    /// --stats-format json: `summary` in its object).
+    #[arg(long = "summary")]
+    pub hunt_summary: bool,
+    /// At the end, write an ATT&CK Navigator layer (format 4.5) of the techniques that
+    /// fired to FILE, to load into the Navigator as a coloured matrix.
+    #[arg(long, value_name = "FILE")]
+    pub attack_layer: Option<PathBuf>,
+    /// What a technique's score is in the --attack-layer: its detections, or their risk.
+    #[arg(long, value_enum, value_name = "SCORE", default_value = "count", requires = "attack_layer")]
+    pub attack_layer_score: LayerScore,
     /// Worker threads. 0 (the default) is one, or one per core when the rules make the
     /// prefilter examine every line (a large rule set); the output is the same either way.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
+}
+
+/// What a technique's score is in an ATT&CK Navigator layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayerScore {
+    /// Detections of the rules carrying it.
+    Count,
+    /// The sum of their risk scores.
+    Risk,
+}
+
+impl From<LayerScore> for iis_tagger::attack_layer::Score {
+    fn from(score: LayerScore) -> Self {
+        match score {
+            LayerScore::Count => iis_tagger::attack_layer::Score::Count,
+            LayerScore::Risk => iis_tagger::attack_layer::Score::Risk,
+        }
+    }
 }
 
 /// Options of `iis-tagger rules` (which rules: the global --rules / --no-builtin).

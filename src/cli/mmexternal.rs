@@ -82,7 +82,7 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
     if args.summary.stats || args.summary.stats_format.is_some() {
         let mut stats = replies.stream.stats().clone();
         stats.merge(&oversized);
-        args.summary.print(&stats, &tagger, &skipped);
+        args.summary.print(&stats, &tagger, &skipped, false);
         eprintln!(
             "mmexternal: {} messages, {} not a message object, {} over the limit",
             replies.messages, replies.unread.invalid, oversized.not_inspected.oversized

@@ -16,7 +16,16 @@ use super::signal;
 
 /// Runs the tagger over the inputs of `args`.
 pub fn tag(args: &TagArgs) -> Result<(), Failure> {
-    let config = args.core.config(!args.no_prefilter);
+    let config = iis_tagger::Config { summary: args.hunt_summary, ..args.core.config(!args.no_prefilter) };
+    // The layer's file is made before the hunt: a path that cannot be written is refused
+    // before the work, not after it.
+    let layer = match &args.attack_layer {
+        Some(path) => Some((
+            path,
+            File::create(path).map_err(|e| Failure::setup(format!("--attack-layer {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
     let (tagger, skipped) = build_tagger(&args.rules, config)?;
     let tagger = std::sync::Arc::new(tagger);
     for &r in tagger.prefilter().unconstrained_rules() {
@@ -34,7 +43,17 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     } else {
         tag_to_output(args, &tagger, &mut total)
     };
-    args.summary.print(&total, &tagger, &skipped);
+    args.summary.print(&total, &tagger, &skipped, args.hunt_summary);
+    if let Some((path, file)) = layer {
+        let layer =
+            iis_tagger::attack_layer::layer(tagger.rules().rules(), &total.matches, args.attack_layer_score.into());
+        let mut out = io::BufWriter::new(file);
+        serde_json::to_writer_pretty(&mut out, &layer)
+            .map_err(io::Error::from)
+            .and_then(|()| io::Write::write_all(&mut out, b"\n"))
+            .and_then(|()| io::Write::flush(&mut out))
+            .map_err(|e| Failure::io(format!("writing --attack-layer {}: {e}", path.display())))?;
+    }
     result
 }
 

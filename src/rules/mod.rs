@@ -145,6 +145,11 @@ impl RuleSet {
         &self.fields
     }
 
+    /// The field catalog, to add fields the rules do not read (the summary's host and time).
+    pub(crate) fn fields_mut(&mut self) -> &mut FieldCatalog {
+        &mut self.fields
+    }
+
     /// Just the built-in rules.
     pub fn builtin() -> Result<RuleSet, RuleError> {
         let mut b = RuleSetBuilder::new();

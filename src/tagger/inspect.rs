@@ -400,6 +400,11 @@ impl Stream<'_> {
         for &r in &self.matched {
             self.stats.matches[r as usize] += 1;
         }
+        if let (Some(hunt), Some(cx)) = (self.stats.hunt.as_deref_mut(), &tagger.context) {
+            let first = |field| self.view.occurrences(field).first().map(|o| self.view.raw(o));
+            let time = cx.times.iter().find_map(|&f| first(f));
+            hunt.record(rules, &self.matched, first(cx.host), time);
+        }
         self.stats.annotated += 1;
         if !self.incomplete.is_empty() {
             self.stats.incomplete += 1;

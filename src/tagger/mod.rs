@@ -51,6 +51,10 @@ pub struct Config {
     /// shape the table does not know is then seen at once). The output does not change.
     /// The command line uses [`SHAPE_SAMPLE_LINES`]; the default is 0.
     pub shape_sample_lines: u64,
+    /// Collect what the annotated records were — rules, host, event time — into
+    /// [`Stats::hunt`] (for `--summary`; see [`crate::hunt`]). Off by default: it reads two
+    /// more fields of every record read.
+    pub summary: bool,
 }
 
 /// Default line limit: 1 MiB, far above any Windows event record.
@@ -68,6 +72,7 @@ impl Default for Config {
             prefilter: true,
             resolved_reading: true,
             shape_sample_lines: 0,
+            summary: false,
         }
     }
 }
@@ -100,17 +105,33 @@ pub struct Tagger {
     route_trie: PathTrie,
     /// Per rule, the fields its detection reads.
     detection_fields: Vec<Vec<FieldId>>,
+    /// With [`Config::summary`]: where an annotated record's host and time are read from.
+    context: Option<Context>,
+}
+
+/// The fields the summary reads from each annotated record ([`crate::hunt`]).
+#[derive(Debug)]
+struct Context {
+    /// `Computer`, wherever the record's shape keeps it.
+    host: FieldId,
+    /// The event's time, the first of these the record has: `TimeCreated` (System time,
+    /// or the shipper's time stamp), then Sysmon's `UtcTime`.
+    times: [FieldId; 2],
 }
 
 impl Tagger {
     /// Builds the prefilter and the annotation pieces.
-    pub fn new(rules: RuleSet, config: Config) -> Result<Tagger, ConfigError> {
+    pub fn new(mut rules: RuleSet, config: Config) -> Result<Tagger, ConfigError> {
         if config.annotation_key.len() > MAX_KEY_BYTES || !crate::xml::is_name(&config.annotation_key) {
             return Err(ConfigError::AnnotationKey);
         }
         if config.max_line_bytes == 0 || config.max_line_bytes > MAX_MAX_LINE_BYTES {
             return Err(ConfigError::MaxLineBytes);
         }
+        let context = config.summary.then(|| {
+            let fields = rules.fields_mut();
+            Context { host: fields.intern("Computer"), times: [fields.intern("TimeCreated"), fields.intern("UtcTime")] }
+        });
         let prefilter = Prefilter::new(&rules);
         let annotator = Annotator::new(&config.annotation_key, rules.rules());
         let mut route_fields = Vec::new();
@@ -127,7 +148,7 @@ impl Tagger {
             })
             .collect();
         let route_trie = rules.fields().trie_of(&route_fields);
-        Ok(Tagger { rules, prefilter, annotator, config, route_fields, route_trie, detection_fields })
+        Ok(Tagger { rules, prefilter, annotator, config, route_fields, route_trie, detection_fields, context })
     }
 
     /// The rules.
@@ -181,7 +202,10 @@ impl Tagger {
             member: Vec::new(),
             incomplete: Incomplete::default(),
             unfiltered: false,
-            stats: Stats::with_shapes(self.rules.rules().len(), self.rules.fields().shapes().shapes.len()),
+            stats: Stats {
+                hunt: self.config.summary.then(Box::default),
+                ..Stats::with_shapes(self.rules.rules().len(), self.rules.fields().shapes().shapes.len())
+            },
         }
     }
 

@@ -18,6 +18,7 @@ mod fuzz_checks;
 mod fuzz_regressions;
 mod generated;
 mod hostile;
+mod hunt;
 mod language;
 mod needs;
 mod net;

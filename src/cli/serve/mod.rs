@@ -220,7 +220,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         let signalled = super::signal::termination().map_err(io_setup)?;
         Ok::<_, Failure>(sidecar::serve(listener, config, signalled).await)
     })?;
-    args.summary.print(&served.stats, &tagger, &skipped);
+    args.summary.print(&served.stats, &tagger, &skipped, false);
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     served.result.map_err(Failure::io)
