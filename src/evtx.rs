@@ -82,24 +82,34 @@ fn settings() -> Arc<ParserSettings> {
 
 /// Reads the records of the EVTX file at `path` in file order (oldest chunk first, as
 /// Windows reads a log that has wrapped around), handing each record's JSON (without a
-/// newline) to `each`, until `each` returns false.
-pub fn read_path(path: &Path, each: impl FnMut(u64, &[u8]) -> bool) -> Result<Read, NotEvtx> {
+/// newline) to `each`, with where it is, until `each` returns false.
+pub fn read_path(path: &Path, each: impl FnMut(At, &[u8]) -> bool) -> Result<Read, NotEvtx> {
     let file = std::fs::File::open(path).map_err(|e| NotEvtx { message: e.to_string() })?;
     read_file(file, each)
 }
 
 /// [`read_path`] over an open file.
-pub fn read_file(file: std::fs::File, each: impl FnMut(u64, &[u8]) -> bool) -> Result<Read, NotEvtx> {
+pub fn read_file(file: std::fs::File, each: impl FnMut(At, &[u8]) -> bool) -> Result<Read, NotEvtx> {
     let len = file.metadata().map_err(|e| NotEvtx { message: e.to_string() })?.len();
     let parser = EvtxParser::from_read_seek(file).map_err(|e| NotEvtx { message: chain(&e) })?;
     Ok(read(parser, len, each))
 }
 
 /// [`read_path`] over the bytes of a file.
-pub fn read_bytes(bytes: Vec<u8>, each: impl FnMut(u64, &[u8]) -> bool) -> Result<Read, NotEvtx> {
+pub fn read_bytes(bytes: Vec<u8>, each: impl FnMut(At, &[u8]) -> bool) -> Result<Read, NotEvtx> {
     let len = bytes.len() as u64;
     let parser = EvtxParser::from_buffer(bytes).map_err(|e| NotEvtx { message: chain(&e) })?;
     Ok(read(parser, len, each))
+}
+
+/// Where a record handed over is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// Its `EventRecordID`.
+    pub record_id: u64,
+    /// Bytes of the file read so far, in whole chunks up to this record's (for progress:
+    /// the file's length by the last chunk).
+    pub bytes_read: u64,
 }
 
 /// Bytes of the file header, and of each chunk.
@@ -109,7 +119,7 @@ const CHUNK_BYTES: u64 = 65536;
 fn read<T: std::io::Read + std::io::Seek>(
     parser: EvtxParser<T>,
     len: u64,
-    mut each: impl FnMut(u64, &[u8]) -> bool,
+    mut each: impl FnMut(At, &[u8]) -> bool,
 ) -> Read {
     let settings = settings();
     let mut parser = parser.with_configuration((*settings).clone());
@@ -125,7 +135,8 @@ fn read<T: std::io::Read + std::io::Seek>(
             HEADER_BYTES + named * CHUNK_BYTES
         ),
     });
-    'chunks: for chunk in parser.chunks() {
+    'chunks: for (i, chunk) in (0u64..).zip(parser.chunks()) {
+        let bytes_read = len.min(HEADER_BYTES + (i + 1) * CHUNK_BYTES);
         let mut data = match chunk {
             Ok(data) => data,
             Err(e) => {
@@ -146,7 +157,7 @@ fn read<T: std::io::Read + std::io::Seek>(
             match rendered {
                 Ok(r) => {
                     out.records += 1;
-                    if !each(r.event_record_id, &r.data) {
+                    if !each(At { record_id: r.event_record_id, bytes_read }, &r.data) {
                         out.stopped = true;
                         break 'chunks;
                     }

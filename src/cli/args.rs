@@ -195,6 +195,9 @@ pub struct TagArgs {
     /// that the prefilter changes nothing).
     #[arg(long)]
     pub no_prefilter: bool,
+    /// No progress line (drawn on stderr when it is a terminal and stdout is not).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// At the end, print what the hunt found to stderr: detections per rule with severity,
     /// ATT&CK ids, hosts and first and last event time, and the hosts by total risk (with
     /// --stats-format json: `summary` in its object).

@@ -10,6 +10,7 @@ pub mod hangup;
 pub mod mmexternal;
 pub mod output;
 pub mod parallel;
+pub mod progress;
 pub mod rlimit;
 pub mod rules_cmd;
 pub mod run;

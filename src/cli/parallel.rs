@@ -22,6 +22,7 @@ use iis_tagger::tagger::{Framed, LineFramer};
 use iis_tagger::{Driver, End, Stats, Tagger};
 
 use super::common::{Failure, Input, READ_BYTES};
+use super::progress::Progress;
 use super::signal;
 
 /// Blocks are cut at the last newline of a read of about this size.
@@ -68,6 +69,7 @@ pub fn run(
     inputs: Vec<Input>,
     output: &mut (dyn Write + Send),
     total: &mut Stats,
+    progress: &Progress,
 ) -> Result<Ended, Failure> {
     let closed = AtomicBool::new(false);
     let (job_tx, job_rx) = sync_channel::<Job>(threads * QUEUED_PER_WORKER);
@@ -82,7 +84,7 @@ pub fn run(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
-                scope.spawn(move || work(tagger, &rx, &tx))
+                scope.spawn(move || work(tagger, &rx, &tx, progress))
             })
             .collect();
         let closed_ref = &closed;
@@ -96,6 +98,7 @@ pub fn run(
             stats: Stats::new(tagger.rules().rules().len()),
             input_lines: 0,
             closed: &closed,
+            progress,
         };
         let read = reader.read_all(inputs);
         let reader_stats = std::mem::take(&mut reader.stats);
@@ -125,6 +128,7 @@ struct Reader<'a> {
     /// Lines of the current input sent so far (counted until past the shape sample).
     input_lines: u64,
     closed: &'a AtomicBool,
+    progress: &'a Progress,
 }
 
 impl Reader<'_> {
@@ -163,7 +167,7 @@ impl Reader<'_> {
     fn read_all(&mut self, inputs: Vec<Input>) -> Result<Ended, Failure> {
         for mut input in inputs {
             match self.read_one(&mut input)? {
-                Ended::Complete => {}
+                Ended::Complete => self.progress.file_done(),
                 other => return Ok(other),
             }
         }
@@ -202,6 +206,7 @@ impl Reader<'_> {
                 Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
             };
             grace.read(n);
+            self.progress.advance(n as u64, 0, 0);
             let chunk = &buf[..n];
             framer.feed(chunk, &mut |piece| self.framed(piece, chunk, &mut block));
             if block.len() >= BLOCK_BYTES {
@@ -238,7 +243,7 @@ impl Reader<'_> {
 }
 
 /// A worker: tags blocks until the reader is done.
-fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -> Stats {
+fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, progress: &Progress) -> Stats {
     // Blocks are whole lines but for an input's last: it ends as one input to its own
     // output does.
     let mut driver = Driver::new(tagger, Settings::default());
@@ -250,7 +255,9 @@ fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) -
         };
         let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8);
         driver.sample_lines(job.sample);
+        let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(&job.data, &mut out);
+        progress.advance(0, driver.stats().lines - before.0, driver.stats().annotated - before.1);
         if job.finish {
             driver.end(End::Eof, &mut out);
             driver.drain_stats(&mut stats);

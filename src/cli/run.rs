@@ -12,6 +12,7 @@ use super::common::{
     Failure, Input, READ_BYTES, WriteError, build_tagger, expand_inputs, open_inputs, open_output, write_out,
 };
 use super::output::{Emit, Vectored};
+use super::progress::Progress;
 use super::signal;
 
 /// Runs the tagger over the inputs of `args`.
@@ -63,6 +64,25 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
     let inputs = open_inputs(&files)?;
     let mut output = open_output(args.output.as_deref(), &files)?;
     signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
+    let progress = Progress::new(
+        Progress::wanted(args.quiet, args.output.is_none()),
+        inputs.len(),
+        inputs.iter().map(|i| i.file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len())).sum(),
+    );
+    let result = tag_inputs(args, tagger, inputs, &mut output, total, &progress);
+    progress.finish();
+    result
+}
+
+/// [`tag_to_output`] once the inputs, the output and the progress line are set up.
+fn tag_inputs(
+    args: &TagArgs,
+    tagger: &Tagger,
+    inputs: Vec<Input>,
+    output: &mut File,
+    total: &mut Stats,
+    progress: &Progress,
+) -> Result<(), Failure> {
     let threads = match args.threads {
         0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
         0 => 1,
@@ -71,7 +91,7 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
     // EVTX files and --matches-only are read on one thread (the parallel path cuts line
     // input into blocks and writes it as it came).
     if threads > 1 && !args.matches_only && !inputs.iter().any(|i| i.evtx) {
-        match super::parallel::run(tagger, threads, inputs, &mut output, total) {
+        match super::parallel::run(tagger, threads, inputs, output, total, progress) {
             Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
                 eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
                 Ok(())
@@ -81,11 +101,11 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
         }
     } else if args.matches_only {
         let mut sink = MatchesOnly::default();
-        let result = run(tagger, inputs, &mut output, total, &mut sink);
+        let result = run(tagger, inputs, output, total, &mut sink, progress);
         total.unmatched_dropped += sink.take_dropped();
         result
     } else {
-        run(tagger, inputs, &mut output, total, &mut Vectored::default())
+        run(tagger, inputs, output, total, &mut Vectored::default(), progress)
     }
 }
 
@@ -98,6 +118,7 @@ fn run<E: Emit>(
     output: &mut File,
     total: &mut Stats,
     out: &mut E,
+    progress: &Progress,
 ) -> Result<(), Failure> {
     // Page-aligned: the kernel copies into a misaligned buffer several times slower.
     let mut storage = vec![0u8; READ_BYTES + 4096];
@@ -107,10 +128,11 @@ fn run<E: Emit>(
         // One input to its own output: a last line as it came, whole lines on a signal.
         let mut driver = Driver::new(tagger, Settings::default());
         let end = if input.evtx {
-            evtx_records(input, &mut driver, out, output, total)
+            evtx_records(input, &mut driver, out, output, total, progress)
         } else {
-            pump(&mut input, &mut driver, buf, out, output, total)
+            pump(&mut input, &mut driver, buf, out, output, total, progress)
         };
+        progress.file_done();
         let ending = match &end {
             Ok(end) => *end,
             Err(_) => End::Closed,
@@ -149,12 +171,17 @@ fn evtx_records<E: Emit>(
     out: &mut E,
     output: &mut File,
     total: &mut Stats,
+    progress: &Progress,
 ) -> Result<End, Failure> {
+    let len = input.file.metadata().map_or(0, |m| m.len());
+    let mut read_to = 0;
     let mut batch = Vec::with_capacity(EVTX_BATCH_BYTES + 64 * 1024);
     let mut end = End::Eof;
     let mut failed = None;
     let mut flush = |batch: &mut Vec<u8>, driver: &mut Driver<'_>| -> bool {
+        let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(batch, out);
+        progress.advance(0, driver.stats().lines - before.0, driver.stats().annotated - before.1);
         let written = write_out(output, out, batch);
         batch.clear();
         match written {
@@ -165,7 +192,9 @@ fn evtx_records<E: Emit>(
         }
         false
     };
-    let read = iis_tagger::evtx::read_file(input.file, |_, json| {
+    let read = iis_tagger::evtx::read_file(input.file, |at, json| {
+        progress.advance(at.bytes_read.saturating_sub(read_to), 0, 0);
+        read_to = read_to.max(at.bytes_read);
         batch.extend_from_slice(json);
         batch.push(b'\n');
         batch.len() < EVTX_BATCH_BYTES || flush(&mut batch, driver)
@@ -175,7 +204,8 @@ fn evtx_records<E: Emit>(
         Ok(read) => read,
         Err(e) => {
             // Its header cannot be read: no record can be; the other inputs are read.
-            eprintln!("iis-tagger: {}: skipped: {e}", input.name);
+            progress.say(&format!("iis-tagger: {}: skipped: {e}", input.name));
+            progress.advance(len, 0, 0);
             total.evtx_damaged += 1;
             return Ok(End::Eof);
         }
@@ -183,10 +213,11 @@ fn evtx_records<E: Emit>(
     if !read.stopped && !batch.is_empty() {
         flush(&mut batch, driver);
     }
+    progress.advance(len.saturating_sub(read_to), 0, 0);
     total.evtx_records += read.records;
     total.evtx_damaged += read.damage.len() as u64;
     for damage in &read.damage {
-        eprintln!("iis-tagger: {}: skipped {damage}", input.name);
+        progress.say(&format!("iis-tagger: {}: skipped {damage}", input.name));
     }
     match failed {
         Some(f) => Err(f),
@@ -202,6 +233,7 @@ fn pump<E: Emit>(
     out: &mut E,
     output: &mut File,
     total: &mut Stats,
+    progress: &Progress,
 ) -> Result<End, Failure> {
     let mut first = true;
     loop {
@@ -220,7 +252,9 @@ fn pump<E: Emit>(
             eprintln!("iis-tagger: {}: an EVTX file on a stream: passed through as bytes (give its path)", input.name);
             total.evtx_streams += 1;
         }
+        let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(&buf[..n], out);
+        progress.advance(n as u64, driver.stats().lines - before.0, driver.stats().annotated - before.1);
         match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
             Err(WriteError::Closed) => return Ok(End::Closed),

@@ -22,6 +22,7 @@ mod hunt;
 mod language;
 mod needs;
 mod net;
+mod progress;
 mod properties;
 mod serve;
 mod sidecar;
