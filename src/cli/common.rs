@@ -194,7 +194,7 @@ pub(crate) enum WriteError {
     Io(io::Error),
 }
 
-pub(crate) fn write_out(output: &mut File, out: &mut impl Emit, input: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_out(output: &mut impl io::Write, out: &mut impl Emit, input: &[u8]) -> Result<(), WriteError> {
     let result = out.emit(output, input);
     result.map_err(|e| if e.kind() == io::ErrorKind::BrokenPipe { WriteError::Closed } else { WriteError::Io(e) })
 }

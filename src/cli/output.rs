@@ -13,6 +13,11 @@ pub trait Emit: Sink {
 
     /// The input's last bytes were fed (its driver has ended).
     fn end_input(&mut self) {}
+
+    /// Records left out of the output since the last call (`--matches-only`).
+    fn take_dropped(&mut self) -> u64 {
+        0
+    }
 }
 
 impl Emit for Vectored {
@@ -31,6 +36,10 @@ impl Emit for MatchesOnly {
 
     fn end_input(&mut self) {
         self.finish();
+    }
+
+    fn take_dropped(&mut self) -> u64 {
+        MatchesOnly::take_dropped(self)
     }
 }
 

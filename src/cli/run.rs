@@ -2,7 +2,9 @@
 //! a closed downstream and write errors handled as ARCHITECTURE §1.7 says.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use iis_tagger::driver::Settings;
 use iis_tagger::{Driver, End, MatchesOnly, Stats, Tagger};
@@ -83,14 +85,23 @@ fn tag_inputs(
     total: &mut Stats,
     progress: &Progress,
 ) -> Result<(), Failure> {
+    let cores = || std::thread::available_parallelism().map_or(1, usize::from);
+    let evtx_files = inputs.iter().filter(|i| i.evtx).count();
     let threads = match args.threads {
-        0 if tagger.prefilter().examines_every_line() => std::thread::available_parallelism().map_or(1, usize::from),
+        0 if tagger.prefilter().examines_every_line() || evtx_files > 1 => cores(),
         0 => 1,
         n => n,
     };
-    // EVTX files and --matches-only are read on one thread (the parallel path cuts line
-    // input into blocks and writes it as it came).
-    if threads > 1 && !args.matches_only && !inputs.iter().any(|i| i.evtx) {
+    // Line input is cut into blocks of lines for the threads and written as it came; EVTX
+    // files and --matches-only, whose output is not the input's bytes, are tagged a whole
+    // input per thread.
+    if threads > 1 && inputs.len() > 1 && (args.matches_only || evtx_files > 0) {
+        if args.matches_only {
+            run_inputs_in_parallel::<MatchesOnly>(tagger, threads, inputs, output, total, progress)
+        } else {
+            run_inputs_in_parallel::<Vectored>(tagger, threads, inputs, output, total, progress)
+        }
+    } else if threads > 1 && !args.matches_only && evtx_files == 0 {
         match super::parallel::run(tagger, threads, inputs, output, total, progress) {
             Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
                 eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
@@ -120,46 +131,205 @@ fn run<E: Emit>(
     out: &mut E,
     progress: &Progress,
 ) -> Result<(), Failure> {
-    // Page-aligned: the kernel copies into a misaligned buffer several times slower.
-    let mut storage = vec![0u8; READ_BYTES + 4096];
-    let offset = storage.as_ptr().align_offset(4096).min(4096);
-    let buf = &mut storage[offset..offset + READ_BYTES];
-    for mut input in inputs {
-        // One input to its own output: a last line as it came, whole lines on a signal.
-        let mut driver = Driver::new(tagger, Settings::default());
-        let end = if input.evtx {
-            evtx_records(input, &mut driver, out, output, total, progress)
-        } else {
-            pump(&mut input, &mut driver, buf, out, output, total, progress)
-        };
-        progress.file_done();
-        let ending = match &end {
-            Ok(end) => *end,
-            Err(_) => End::Closed,
-        };
-        let ended = driver.end(ending, out);
-        out.end_input();
-        driver.drain_stats(total);
-        end?;
-        if ending == End::Closed {
-            return Ok(());
-        }
-        match write_out(output, out, &[]) {
-            Ok(()) => {}
-            Err(WriteError::Closed) => return Ok(()),
-            Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
-        }
-        if ending == End::Stop {
-            if ended.dropped > 0 {
-                eprintln!(
-                    "iis-tagger: stopped by signal; {} bytes of an unfinished line were not written",
-                    ended.dropped
-                );
-            }
-            return Ok(());
+    let mut buf = ReadBuf::new();
+    for input in inputs {
+        if let Next::Stop = one_input(tagger, input, buf.get(), output, total, out, progress)? {
+            break;
         }
     }
     Ok(())
+}
+
+/// A read buffer, page-aligned: the kernel copies into a misaligned buffer several times
+/// slower.
+struct ReadBuf {
+    storage: Vec<u8>,
+    offset: usize,
+}
+
+impl ReadBuf {
+    fn new() -> ReadBuf {
+        let storage = vec![0u8; READ_BYTES + 4096];
+        let offset = storage.as_ptr().align_offset(4096).min(4096);
+        ReadBuf { storage, offset }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        &mut self.storage[self.offset..self.offset + READ_BYTES]
+    }
+}
+
+/// Whether the inputs after one are read.
+enum Next {
+    Go,
+    /// A signal, or the output's reader went away.
+    Stop,
+}
+
+/// One input to its own output: a last line as it came, whole lines on a signal.
+fn one_input<E: Emit>(
+    tagger: &Tagger,
+    mut input: Input,
+    buf: &mut [u8],
+    output: &mut impl Write,
+    total: &mut Stats,
+    out: &mut E,
+    progress: &Progress,
+) -> Result<Next, Failure> {
+    let mut driver = Driver::new(tagger, Settings::default());
+    let end = if input.evtx {
+        evtx_records(input, &mut driver, out, output, total, progress)
+    } else {
+        pump(&mut input, &mut driver, buf, out, output, total, progress)
+    };
+    progress.file_done();
+    let ending = match &end {
+        Ok(end) => *end,
+        Err(_) => End::Closed,
+    };
+    let ended = driver.end(ending, out);
+    out.end_input();
+    driver.drain_stats(total);
+    end?;
+    if ending == End::Closed {
+        return Ok(Next::Stop);
+    }
+    match write_out(output, out, &[]) {
+        Ok(()) => {}
+        Err(WriteError::Closed) => return Ok(Next::Stop),
+        Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
+    }
+    if ending == End::Stop {
+        if ended.dropped > 0 {
+            eprintln!("iis-tagger: stopped by signal; {} bytes of an unfinished line were not written", ended.dropped);
+        }
+        return Ok(Next::Stop);
+    }
+    Ok(Next::Go)
+}
+
+/// Output pieces of an input tagged on a thread of its own, queued for the writer at most
+/// this many ...
+const QUEUED_PIECES: usize = 8;
+/// ... of at least this many bytes (a piece is sent once it holds them).
+const PIECE_BYTES: usize = 256 * 1024;
+
+/// Whole inputs tagged on `threads` threads at once (EVTX files, `--matches-only`), each
+/// to a queue of its own, written in input order by this thread: the output is what one
+/// thread writes, and memory is bounded by `threads` queues of [`QUEUED_PIECES`] pieces.
+/// A thread that has tagged an input ahead of the one being written waits for room.
+fn run_inputs_in_parallel<E: Emit + Default>(
+    tagger: &Tagger,
+    threads: usize,
+    inputs: Vec<Input>,
+    output: &mut File,
+    total: &mut Stats,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = inputs.iter().map(|_| sync_channel(QUEUED_PIECES)).unzip();
+    let work = std::sync::Mutex::new(inputs.into_iter().zip(senders));
+    let stop = AtomicBool::new(false);
+    // Stopping (a signal, a closed output, an error): the inputs no thread has taken are
+    // dropped with their queues, so that the writing thread does not wait for them.
+    let halt = || {
+        stop.store(true, Ordering::SeqCst);
+        if let Ok(mut rest) = work.lock() {
+            rest.by_ref().for_each(drop);
+        }
+    };
+    let worker = || {
+        let mut stats = Stats::new(tagger.rules().rules().len());
+        let mut buf = ReadBuf::new();
+        let mut out = E::default();
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some((input, tx)) = work.lock().ok().and_then(|mut w| w.next()) else { break };
+            let mut pieces = Pieces { piece: Vec::new(), tx };
+            let next = one_input(tagger, input, buf.get(), &mut pieces, &mut stats, &mut out, progress);
+            let flushed = pieces.flush();
+            match next {
+                Ok(Next::Go) if flushed.is_ok() => {}
+                Ok(_) => {
+                    halt();
+                    break;
+                }
+                Err(e) => {
+                    halt();
+                    stats.unmatched_dropped += out.take_dropped();
+                    return (stats, Err(e));
+                }
+            }
+        }
+        stats.unmatched_dropped += out.take_dropped();
+        (stats, Ok(()))
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        let mut failed = None;
+        // A write that fails drops every queue (the loop's receivers): the threads' next
+        // sends fail as on a closed pipe, and they stop.
+        'inputs: for rx in receivers {
+            for piece in rx {
+                if let Err(e) = output.write_all(&piece) {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        failed = Some(Failure::io(format!("writing output: {e}")));
+                    }
+                    halt();
+                    break 'inputs;
+                }
+            }
+        }
+        for w in workers {
+            let (stats, result) = w.join().expect("a worker does not panic");
+            total.merge(&stats);
+            if let Err(e) = result {
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    })
+}
+
+/// A writer that queues what it is given for the writing thread, in pieces.
+struct Pieces {
+    piece: Vec<u8>,
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl Pieces {
+    fn send(&mut self) -> io::Result<()> {
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(PIECE_BYTES));
+        // The writing thread has stopped (its output is closed): as a closed pipe.
+        self.tx.send(piece).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl Write for Pieces {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.piece.extend_from_slice(bytes);
+        if self.piece.len() >= PIECE_BYTES {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut n = 0;
+        for b in bufs {
+            self.piece.extend_from_slice(b);
+            n += b.len();
+        }
+        if self.piece.len() >= PIECE_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.piece.is_empty() { Ok(()) } else { self.send() }
+    }
 }
 
 /// Reads one EVTX file, feeding its records to `driver` as JSON lines, a batch at a time,
@@ -169,7 +339,7 @@ fn evtx_records<E: Emit>(
     input: Input,
     driver: &mut Driver<'_>,
     out: &mut E,
-    output: &mut File,
+    output: &mut impl Write,
     total: &mut Stats,
     progress: &Progress,
 ) -> Result<End, Failure> {
@@ -231,7 +401,7 @@ fn pump<E: Emit>(
     driver: &mut Driver<'_>,
     buf: &mut [u8],
     out: &mut E,
-    output: &mut File,
+    output: &mut impl Write,
     total: &mut Stats,
     progress: &Progress,
 ) -> Result<End, Failure> {

@@ -284,3 +284,58 @@ fn matches_only_writes_the_annotated_lines_of_a_json_stream() {
     assert_eq!(stats["annotated"].as_u64(), Some(kept as u64));
     assert_eq!(stats["unmatched_dropped"].as_u64(), Some((every.len() - kept) as u64));
 }
+
+/// `--threads` reads several files at once (issue 13): the output — every record, or only
+/// the matches — and the counters are those of one thread, in the same order.
+#[test]
+fn files_read_on_several_threads_come_out_as_on_one() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let evtx = corpus.join("evtx");
+    let evtx = evtx.to_str().expect("path");
+    let all = corpus.to_str().expect("path");
+    for args in [vec!["-r", evtx], vec!["-r", "--matches-only", all]] {
+        let runs: Vec<Output> = ["1", "2", "3"]
+            .iter()
+            .map(|t| {
+                let mut a = args.clone();
+                a.extend(["--threads", t, "--stats-format", "json"]);
+                let out = run(&a);
+                assert!(out.status.success(), "{a:?}: {}", String::from_utf8_lossy(&out.stderr));
+                out
+            })
+            .collect();
+        assert!(!runs[0].stdout.is_empty());
+        let stats = |o: &Output| -> serde_json::Value {
+            serde_json::from_str(String::from_utf8_lossy(&o.stderr).lines().last().expect("stats")).expect("json")
+        };
+        for other in &runs[1..] {
+            assert!(other.stdout == runs[0].stdout, "{args:?}: the output differs from one thread's");
+            assert_eq!(stats(other), stats(&runs[0]), "{args:?}");
+        }
+    }
+}
+
+/// A reader that goes away, or a full disk, ends a run of files on several threads as on one:
+/// quietly with status 0, or with status 1 and the error said.
+#[test]
+fn files_on_several_threads_end_cleanly_when_the_output_does() {
+    use std::io::Read;
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let evtx = corpus.join("evtx");
+    let mut child = bin()
+        .args(["-r", "--threads", "2", evtx.to_str().expect("path")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut head = [0u8; 100];
+    child.stdout.take().expect("stdout").read_exact(&mut head).expect("the first bytes");
+    let out = child.wait_with_output().expect("ends");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = bin().args(["-r", "--threads", "2", evtx.to_str().expect("path")]).stdout(full).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+}
