@@ -860,13 +860,14 @@ pub fn bounds(data: &[u8]) {
 pub fn evtx(data: &[u8]) {
     let mut lines = Vec::new();
     let mut records = 0u64;
-    let read = iis_tagger::evtx::read_bytes(data.to_vec(), |_, json| {
-        records += 1;
-        assert!(!json.contains(&b'\n'), "a record is one line");
+    let read = iis_tagger::evtx::read_bytes(data.to_vec(), |at, json| {
+        records += at.records;
+        assert!(json.ends_with(b"\n"), "whole lines");
+        assert_eq!(json.iter().filter(|&&b| b == b'\n').count() as u64, at.records, "a record is one line");
+        assert!(at.bytes_read <= data.len() as u64);
         // A corrupted record may render as invalid JSON (the parser's output); the tagger
         // passes such a line through and counts it, as any other.
         lines.extend_from_slice(json);
-        lines.push(b'\n');
         true
     });
     let Ok(read) = read else { return };

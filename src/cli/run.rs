@@ -362,11 +362,10 @@ fn evtx_records<E: Emit>(
         }
         false
     };
-    let read = iis_tagger::evtx::read_file(input.file, |at, json| {
+    let read = iis_tagger::evtx::read_file(input.file, |at, lines| {
         progress.advance(at.bytes_read.saturating_sub(read_to), 0, 0);
         read_to = read_to.max(at.bytes_read);
-        batch.extend_from_slice(json);
-        batch.push(b'\n');
+        batch.extend_from_slice(lines);
         batch.len() < EVTX_BATCH_BYTES || flush(&mut batch, driver)
     });
     total.evtx_files += 1;
