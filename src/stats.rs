@@ -118,9 +118,9 @@ counters! {
     evtx_records => "evtx_records_total", "Records read from EVTX files.";
     /// Chunks or records of EVTX files that could not be read (skipped, each reported).
     evtx_damaged => "evtx_damaged_total", "Chunks or records of EVTX files that could not be read.";
-    /// Inputs that start as an EVTX file but are a stream (stdin, a pipe): EVTX is read from
-    /// a file only, so their bytes passed through as lines.
-    evtx_streams => "evtx_streams_total", "EVTX files given as a stream (stdin, a pipe): passed through as bytes, not read.";
+    /// EVTX files given as a stream (stdin from a pipe): copied to a temporary file, then
+    /// read (and counted in `evtx_files`).
+    evtx_streams => "evtx_streams_total", "EVTX files given as a stream (a pipe), read through a temporary file.";
     /// Records not written because they matched no rule (`--matches-only`).
     unmatched_dropped => "unmatched_not_written_total", "Records not written because they matched nothing (--matches-only).";
 }
@@ -321,15 +321,12 @@ impl Report<'_> {
             } else {
                 String::new()
             };
-            let _ = writeln!(s, "  EVTX: {} files, {} records{damaged}", st.evtx_files, st.evtx_records);
-        }
-        if st.evtx_streams > 0 {
-            let _ = writeln!(
-                s,
-                "  warning: {} inputs were EVTX files on a stream (stdin, a pipe): not read as EVTX, passed through as \
-                 bytes (give the file's path)",
-                st.evtx_streams
-            );
+            let streams = if st.evtx_streams > 0 {
+                format!(" ({} from a pipe, through a temporary file)", st.evtx_streams)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "  EVTX: {} files{streams}, {} records{damaged}", st.evtx_files, st.evtx_records);
         }
         if st.unmatched_dropped > 0 {
             let _ =

@@ -416,10 +416,13 @@ fn pump<E: Emit>(
             Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
         };
         if std::mem::take(&mut first) && iis_tagger::evtx::is_evtx(&buf[..n]) {
-            // An EVTX file is read from its path (the reader seeks); on a stream it can only
-            // pass through as the bytes it is.
-            eprintln!("iis-tagger: {}: an EVTX file on a stream: passed through as bytes (give its path)", input.name);
+            // An EVTX file is read from a file (its reader seeks): one on a stream is copied
+            // to a temporary file first, as evtx_dump does.
             total.evtx_streams += 1;
+            let spooled = spool(&buf[..n], &mut input.file)
+                .map_err(|e| Failure::io(format!("{}: copying an EVTX stream to a temporary file: {e}", input.name)))?;
+            let spooled = Input { name: input.name.clone(), file: spooled, evtx: true };
+            return evtx_records(spooled, driver, out, output, total, progress);
         }
         let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(&buf[..n], out);
@@ -430,4 +433,35 @@ fn pump<E: Emit>(
             Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
         }
     }
+}
+
+/// `first` and the rest of `stream` in a temporary file, at its start. The file is deleted
+/// as soon as it is made (its space is given back when it is closed); it is readable by
+/// this user only. A signal ends the copy: what was copied is read (and where it ends, said).
+fn spool(first: &[u8], stream: &mut File) -> io::Result<File> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let mut n = 0;
+    let (path, mut file) = loop {
+        let path = dir.join(format!(".iis-tagger-{}-{n}.evtx", std::process::id()));
+        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(file) => break (path, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    std::fs::remove_file(&path)?;
+    file.write_all(first)?;
+    let mut buf = vec![0u8; READ_BYTES];
+    while signal::received() == 0 {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => file.write_all(&buf[..k])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }

@@ -234,15 +234,18 @@ fn recursive_reads_every_file_in_path_order_and_a_folder_needs_it() {
 }
 
 #[test]
-fn an_evtx_file_on_a_pipe_passes_through_and_is_said() {
+fn an_evtx_file_on_stdin_is_read_from_a_file_or_a_pipe() {
     let Some(corpus) = need(Need::Corpus) else { return };
     let file = corpus.join("evtx/Lateral_Movement__LM_typical_IIS_webshell_sysmon_1_10_traces.evtx");
     let bytes = std::fs::read(&file).expect("read");
+    let by_path = run(&[file.to_str().expect("path")]);
+    assert!(by_path.status.success());
+    assert!(String::from_utf8_lossy(&by_path.stdout).contains(r#""rule":"webshell_child_process""#));
     // Redirected from the file, stdin is the file: read as EVTX.
     let redirected = bin().stdin(std::fs::File::open(&file).expect("open")).output().expect("runs");
     assert!(redirected.status.success());
-    assert!(String::from_utf8_lossy(&redirected.stdout).contains(r#""rule":"webshell_child_process""#));
-    // Through a pipe it cannot be (the reader seeks): its bytes pass through, said and counted.
+    assert_eq!(redirected.stdout, by_path.stdout);
+    // Through a pipe (the reader seeks): copied to a temporary file, then read the same.
     let mut child = bin()
         .args(["--stats", "--stats-format", "json"])
         .stdin(std::process::Stdio::piped())
@@ -250,18 +253,27 @@ fn an_evtx_file_on_a_pipe_passes_through_and_is_said() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
+    let pid = child.id();
     let mut stdin = child.stdin.take().expect("stdin");
     let feed = bytes.clone();
     let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &feed));
     let out = child.wait_with_output().expect("output");
     writer.join().expect("writer").expect("write");
-    assert!(out.status.success());
-    assert_eq!(out.stdout, bytes, "the bytes pass through unchanged");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, by_path.stdout, "the same records as from the path");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("stdin: an EVTX file on a stream"), "{err}");
     let stats: serde_json::Value = serde_json::from_str(err.lines().last().expect("stats")).expect("json");
     assert_eq!(stats["evtx_streams"], 1);
-    assert_eq!(stats["evtx_files"], 0);
+    assert_eq!(stats["evtx_files"], 1);
+    assert_eq!(stats["evtx_damaged"], 0);
+    // The temporary file is gone (deleted as soon as it was made).
+    let prefix = format!(".iis-tagger-{pid}-");
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temporary folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .count();
+    assert_eq!(left, 0, "a temporary file was left behind");
 }
 
 #[test]
