@@ -27,6 +27,9 @@ pub struct Atom {
     /// The plain `contains` values of `matchers` as one search, when they are several
     /// alternatives (a long list of substrings is one pass over a value, not one each).
     contains: Option<std::sync::Arc<ContainsAny>>,
+    /// Some matcher compares with another field (`fieldref`): the other field's values are
+    /// gathered for each evaluation (most atoms have none, and skip that).
+    refs: bool,
 }
 
 /// Several `contains` alternatives, searched at once.
@@ -75,7 +78,11 @@ impl Atom {
                 Some(std::sync::Arc::new(ContainsAny { search, covered }))
             })
             .flatten();
-        Atom { field, matchers, all, keyword: false, contains }
+        let refs = matchers.iter().any(|m| match m {
+            Matcher::Any(alternatives) => alternatives.iter().any(|a| matches!(a, Matcher::FieldRef { .. })),
+            other => matches!(other, Matcher::FieldRef { .. }),
+        });
+        Atom { field, matchers, all, keyword: false, contains, refs }
     }
 
     /// The same test as a keyword search (see the `keyword` field).
@@ -132,7 +139,7 @@ impl Atom {
         if occurrences.peek().is_none() {
             return self.holds_when_absent();
         }
-        let refs = Refs::gather(&self.matchers, view, ctx.reading);
+        let refs = if self.refs { Refs::gather(&self.matchers, view, ctx.reading) } else { Refs { sets: Vec::new() } };
         // The values of a keyword search are every value of the record, not several of
         // one: "the record holds the keyword" is true when any of them does, under `not`
         // too.
