@@ -10,8 +10,9 @@ command's output to /dev/null, medians of wall, user and system time:
   evtx_dump -t 1 -o jsonl BIG        the parsing floor: the evtx crate's own tool, one thread
   iis-tagger --threads 1 BIG         parse and tag with the built-in rules
   iis-tagger --threads 1 BIG.jsonl   tag only: the same records as JSON lines (evtx_dump's)
-  rsigma engine eval -e @BIG ...     the rival, with the built-in rules (and with SigmaHQ's)
-  iis-tagger --rules SIGMA ... BIG   iis-tagger with the same SigmaHQ rules
+  iis-tagger --rules SIGMA ... BIG   iis-tagger with the SigmaHQ Windows rules, one thread
+  rsigma engine eval -e @BIG ...     the rival with the same rules (its EVTX reader; --jq lifts
+                                     EventData to the top, where its rules look)
 
 iis-tagger's parsing cost per record is (tagger on BIG - tagger on BIG.jsonl) / records, set
 against evtx_dump's whole cost per record (issue 13 asks for 1.5x at most). Before timing,
@@ -36,7 +37,8 @@ CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "evtx")
 SIGMA = os.path.join(ROOT, "..", "shared", "sigma", "rules", "windows")
 TAGGER = os.path.join(ROOT, "target", "release", "iis-tagger")
 STRIP = os.path.join(ROOT, "target", "release", "examples", "strip")
-BUILTINS = os.path.join(ROOT, "src", "rules", "builtin")
+FLATTEN = ('.Event.EventData + {EventID: .Event.System.EventID, Channel: .Event.System.Channel, '
+           'Provider_Name: .Event.System.Provider["#attributes"].Name}')
 
 
 def main():
@@ -81,11 +83,11 @@ def main():
          "%s --threads 1 --no-builtin --rules %s %s" % (TAGGER, SIGMA, big), records),
     ]
     if args.rsigma:
+        # rsigma reads an EVTX record as the nested evtx_dump object; its rules name the
+        # EventData fields at the top, so --jq lifts them there (without it, nothing matches).
         commands += [
-            ("rsigma engine eval, built-in rules, EVTX", "%s engine eval -r %s -e @%s" % (args.rsigma, BUILTINS, big),
-             records),
-            ("rsigma engine eval, SigmaHQ rules, EVTX", "%s engine eval -r %s -e @%s" % (args.rsigma, SIGMA, big),
-             records),
+            ("rsigma engine eval, SigmaHQ rules, EVTX",
+             "%s engine eval -q -r %s --jq %s -e @%s" % (args.rsigma, SIGMA, q(FLATTEN), big), records),
         ]
     for _, c, _ in commands:
         ab.once(shlex.split(c))
@@ -111,11 +113,9 @@ def main():
           (parse / records * 1e6, floor / records * 1e6, parse / floor))
     print("iis-tagger parse and tag against evtx_dump parse alone: %.2fx" % (cpu["iis-tagger, 1 thread, EVTX"] / floor))
     if args.rsigma:
-        for rules in ("built-in", "SigmaHQ"):
-            mine = "iis-tagger, 1 thread, EVTX" if rules == "built-in" else "iis-tagger, SigmaHQ rules, 1 thread, EVTX"
-            theirs = "rsigma engine eval, %s rules, EVTX" % rules
-            print("%s rules: rsigma %.2f s CPU, iis-tagger %.2f s: %.1fx" %
-                  (rules, cpu[theirs], cpu[mine], cpu[theirs] / cpu[mine]))
+        mine, theirs = "iis-tagger, SigmaHQ rules, 1 thread, EVTX", "rsigma engine eval, SigmaHQ rules, EVTX"
+        print("SigmaHQ rules on EVTX: rsigma %.2f s CPU, iis-tagger %.2f s: %.2fx" %
+              (cpu[theirs], cpu[mine], cpu[theirs] / cpu[mine]))
 
 
 if __name__ == "__main__":
