@@ -40,6 +40,8 @@ pub mod fragments;
 mod frequencies;
 mod literals;
 
+use std::collections::HashMap;
+
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 pub use canonical::{
@@ -77,10 +79,24 @@ struct Triggers {
 }
 
 /// One search for many literals of a space at once.
+///
+/// Built when it is first searched, not when the rules are loaded: a stream reads only
+/// the log sources it holds, and building the search of every group's every field up
+/// front was a fifth of loading the SigmaHQ set.
 #[derive(Debug)]
 struct Presence {
+    /// The distinct texts searched for.
+    texts: Vec<String>,
+    /// Per text, the literal ids with that text.
+    ids: Vec<Vec<u32>>,
+    built: std::sync::OnceLock<PresenceBuilt>,
+}
+
+/// A [`Presence`]'s search, once built.
+#[derive(Debug)]
+struct PresenceBuilt {
     search: PresenceSearch,
-    /// Pattern index → the literal ids with that text.
+    /// Pattern index → the literal ids it reports.
     literals: Vec<Vec<u32>>,
 }
 
@@ -260,7 +276,10 @@ impl Prefilter {
         examine_all |= !always.is_empty();
         let (raw, deleted) = if examine_all { (None, None) } else { (triggers(Space::Raw), triggers(Space::Deleted)) };
         let groups = if examine_all { groups(set, &rule_clauses, &always, &literals) } else { Vec::new() };
+        // Looked up by hash: the SigmaHQ set has thousands of clauses, and a linear search
+        // for each made loading quadratic.
         let mut distinct: Vec<Clause> = Vec::new();
+        let mut index: HashMap<Clause, u32> = HashMap::new();
         let plans = rule_clauses
             .into_iter()
             .map(|clauses| {
@@ -268,13 +287,10 @@ impl Prefilter {
                     .into_iter()
                     .map(|mut c| {
                         c.sort_unstable();
-                        match distinct.iter().position(|d| *d == c) {
-                            Some(i) => i as u32,
-                            None => {
-                                distinct.push(c);
-                                (distinct.len() - 1) as u32
-                            }
-                        }
+                        *index.entry(c).or_insert_with_key(|c| {
+                            distinct.push(c.clone());
+                            (distinct.len() - 1) as u32
+                        })
                     })
                     .collect()
             })
@@ -585,14 +601,12 @@ fn line_text<'a>(raw: &[u8], lower: &'a [u8], has_escape: bool, canonical: &'a m
 /// The rules grouped by log source (rules with the same `route`), each group with
 /// searches for its literals in the values of their fields.
 fn groups(set: &RuleSet, rule_clauses: &[Vec<Clause>], always: &[u32], literals: &[Literal]) -> Vec<Group> {
-    let mut keys: Vec<String> = Vec::new();
+    let mut keys: HashMap<String, usize> = HashMap::new();
     let mut members: Vec<Vec<u32>> = Vec::new();
     for (r, rule) in set.rules().iter().enumerate() {
-        let key = format!("{:?}", rule.route);
-        let g = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
-            keys.push(key);
+        let g = *keys.entry(format!("{:?}", rule.route)).or_insert_with(|| {
             members.push(Vec::new());
-            keys.len() - 1
+            members.len() - 1
         });
         members[g].push(r as u32);
     }
@@ -639,27 +653,36 @@ impl Presence {
     fn new(literals: &[Literal], of: &[u32], space: Space, decoded: bool) -> Option<Presence> {
         let mut texts: Vec<String> = Vec::new();
         let mut ids: Vec<Vec<u32>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         for &l in of.iter().filter(|&&l| literals[l as usize].space == space) {
             let lit = &literals[l as usize];
             let text = if decoded { lit.decoded() } else { lit.text.clone() };
-            match texts.iter().position(|t| *t == text) {
-                Some(i) => ids[i].push(l),
-                None => {
-                    texts.push(text);
-                    ids.push(vec![l]);
-                }
-            }
+            let i = *index.entry(text).or_insert_with_key(|text| {
+                texts.push(text.clone());
+                ids.push(Vec::new());
+                texts.len() - 1
+            });
+            ids[i].push(l);
         }
         if texts.is_empty() {
             return None;
         }
+        Some(Presence { texts, ids, built: std::sync::OnceLock::new() })
+    }
+
+    fn built(&self) -> &PresenceBuilt {
+        self.built.get_or_init(|| self.build())
+    }
+
+    fn build(&self) -> PresenceBuilt {
+        let texts = &self.texts;
         // Every occurrence is reported: a literal inside another must not be hidden by it.
         let packed = (texts.len() <= PACKED_PRESENCE_MAX)
             .then(|| {
                 aho_corasick::packed::Config::new()
                     .match_kind(aho_corasick::packed::MatchKind::LeftmostLongest)
                     .builder()
-                    .extend(&texts)
+                    .extend(texts)
                     .build()
             })
             .flatten();
@@ -669,14 +692,14 @@ impl Presence {
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::DFA))
-                    .build(&texts)
-                    .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(&texts))
+                    .build(texts)
+                    .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(texts))
                     .expect("literal automaton builds (literals are short and bounded in number)"),
             ),
         };
         // A packed search reports the longest pattern at each start; the patterns that are
         // prefixes of it start there too and come with it.
-        let mut literals = ids;
+        let mut literals = self.ids.clone();
         if matches!(search, PresenceSearch::Packed(_)) {
             let extra: Vec<Vec<u32>> = texts
                 .iter()
@@ -691,13 +714,14 @@ impl Presence {
                 .collect();
             literals.iter_mut().zip(extra).for_each(|(l, e)| l.extend(e));
         }
-        Some(Presence { search, literals })
+        PresenceBuilt { search, literals }
     }
 
     /// Sets the bit of every literal present in `text`, listing each once.
     fn mark(&self, text: &[u8], present: &mut [u64], list: &mut Vec<u32>) {
+        let built = self.built();
         let mut found = |pattern: usize| {
-            for &l in &self.literals[pattern] {
+            for &l in &built.literals[pattern] {
                 let (word, bit) = (l as usize / 64, 1u64 << (l % 64));
                 if present[word] & bit == 0 {
                     present[word] |= bit;
@@ -705,7 +729,7 @@ impl Presence {
                 }
             }
         };
-        match &self.search {
+        match &built.search {
             PresenceSearch::Automaton(ac) => ac.find_overlapping_iter(text).for_each(|m| found(m.pattern().as_usize())),
             PresenceSearch::Packed(p) => {
                 let mut at = 0;

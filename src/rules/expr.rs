@@ -32,12 +32,31 @@ pub struct Atom {
     refs: bool,
 }
 
-/// Several `contains` alternatives, searched at once.
+/// Several `contains` alternatives, searched at once. The search is built when the atom
+/// is first evaluated, not when the rule is loaded: of a large rule set, a stream
+/// evaluates only the rules of its log sources whose literals it holds, and building every
+/// atom's search up front was a sixth of loading the SigmaHQ set.
 #[derive(Debug)]
 struct ContainsAny {
-    search: aho_corasick::AhoCorasick,
+    needles: Vec<String>,
+    /// `None` once built: the needles could not make one search (then each alternative is
+    /// tested on its own, as when there are few).
+    search: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
     /// Indices into `matchers` the search stands for.
     covered: Vec<bool>,
+}
+
+impl ContainsAny {
+    fn search(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.search
+            .get_or_init(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                    .build(&self.needles)
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// Fewer `contains` alternatives than this are searched one by one.
@@ -62,22 +81,15 @@ impl Atom {
     /// A test of `field` against `matchers` (any of them, or all when `all`).
     pub fn new(field: FieldId, matchers: Vec<Matcher>, all: bool) -> Atom {
         let mut covered = vec![false; matchers.len()];
-        let mut needles: Vec<&str> = Vec::new();
+        let mut needles: Vec<String> = Vec::new();
         for (i, m) in matchers.iter().enumerate() {
             if let Some(n) = m.plain_contains() {
                 covered[i] = true;
-                needles.extend(n);
+                needles.extend(n.into_iter().map(str::to_string));
             }
         }
         let contains = (!all && needles.len() >= CONTAINS_ANY_MIN)
-            .then(|| {
-                let search = aho_corasick::AhoCorasick::builder()
-                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-                    .build(&needles)
-                    .ok()?;
-                Some(std::sync::Arc::new(ContainsAny { search, covered }))
-            })
-            .flatten();
+            .then(|| std::sync::Arc::new(ContainsAny { needles, search: std::sync::OnceLock::new(), covered }));
         let refs = matchers.iter().any(|m| match m {
             Matcher::Any(alternatives) => alternatives.iter().any(|a| matches!(a, Matcher::FieldRef { .. })),
             other => matches!(other, Matcher::FieldRef { .. }),
@@ -97,9 +109,9 @@ impl Atom {
         if self.all {
             return self.matchers.iter().all(one);
         }
-        match &self.contains {
-            Some(any) => {
-                (occ.scalar != Scalar::Null && any.search.is_match(form.1))
+        match self.contains.as_deref().and_then(|any| Some((any.search()?, any))) {
+            Some((search, any)) => {
+                (occ.scalar != Scalar::Null && search.is_match(form.1))
                     || self.matchers.iter().zip(&any.covered).any(|(m, &covered)| !covered && one(m))
             }
             None => self.matchers.iter().any(one),
