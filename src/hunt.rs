@@ -31,6 +31,10 @@ pub const MAX_RULE_HOSTS: usize = 65_536;
 pub const OTHER_HOSTS: &str = "(other hosts)";
 /// The name records without a host are counted under.
 pub const NO_HOST: &str = "(no host)";
+/// The keys of the two buckets: every name's key starts with `=`, theirs with `!`.
+const NO_HOST_KEY: &str = "!no-host";
+const OTHER_HOSTS_KEY: &str = "!other-hosts";
+
 /// Hosts the text summary lists by name, per rule and overall (the JSON report lists all).
 pub const TOP: usize = 10;
 
@@ -204,6 +208,8 @@ struct RuleHits {
 /// One host's detections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct HostHits {
+    /// Its key in [`Hunt::by_name`] (a bucket's, or the name's).
+    key: Box<str>,
     /// The name as first seen.
     name: Box<str>,
     /// Records annotated.
@@ -220,7 +226,8 @@ pub struct Hunt {
     rules: Vec<RuleHits>,
     /// By host index.
     hosts: Vec<HostHits>,
-    /// Host index by name in ASCII lower case (Windows host names are case-insensitive).
+    /// Host index by key: `=` and the name in ASCII lower case (Windows host names are
+    /// case-insensitive), or a bucket's key.
     by_name: HashMap<Box<str>, u32>,
     /// (rule, host) pairs counted.
     pairs: usize,
@@ -292,39 +299,61 @@ impl Hunt {
     }
 
     /// The index of `host` (added if there is room), of [`NO_HOST`] or of [`OTHER_HOSTS`].
+    /// The two buckets have keys of their own (`!…`; a name's key is `=` and the name), so a
+    /// record whose `Computer` reads `(no host)` is a host of that name, not hidden in the
+    /// bucket.
     fn host(&mut self, host: Option<&str>) -> u32 {
         let name = match host.map(str::trim) {
-            None | Some("") => NO_HOST,
+            None | Some("") => return self.bucket(NO_HOST_KEY, NO_HOST),
             Some(name) => cut(name, MAX_HOST_BYTES),
         };
-        let key = name.to_ascii_lowercase();
+        let key = format!("={}", name.to_ascii_lowercase());
         if let Some(&h) = self.by_name.get(key.as_str()) {
             return h;
         }
-        if self.hosts.len() >= MAX_HOSTS && name != NO_HOST && name != OTHER_HOSTS {
+        if self.hosts.len() >= MAX_HOSTS {
             return self.other_host();
         }
         self.insert_host(name, key)
     }
 
     fn other_host(&mut self) -> u32 {
-        match self.by_name.get(OTHER_HOSTS) {
+        self.bucket(OTHER_HOSTS_KEY, OTHER_HOSTS)
+    }
+
+    fn bucket(&mut self, key: &str, name: &str) -> u32 {
+        match self.by_name.get(key) {
             Some(&h) => h,
-            None => self.insert_host(OTHER_HOSTS, OTHER_HOSTS.to_string()),
+            None => self.insert_host(name, key.to_string()),
         }
     }
 
     fn insert_host(&mut self, name: &str, key: String) -> u32 {
         let h = u32::try_from(self.hosts.len()).expect("hosts are bounded");
-        self.hosts.push(HostHits { name: name.into(), records: 0, risk: 0, span: Span::default() });
-        self.by_name.insert(key.into_boxed_str(), h);
+        let key = key.into_boxed_str();
+        self.hosts.push(HostHits { key: key.clone(), name: name.into(), records: 0, risk: 0, span: Span::default() });
+        self.by_name.insert(key, h);
         h
     }
 
     /// Adds what another stream found.
     pub fn merge(&mut self, other: &Hunt) {
-        let hosts: Vec<u32> =
-            other.hosts.iter().map(|x| self.add_host(Some(&x.name), x.records, x.risk, x.span)).collect();
+        let hosts: Vec<u32> = other
+            .hosts
+            .iter()
+            .map(|x| {
+                let h = match &*x.key {
+                    NO_HOST_KEY => self.bucket(NO_HOST_KEY, NO_HOST),
+                    OTHER_HOSTS_KEY => self.other_host(),
+                    _ => self.host(Some(&x.name)),
+                };
+                let host = &mut self.hosts[h as usize];
+                host.records += x.records;
+                host.risk += x.risk;
+                host.span.merge(x.span);
+                h
+            })
+            .collect();
         for (r, hits) in other.rules.iter().enumerate().filter(|(_, hits)| hits.count > 0) {
             self.add_rule(r, hits.count, hits.span);
             for (&h, &n) in &hits.hosts {
@@ -478,6 +507,18 @@ pub struct HostReport<'a> {
     pub last: Option<Time>,
 }
 
+/// `name` with its control characters (newlines, escape sequences: names come from the
+/// records) written as `\u{..}`, so that a host name cannot forge lines of the summary or
+/// drive the terminal.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    std::borrow::Cow::Owned(
+        name.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
 fn plural(n: u64, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
@@ -522,17 +563,18 @@ impl HuntReport<'_> {
                 r.rule,
                 r.mitre.join(" ")
             );
-            let hosts: Vec<String> = r.hosts.iter().take(TOP).map(|h| format!("{} ({})", h.host, h.count)).collect();
+            let hosts: Vec<String> =
+                r.hosts.iter().take(TOP).map(|h| format!("{} ({})", printable(h.host), h.count)).collect();
             let more = if r.hosts.len() > TOP { format!(" and {} more", r.hosts.len() - TOP) } else { String::new() };
             let _ = writeln!(s, "      {}; hosts: {}{more}", span_text(r.first, r.last), hosts.join(", "));
         }
         let _ = writeln!(s, "  top hosts by risk:");
-        let width = self.hosts.iter().take(TOP).map(|h| h.host.chars().count()).max().unwrap_or(0);
+        let width = self.hosts.iter().take(TOP).map(|h| printable(h.host).chars().count()).max().unwrap_or(0);
         for h in self.hosts.iter().take(TOP) {
             let _ = writeln!(
                 s,
                 "    {:<width$}  risk {:>6}  {:>6} records  {:>3} rules  {}",
-                h.host,
+                printable(h.host),
                 h.risk,
                 h.records,
                 h.rules,
@@ -609,6 +651,16 @@ mod tests {
         assert_eq!((r4_report.count, r4_report.hosts.len()), (3, 3));
         assert!(report.hosts.iter().any(|h| h.host == NO_HOST));
         assert!(!report.to_text().is_empty());
+        // A record naming its host as the bucket is a host of that name, not in the bucket.
+        let mut h = Hunt::default();
+        h.record(&rules, &[3], Some(NO_HOST), None);
+        h.record(&rules, &[3], None, None);
+        h.record(&rules, &[3], Some("evil\n  top hosts by risk:\u{1b}[2J"), None);
+        let report = h.report(&rules);
+        assert_eq!(report.hosts.len(), 3);
+        let text = report.to_text();
+        let forged = text.lines().filter(|l| l.trim_start().starts_with("top hosts by risk")).count();
+        assert!(!text.contains('\u{1b}') && forged == 1, "{text}");
     }
 
     #[test]

@@ -25,7 +25,14 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     let layer = match &args.attack_layer {
         Some(path) => Some((
             path,
-            File::create(path).map_err(|e| Failure::setup(format!("--attack-layer {}: {e}", path.display())))?,
+            // Opened, not emptied: a run that fails before its end leaves an earlier layer as
+            // it was.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Failure::setup(format!("--attack-layer {}: {e}", path.display())))?,
         )),
         None => None,
     };
@@ -50,6 +57,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
     if let Some((path, file)) = layer {
         let layer =
             iis_tagger::attack_layer::layer(tagger.rules().rules(), &total.matches, args.attack_layer_score.into());
+        file.set_len(0).map_err(|e| Failure::io(format!("writing --attack-layer {}: {e}", path.display())))?;
         let mut out = io::BufWriter::new(file);
         serde_json::to_writer_pretty(&mut out, &layer)
             .map_err(io::Error::from)
@@ -104,7 +112,9 @@ fn tag_inputs(
     } else if threads > 1 && !args.matches_only && evtx_files == 0 {
         match super::parallel::run(tagger, threads, inputs, output, total, progress) {
             Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
-                eprintln!("iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written");
+                progress.say(&format!(
+                    "iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written"
+                ));
                 Ok(())
             }
             Ok(_) => Ok(()),
@@ -201,7 +211,10 @@ fn one_input<E: Emit>(
     }
     if ending == End::Stop {
         if ended.dropped > 0 {
-            eprintln!("iis-tagger: stopped by signal; {} bytes of an unfinished line were not written", ended.dropped);
+            progress.say(&format!(
+                "iis-tagger: stopped by signal; {} bytes of an unfinished line were not written",
+                ended.dropped
+            ));
         }
         return Ok(Next::Stop);
     }
@@ -216,8 +229,9 @@ const PIECE_BYTES: usize = 256 * 1024;
 
 /// Whole inputs tagged on `threads` threads at once (EVTX files, `--matches-only`), each
 /// to a queue of its own, written in input order by this thread: the output is what one
-/// thread writes, and memory is bounded by `threads` queues of [`QUEUED_PIECES`] pieces.
-/// A thread that has tagged an input ahead of the one being written waits for room.
+/// thread writes, and memory is bounded by `threads` queues of [`QUEUED_PIECES`] pieces
+/// (at most `threads` inputs are taken and not yet written). A thread that has tagged an
+/// input ahead of the one being written waits for room.
 fn run_inputs_in_parallel<E: Emit + Default>(
     tagger: &Tagger,
     threads: usize,
@@ -228,6 +242,14 @@ fn run_inputs_in_parallel<E: Emit + Default>(
 ) -> Result<(), Failure> {
     let (senders, receivers): (Vec<_>, Vec<_>) = inputs.iter().map(|_| sync_channel(QUEUED_PIECES)).unzip();
     let work = std::sync::Mutex::new(inputs.into_iter().zip(senders));
+    // A thread takes an input only with a token, and the writer gives one back for each
+    // input written: at most `threads` inputs are taken and not yet written, so at most
+    // that many queues hold output, however many inputs wait behind a slow one.
+    let (token_tx, token_rx) = sync_channel::<()>(threads);
+    for _ in 0..threads {
+        token_tx.send(()).expect("room for every token");
+    }
+    let tokens = std::sync::Mutex::new(token_rx);
     let stop = AtomicBool::new(false);
     // Stopping (a signal, a closed output, an error): the inputs no thread has taken are
     // dropped with their queues, so that the writing thread does not wait for them.
@@ -238,11 +260,17 @@ fn run_inputs_in_parallel<E: Emit + Default>(
         }
     };
     let worker = || {
+        // A thread that panics halts the others too, so that the writer does not wait for
+        // the inputs it would have taken.
+        let _halt_on_panic = OnPanic(&halt);
         let mut stats = Stats::new(tagger.rules().rules().len());
         let mut buf = ReadBuf::new();
         let mut out = E::default();
         loop {
             if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if !tokens.lock().is_ok_and(|t| t.recv().is_ok()) {
                 break;
             }
             let Some((input, tx)) = work.lock().ok().and_then(|mut w| w.next()) else { break };
@@ -280,9 +308,12 @@ fn run_inputs_in_parallel<E: Emit + Default>(
                     break 'inputs;
                 }
             }
+            let _ = token_tx.try_send(());
         }
+        // Threads waiting for a token end.
+        drop(token_tx);
         for w in workers {
-            let (stats, result) = w.join().expect("a worker does not panic");
+            let (stats, result) = w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             total.merge(&stats);
             if let Err(e) = result {
                 failed.get_or_insert(e);
@@ -290,6 +321,17 @@ fn run_inputs_in_parallel<E: Emit + Default>(
         }
         failed.map_or(Ok(()), Err)
     })
+}
+
+/// Calls its function when dropped while the thread panics.
+struct OnPanic<'a>(&'a (dyn Fn() + Sync));
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
 }
 
 /// A writer that queues what it is given for the writing thread, in pieces.
@@ -437,7 +479,8 @@ fn pump<E: Emit>(
 
 /// `first` and the rest of `stream` in a temporary file, at its start. The file is deleted
 /// as soon as it is made (its space is given back when it is closed); it is readable by
-/// this user only. A signal ends the copy: what was copied is read (and where it ends, said).
+/// this user only. A signal ends the copy, and the run then stops as on any signal (whole
+/// records written).
 fn spool(first: &[u8], stream: &mut File) -> io::Result<File> {
     use std::io::{Seek, SeekFrom};
     use std::os::unix::fs::OpenOptionsExt;

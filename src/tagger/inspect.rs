@@ -402,7 +402,9 @@ impl Stream<'_> {
         }
         if let (Some(hunt), Some(cx)) = (self.stats.hunt.as_deref_mut(), &tagger.context) {
             let first = |field| self.view.occurrences(field).first().map(|o| self.view.raw(o));
-            let time = cx.times.iter().find_map(|&f| first(f));
+            // The first time field that holds a time: a `TimeCreated` in another form does
+            // not hide Sysmon's `UtcTime`.
+            let time = cx.times.iter().find_map(|&f| first(f).filter(|t| crate::hunt::Time::parse(t).is_some()));
             hunt.record(rules, &self.matched, first(cx.host), time);
         }
         self.stats.annotated += 1;
