@@ -89,6 +89,45 @@ pub(crate) struct Input {
     pub(crate) file: File,
     /// A Windows binary event-log file (by its signature), read with `iis_tagger::evtx`.
     pub(crate) evtx: bool,
+    /// Bytes of a stream already read (to look for the EVTX signature), read again first.
+    pub(crate) head: Vec<u8>,
+}
+
+impl Input {
+    /// Reads the input's next bytes: first those read ahead, then the file's.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        if self.head.is_empty() {
+            return self.file.read(buf);
+        }
+        let n = self.head.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.head[..n]);
+        self.head.drain(..n);
+        Ok(n)
+    }
+
+    /// For a stream (a pipe: its start cannot be read in place) that is not a terminal:
+    /// reads its first bytes for as long as they could be the EVTX signature, keeping them
+    /// in `head`. True when they are: the caller then reads it as an EVTX file. A stream
+    /// that does not start with `E` costs one read, of what was there anyway.
+    pub(crate) fn starts_as_evtx_stream(&mut self) -> bool {
+        use std::io::{IsTerminal, Read};
+        use std::os::unix::fs::FileExt;
+        if self.evtx || self.file.read_at(&mut [0u8; 1], 0).is_ok() || self.file.is_terminal() {
+            return false;
+        }
+        let signature = iis_tagger::evtx::SIGNATURE;
+        let mut byte = [0u8; 1];
+        while self.head.len() < signature.len() && signature.starts_with(&self.head) {
+            match self.file.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => self.head.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.head.as_slice() == signature
+    }
 }
 
 fn stdin_file() -> io::Result<File> {
@@ -159,14 +198,14 @@ pub(crate) fn expand_inputs(files: &[PathBuf], recursive: bool) -> Result<Vec<Pa
 pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, Failure> {
     if files.is_empty() {
         let file = stdin_file().map_err(|e| Failure::setup(format!("stdin: {e}")))?;
-        return Ok(vec![Input { name: "stdin".into(), evtx: is_evtx(&file), file }]);
+        return Ok(vec![Input { name: "stdin".into(), evtx: is_evtx(&file), file, head: Vec::new() }]);
     }
     files
         .iter()
         .map(|path| {
             let name = path.display().to_string();
             let file = if path.as_os_str() == "-" { stdin_file() } else { File::open(path) };
-            file.map(|file| Input { name: name.clone(), evtx: is_evtx(&file), file })
+            file.map(|file| Input { name: name.clone(), evtx: is_evtx(&file), file, head: Vec::new() })
                 .map_err(|e| Failure::setup(format!("{name}: {e}")))
         })
         .collect()

@@ -12,7 +12,7 @@
 //! stops at once), everything read is tagged and written, and the exit is clean.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -199,7 +199,7 @@ impl Reader<'_> {
                 }
                 return Ok(Ended::Signalled { dropped: framer.discard() });
             }
-            let n = match input.file.read(&mut buf) {
+            let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -71,9 +71,21 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
 /// The inputs to stdout or `-o FILE`, on one thread or several.
 fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(), Failure> {
     let files = expand_inputs(&args.files, args.recursive)?;
-    let inputs = open_inputs(&files)?;
+    let mut inputs = open_inputs(&files)?;
     let mut output = open_output(args.output.as_deref(), &files)?;
     signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
+    // An EVTX file is read from a file (its reader seeks): one on a stream is copied to a
+    // temporary file first, as evtx_dump does — before the thread choice, which EVTX input
+    // changes.
+    for input in &mut inputs {
+        if input.starts_as_evtx_stream() {
+            total.evtx_streams += 1;
+            let head = std::mem::take(&mut input.head);
+            input.file = spool(&head, &mut input.file)
+                .map_err(|e| Failure::io(format!("{}: copying an EVTX stream to a temporary file: {e}", input.name)))?;
+            input.evtx = true;
+        }
+    }
     let progress = Progress::new(
         Progress::wanted(args.quiet, args.output.is_none()),
         inputs.len(),
@@ -190,7 +202,7 @@ fn one_input<E: Emit>(
     let end = if input.evtx {
         evtx_records(input, &mut driver, out, output, total, progress)
     } else {
-        pump(&mut input, &mut driver, buf, out, output, total, progress)
+        pump(&mut input, &mut driver, buf, out, output, progress)
     };
     progress.file_done();
     let ending = match &end {
@@ -443,29 +455,18 @@ fn pump<E: Emit>(
     buf: &mut [u8],
     out: &mut E,
     output: &mut impl Write,
-    total: &mut Stats,
     progress: &Progress,
 ) -> Result<End, Failure> {
-    let mut first = true;
     loop {
         if driver.should_stop(signal::received()) {
             return Ok(End::Stop);
         }
-        let n = match input.file.read(buf) {
+        let n = match input.read(buf) {
             Ok(0) => return Ok(End::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
         };
-        if std::mem::take(&mut first) && iis_tagger::evtx::is_evtx(&buf[..n]) {
-            // An EVTX file is read from a file (its reader seeks): one on a stream is copied
-            // to a temporary file first, as evtx_dump does.
-            total.evtx_streams += 1;
-            let spooled = spool(&buf[..n], &mut input.file)
-                .map_err(|e| Failure::io(format!("{}: copying an EVTX stream to a temporary file: {e}", input.name)))?;
-            let spooled = Input { name: input.name.clone(), file: spooled, evtx: true };
-            return evtx_records(spooled, driver, out, output, total, progress);
-        }
         let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(&buf[..n], out);
         progress.advance(n as u64, driver.stats().lines - before.0, driver.stats().annotated - before.1);

@@ -266,6 +266,29 @@ fn an_evtx_file_on_stdin_is_read_from_a_file_or_a_pipe() {
     assert_eq!(stats["evtx_streams"], 1);
     assert_eq!(stats["evtx_files"], 1);
     assert_eq!(stats["evtx_damaged"], 0);
+    // On several threads too (the parallel path cuts lines: the stream is looked at first).
+    let piped = |args: &[&str], bytes: &[u8]| {
+        let mut child = bin()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let feed = bytes.to_vec();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &feed));
+        let out = child.wait_with_output().expect("output");
+        writer.join().expect("writer").expect("write");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(piped(&["--threads", "2"], &bytes), by_path.stdout);
+    // A stream that only starts like the signature passes through as it came.
+    for start in [&b"E"[..], b"ElfFile", b"ElfFilX\n{\"a\":1}\n", b"{\"EventID\":1}\n"] {
+        assert_eq!(piped(&["--threads", "2"], start), start);
+        assert_eq!(piped(&[], start), start);
+    }
     // The temporary file is gone (deleted as soon as it was made).
     let prefix = format!(".iis-tagger-{pid}-");
     let left = std::fs::read_dir(std::env::temp_dir())
