@@ -253,10 +253,14 @@ impl Hunt {
     /// One annotated record: the rules it matched (indices into `rules`), its host and the
     /// text of its time, as the record holds them.
     pub fn record(&mut self, rules: &[Rule], matched: &[u32], host: Option<&str>, time: Option<&str>) {
+        self.record_at(rules, matched, host, time.and_then(Time::parse));
+    }
+
+    /// [`Hunt::record`] with the record's time already read.
+    pub fn record_at(&mut self, rules: &[Rule], matched: &[u32], host: Option<&str>, time: Option<Time>) {
         if matched.is_empty() {
             return;
         }
-        let time = time.and_then(Time::parse);
         let span = Span { first: time, last: time };
         let risk = matched.iter().filter_map(|&r| rules.get(r as usize)).map(|r| u64::from(r.meta.risk_score)).sum();
         let h = self.add_host(host, 1, risk, span);

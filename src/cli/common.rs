@@ -84,6 +84,25 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
     Ok((Tagger::new(set, config).map_err(Failure::setup)?, skipped))
 }
 
+/// A read buffer, page-aligned: the kernel copies into a misaligned buffer several times
+/// slower.
+pub(crate) struct ReadBuf {
+    storage: Vec<u8>,
+    offset: usize,
+}
+
+impl ReadBuf {
+    pub(crate) fn new() -> ReadBuf {
+        let storage = vec![0u8; READ_BYTES + 4096];
+        let offset = storage.as_ptr().align_offset(4096).min(4096);
+        ReadBuf { storage, offset }
+    }
+
+    pub(crate) fn get(&mut self) -> &mut [u8] {
+        &mut self.storage[self.offset..self.offset + READ_BYTES]
+    }
+}
+
 pub(crate) struct Input {
     pub(crate) name: String,
     pub(crate) file: File,
@@ -137,7 +156,7 @@ fn stdin_file() -> io::Result<File> {
 /// Whether `file` starts with the EVTX signature. Read in place (the file's offset does not
 /// move), so stdin redirected from a file counts; a pipe or terminal cannot be read so, and
 /// an EVTX file on one passes through as bytes (said and counted by the run).
-fn is_evtx(file: &File) -> bool {
+pub(crate) fn is_evtx(file: &File) -> bool {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 8];
     matches!(file.read_at(&mut head, 0), Ok(8)) && iis_tagger::evtx::is_evtx(&head)

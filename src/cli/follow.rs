@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use iis_tagger::driver::{AtEof, OnStop, Settings};
 use iis_tagger::{Driver, End, Stats, Tagger};
 
-use super::common::{Failure, READ_BYTES, WriteError, write_out};
+use super::common::{Failure, ReadBuf, WriteError, is_evtx, write_out};
 use super::hangup::Watch;
 use super::output::Vectored;
 use super::signal;
@@ -172,12 +172,19 @@ pub fn run(
     total: &mut Stats,
 ) -> Result<(), Failure> {
     let (mut state, resume) = State::load(state_path)?;
-    let mut storage = vec![0u8; READ_BYTES + 4096];
-    let offset = storage.as_ptr().align_offset(4096).min(4096);
-    let buf = &mut storage[offset..offset + READ_BYTES];
+    let mut storage = ReadBuf::new();
+    let buf = storage.get();
     let mut out = Vectored::default();
     let watch = Watch::new(output);
     let Some(mut f) = open_waiting(path, &watch, output)? else { return Ok(()) };
+    // An EVTX file is not a log of lines: followed, its bytes would pass through read by
+    // nothing. Refused, not passed over.
+    if is_evtx(&f.file) {
+        return Err(Failure::setup(format!(
+            "{}: an EVTX file: --follow reads lines (give it as a FILE)",
+            path.display()
+        )));
+    }
     if let Some(p) = resume.filter(|p| p.dev == f.dev && p.ino == f.ino) {
         let len = f.file.metadata().map(|m| m.len()).unwrap_or(0);
         if p.offset <= len {

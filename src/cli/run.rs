@@ -11,7 +11,7 @@ use iis_tagger::{Driver, End, MatchesOnly, Stats, Tagger};
 
 use super::args::TagArgs;
 use super::common::{
-    Failure, Input, READ_BYTES, WriteError, build_tagger, expand_inputs, open_inputs, open_output, write_out,
+    Failure, Input, READ_BYTES, ReadBuf, WriteError, build_tagger, expand_inputs, open_inputs, open_output, write_out,
 };
 use super::output::{Emit, Vectored};
 use super::progress::Progress;
@@ -49,6 +49,14 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         super::follow::run(&tagger, path, args.state_file.as_deref(), &mut output, &mut total)
     } else if let Some(forward) = &args.forward {
         let inputs = open_inputs(&args.files)?;
+        // `--forward` passes a file's bytes on as lines: an EVTX file would go through as
+        // binary, read by nothing. Refused, not passed over.
+        if let Some(evtx) = inputs.iter().find(|i| i.evtx) {
+            return Err(Failure::setup(format!(
+                "{}: an EVTX file: --forward reads lines (tag it to stdout and pipe that)",
+                evtx.name
+            )));
+        }
         super::serve::pipe::run(tagger.clone(), inputs, forward, &mut total)
     } else {
         tag_to_output(args, &tagger, &mut total)
@@ -160,25 +168,6 @@ fn run<E: Emit>(
         }
     }
     Ok(())
-}
-
-/// A read buffer, page-aligned: the kernel copies into a misaligned buffer several times
-/// slower.
-struct ReadBuf {
-    storage: Vec<u8>,
-    offset: usize,
-}
-
-impl ReadBuf {
-    fn new() -> ReadBuf {
-        let storage = vec![0u8; READ_BYTES + 4096];
-        let offset = storage.as_ptr().align_offset(4096).min(4096);
-        ReadBuf { storage, offset }
-    }
-
-    fn get(&mut self) -> &mut [u8] {
-        &mut self.storage[self.offset..self.offset + READ_BYTES]
-    }
 }
 
 /// Whether the inputs after one are read.

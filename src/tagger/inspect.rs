@@ -404,8 +404,8 @@ impl Stream<'_> {
             let first = |field| self.view.occurrences(field).first().map(|o| self.view.raw(o));
             // The first time field that holds a time: a `TimeCreated` in another form does
             // not hide Sysmon's `UtcTime`.
-            let time = cx.times.iter().find_map(|&f| first(f).filter(|t| crate::hunt::Time::parse(t).is_some()));
-            hunt.record(rules, &self.matched, first(cx.host), time);
+            let time = cx.times.iter().find_map(|&f| first(f).and_then(crate::hunt::Time::parse));
+            hunt.record_at(rules, &self.matched, first(cx.host), time);
         }
         self.stats.annotated += 1;
         if !self.incomplete.is_empty() {

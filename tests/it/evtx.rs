@@ -233,6 +233,42 @@ fn recursive_reads_every_file_in_path_order_and_a_folder_needs_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pipe: skipped: not a regular file"));
 }
 
+/// The binary run with `args`, `bytes` written to its stdin through a pipe: its pid and
+/// what it wrote (it must succeed).
+fn piped(args: &[&str], bytes: &[u8]) -> (u32, Output) {
+    let mut child = bin()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feed = bytes.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &feed));
+    let out = child.wait_with_output().expect("output");
+    writer.join().expect("writer").expect("write");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (pid, out)
+}
+
+/// `--forward` and `--follow` read lines: an EVTX file given to them is refused at start-up,
+/// naming it, rather than passed on as binary read by nothing.
+#[test]
+fn the_line_only_modes_refuse_an_evtx_file() {
+    let Some(corpus) = need(Need::Corpus) else { return };
+    let file = corpus.join("evtx/Lateral_Movement__LM_typical_IIS_webshell_sysmon_1_10_traces.evtx");
+    let path = file.to_str().expect("path");
+    for args in [vec!["--forward", "127.0.0.1:9", path], vec!["--follow", path]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(path) && err.contains("an EVTX file"), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn an_evtx_file_on_stdin_is_read_from_a_file_or_a_pipe() {
     let Some(corpus) = need(Need::Corpus) else { return };
@@ -246,20 +282,7 @@ fn an_evtx_file_on_stdin_is_read_from_a_file_or_a_pipe() {
     assert!(redirected.status.success());
     assert_eq!(redirected.stdout, by_path.stdout);
     // Through a pipe (the reader seeks): copied to a temporary file, then read the same.
-    let mut child = bin()
-        .args(["--stats", "--stats-format", "json"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let feed = bytes.clone();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &feed));
-    let out = child.wait_with_output().expect("output");
-    writer.join().expect("writer").expect("write");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (pid, out) = piped(&["--stats", "--stats-format", "json"], &bytes);
     assert_eq!(out.stdout, by_path.stdout, "the same records as from the path");
     let err = String::from_utf8_lossy(&out.stderr);
     let stats: serde_json::Value = serde_json::from_str(err.lines().last().expect("stats")).expect("json");
@@ -267,22 +290,7 @@ fn an_evtx_file_on_stdin_is_read_from_a_file_or_a_pipe() {
     assert_eq!(stats["evtx_files"], 1);
     assert_eq!(stats["evtx_damaged"], 0);
     // On several threads too (the parallel path cuts lines: the stream is looked at first).
-    let piped = |args: &[&str], bytes: &[u8]| {
-        let mut child = bin()
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let feed = bytes.to_vec();
-        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &feed));
-        let out = child.wait_with_output().expect("output");
-        writer.join().expect("writer").expect("write");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
+    let piped = |args: &[&str], bytes: &[u8]| piped(args, bytes).1.stdout;
     assert_eq!(piped(&["--threads", "2"], &bytes), by_path.stdout);
     // A stream that only starts like the signature passes through as it came.
     for start in [&b"E"[..], b"ElfFile", b"ElfFilX\n{\"a\":1}\n", b"{\"EventID\":1}\n"] {

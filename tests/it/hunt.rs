@@ -126,6 +126,14 @@ fn the_summary_of_the_evtx_files_is_what_their_annotated_records_say() {
     assert_eq!(summary["records"], 41);
     assert_eq!(summary["detections"], 41);
     assert_eq!(summary["records_without_time"], 0);
+    // Each rule with its severity, risk and ATT&CK ids, as `rules` lists them.
+    let listed: Value = serde_json::from_slice(&run(&["rules", "--format", "json"]).stdout).expect("rules JSON");
+    for r in summary["rules"].as_array().expect("rules") {
+        let rule = listed.as_array().expect("list").iter().find(|l| l["slug"] == r["rule"]).expect("listed");
+        for key in ["severity", "risk_score", "mitre", "title"] {
+            assert_eq!(r[key], rule[key], "{key} of {}", r["rule"]);
+        }
+    }
     // The riskiest rule first.
     let risks: Vec<u64> =
         summary["rules"].as_array().expect("rules").iter().map(|r| r["risk_score"].as_u64().expect("risk")).collect();
