@@ -245,6 +245,22 @@ impl Hunt {
         self.without_time = 0;
     }
 
+    /// The findings for another rule set (a reload): `map[old]` is the rule's index in the
+    /// new set, or `None` when it has gone (its findings go; the hosts' totals stay).
+    pub fn rekey(&mut self, map: &[Option<usize>]) {
+        let old = std::mem::take(&mut self.rules);
+        for (i, hits) in old.into_iter().enumerate() {
+            let Some(new) = map.get(i).copied().flatten() else {
+                self.pairs -= hits.hosts.len();
+                continue;
+            };
+            if self.rules.len() <= new {
+                self.rules.resize_with(new + 1, RuleHits::default);
+            }
+            self.rules[new] = hits;
+        }
+    }
+
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()

@@ -64,6 +64,7 @@ pub mod framing;
 pub mod hunt;
 pub mod normalize;
 pub mod prefilter;
+pub mod reload;
 pub mod repair;
 pub mod rules;
 pub mod scratch;

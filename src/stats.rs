@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::hunt::{Hunt, HuntReport};
-use crate::rules::Rule;
-use crate::shapes::{ShapeTable, WINDOWS_XML};
+use crate::rules::RuleSet;
+use crate::shapes::WINDOWS_XML;
 
 /// Lines that passed through without being inspected, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -41,6 +41,10 @@ macro_rules! counters {
             $( $(#[doc = $doc])* pub $field: u64, )*
             /// Per rule (by index), the lines it matched.
             pub matches: Vec<u64>,
+            /// Per (rule, filter) pair of [`crate::RuleSet::suppressions`] (by index), the
+            /// matches the filter suppressed (grown as counted: shorter than the pairs
+            /// when the last ones suppressed nothing).
+            pub suppressed: Vec<u64>,
             /// Per shape of the shape table (by index), the records read that were
             /// recognised in it (a record in two shapes counts in both).
             pub shapes: Vec<u64>,
@@ -142,11 +146,13 @@ impl Stats {
         matches.iter_mut().for_each(|m| *m = 0);
         let mut shapes = std::mem::take(&mut self.shapes);
         shapes.iter_mut().for_each(|m| *m = 0);
+        let mut suppressed = std::mem::take(&mut self.suppressed);
+        suppressed.iter_mut().for_each(|m| *m = 0);
         let mut hunt = self.hunt.take();
         if let Some(h) = &mut hunt {
             h.clear();
         }
-        *self = Stats { matches, shapes, hunt, ..Stats::default() };
+        *self = Stats { matches, shapes, suppressed, hunt, ..Stats::default() };
     }
 
     /// A line over the limit, passed on uninspected.
@@ -158,7 +164,11 @@ impl Stats {
     /// Adds another stream's counters.
     pub fn merge(&mut self, other: &Stats) {
         self.merge_counters(other);
-        for (mine, theirs) in [(&mut self.matches, &other.matches), (&mut self.shapes, &other.shapes)] {
+        for (mine, theirs) in [
+            (&mut self.matches, &other.matches),
+            (&mut self.shapes, &other.shapes),
+            (&mut self.suppressed, &other.suppressed),
+        ] {
             if mine.len() < theirs.len() {
                 mine.resize(theirs.len(), 0);
             }
@@ -172,9 +182,59 @@ impl Stats {
         }
     }
 
-    /// A report naming the rules and shapes.
-    pub fn report<'a>(&'a self, rules: &'a [Rule], table: &'a ShapeTable) -> Report<'a> {
+    /// The same counters for another rule set (a reload): per-rule counts follow their
+    /// rule by name, per-shape counts their shape by name, suppressions their (rule,
+    /// filter) pair by names; the hunt's per-rule findings follow their rule. Counts of
+    /// rules, shapes or pairs the new set lacks are left out (the totals keep them).
+    pub fn rekey(&mut self, from: &RuleSet, to: &RuleSet) {
+        use std::collections::HashMap;
+        let slugs: HashMap<&str, usize> =
+            to.rules().iter().enumerate().map(|(i, r)| (r.meta.slug.as_str(), i)).collect();
+        let mut matches = vec![0; to.rules().len()];
+        let mut rule_map = Vec::with_capacity(from.rules().len());
+        for (i, rule) in from.rules().iter().enumerate() {
+            let new = slugs.get(rule.meta.slug.as_str()).copied();
+            if let (Some(n), Some(&count)) = (new, self.matches.get(i)) {
+                matches[n] += count;
+            }
+            rule_map.push(new);
+        }
+        self.matches = matches;
+        let (old_shapes, new_shapes) = (&from.fields().shapes().shapes, &to.fields().shapes().shapes);
+        let mut shapes = vec![0; new_shapes.len()];
+        for (shape, &count) in old_shapes.iter().zip(&self.shapes) {
+            if let Some(n) = new_shapes.iter().position(|s| s.name == shape.name) {
+                shapes[n] += count;
+            }
+        }
+        self.shapes = shapes;
+        let mut suppressed = vec![0; to.suppressions().len()];
+        for (i, &count) in self.suppressed.iter().enumerate() {
+            let Some(names) = from.suppression_names(i) else { continue };
+            if let Some(n) = (0..to.suppressions().len()).find(|&n| to.suppression_names(n) == Some(names)) {
+                suppressed[n] += count;
+            }
+        }
+        self.suppressed = suppressed;
+        if let Some(hunt) = self.hunt.as_deref_mut() {
+            hunt.rekey(&rule_map);
+        }
+    }
+
+    /// A report naming the rules, shapes and filters of `set`.
+    pub fn report<'a>(&'a self, set: &'a RuleSet) -> Report<'a> {
+        let (rules, table) = (set.rules(), set.fields().shapes());
         Report {
+            suppressed: self
+                .suppressed
+                .iter()
+                .enumerate()
+                .filter(|&(_, &n)| n > 0)
+                .filter_map(|(i, &count)| {
+                    let (rule, filter) = set.suppression_names(i)?;
+                    Some(SuppressedCount { rule, filter, count })
+                })
+                .collect(),
             stats: self,
             matches: rules
                 .iter()
@@ -191,8 +251,20 @@ impl Stats {
                 .collect(),
             skipped_rules: Vec::new(),
             summary: None,
+            rule_set: None,
         }
     }
+}
+
+/// Matches of one rule one filter suppressed.
+#[derive(Debug, Serialize)]
+pub struct SuppressedCount<'a> {
+    /// The rule's slug.
+    pub rule: &'a str,
+    /// The filter's `id`, else its title.
+    pub filter: &'a str,
+    /// Matches suppressed.
+    pub count: u64,
 }
 
 /// Records read in one shape.
@@ -222,11 +294,15 @@ pub struct Report<'a> {
     pub matches: Vec<RuleCount<'a>>,
     /// Records read per shape (only shapes some record was in).
     pub shapes: Vec<ShapeCount<'a>>,
+    /// Matches suppressed by filters, per (rule, filter) (only pairs that suppressed some).
+    pub suppressed: Vec<SuppressedCount<'a>>,
     /// Rule files that could not be loaded and were skipped (`--skip-invalid-rules`), as
     /// `file:line:col: reason`.
     pub skipped_rules: Vec<String>,
     /// What the hunt found, when asked for (`--summary`): `summary` in the JSON object.
     pub summary: Option<HuntReport<'a>>,
+    /// The rule set in use and its reloads (`rule_set` in the JSON object).
+    pub rule_set: Option<crate::reload::LoadStatus>,
 }
 
 /// One JSON object: every counter of [`COUNTERS`] by its field name, then `matches`,
@@ -240,12 +316,16 @@ impl Serialize for Report<'_> {
         }
         map.serialize_entry("matches", &self.matches)?;
         map.serialize_entry("shapes", &self.shapes)?;
+        map.serialize_entry("suppressed", &self.suppressed)?;
         map.serialize_entry("not_inspected", &self.stats.not_inspected)?;
         if !self.skipped_rules.is_empty() {
             map.serialize_entry("skipped_rules", &self.skipped_rules)?;
         }
         if let Some(summary) = &self.summary {
             map.serialize_entry("summary", summary)?;
+        }
+        if let Some(status) = &self.rule_set {
+            map.serialize_entry("rule_set", status)?;
         }
         map.end()
     }
@@ -276,6 +356,20 @@ impl Report<'_> {
         let width = self.matches.iter().map(|m| m.rule.len()).max().unwrap_or(0);
         for m in &self.matches {
             let _ = writeln!(s, "  {:<width$}  {}", m.rule, m.count);
+        }
+        if let Some(st) = &self.rule_set {
+            let reloads = if st.reloads + st.refused > 0 {
+                format!("; {} reloads, {} refused, the last built at {} (Unix time)", st.reloads, st.refused, st.loaded_at)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "  rule set {}: {} rules, {} filters{reloads}", st.digest, st.rules, st.filters);
+            if let Some(e) = &st.last_error {
+                let _ = writeln!(s, "  warning: the last reload was refused: {e}");
+            }
+        }
+        for c in &self.suppressed {
+            let _ = writeln!(s, "  suppressed by filter {}: {} matches of {}", c.filter, c.count, c.rule);
         }
         let shapes: Vec<String> = self.shapes.iter().map(|c| format!("{} {}", c.shape, c.count)).collect();
         let embedded = if st.embedded_events > 0 {

@@ -57,6 +57,7 @@ impl StatsArgs {
         tagger: &iis_tagger::Tagger,
         skipped: &[iis_tagger::RuleError],
         hunt: bool,
+        rule_set: Option<iis_tagger::reload::LoadStatus>,
     ) {
         let counters = self.stats || self.stats_format.is_some();
         if !counters && !hunt {
@@ -65,8 +66,9 @@ impl StatsArgs {
         let rules = tagger.rules().rules();
         let empty = iis_tagger::hunt::Hunt::default();
         let summary = hunt.then(|| stats.hunt.as_deref().unwrap_or(&empty).report(rules));
-        let mut report = stats.report(rules, tagger.rules().fields().shapes());
+        let mut report = stats.report(tagger.rules());
         report.skipped_rules = skipped.iter().map(ToString::to_string).collect();
+        report.rule_set = rule_set;
         match self.stats_format.unwrap_or(StatsFormat::Text) {
             StatsFormat::Json => {
                 report.summary = summary;
@@ -110,6 +112,26 @@ pub struct RuleArgs {
     /// --stats) instead of stopping.
     #[arg(long, global = true)]
     pub skip_invalid_rules: bool,
+    /// Load Sigma filters (the specification's global filters: `filter:` with `rules:`,
+    /// selections and a `condition`) from a file or every *.yml / *.yaml under a folder
+    /// (repeatable): a match of a rule a filter names stands only where the filter's
+    /// condition holds too (`condition: not selection` is an allow-list). Suppressed
+    /// matches are counted per rule and filter.
+    #[arg(long = "filters", value_name = "PATH", global = true)]
+    pub filters: Vec<PathBuf>,
+    /// Leave out the rule of this name or id (repeatable). A name no loaded rule has stops
+    /// start-up.
+    #[arg(long = "disable-rule", value_name = "NAME|ID", global = true)]
+    pub disable_rule: Vec<String>,
+    /// Give the rule of this name or id this risk score, 0–100, and the severity that goes
+    /// with it (repeatable): `--rule-risk webshell_child_process=90`.
+    #[arg(long = "rule-risk", value_name = "NAME=RISK", global = true, value_parser = parse_rule_risk)]
+    pub rule_risk: Vec<(String, u8)>,
+    /// Reload the rules when a file of --rules, --filters or --shapes changes (checked every
+    /// second), as on SIGHUP: the new set replaces the old between records, or is refused
+    /// whole with its error on stderr while the old one keeps running.
+    #[arg(long, global = true)]
+    pub watch_rules: bool,
     /// Add the shapes of a YAML file (the format of `iis-tagger shapes`; e.g. an in-house
     /// pipeline's renamed fields) to the built-in shape table (repeatable). A file that
     /// cannot be used stops start-up, naming its line and column.
@@ -265,6 +287,16 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: StatsFormat,
+}
+
+/// Parses `NAME=RISK` (`--rule-risk`).
+pub fn parse_rule_risk(text: &str) -> Result<(String, u8), String> {
+    let (name, risk) = text.rsplit_once('=').ok_or_else(|| format!("`{text}` is not NAME=RISK"))?;
+    let risk: u8 = risk.trim().parse().map_err(|_| format!("`{risk}` is not a risk score from 0 to 100"))?;
+    if risk > 100 || name.is_empty() {
+        return Err(format!("`{text}`: a risk score is from 0 to 100, after a rule's name or id"));
+    }
+    Ok((name.to_string(), risk))
 }
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `1M` (powers of 1024) or `1MB` (powers of 1000).

@@ -77,6 +77,15 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
     for e in &skipped {
         eprintln!("iis-tagger: skipped {e}");
     }
+    for path in &rules.filters {
+        builder.add_filter_path(path).map_err(Failure::setup)?;
+    }
+    for name in &rules.disable_rule {
+        builder.disable(name).map_err(|e| Failure::setup(format!("--disable-rule: {e}")))?;
+    }
+    for (name, risk) in &rules.rule_risk {
+        builder.set_risk(name, *risk).map_err(|e| Failure::setup(format!("--rule-risk: {e}")))?;
+    }
     let set = builder.build();
     if set.rules().is_empty() {
         return Err(Failure::setup("no rules loaded (--no-builtin without --rules, or every rule skipped)"));

@@ -24,10 +24,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use iis_tagger::driver::{AtEof, OnStop, Settings};
-use iis_tagger::{Driver, End, Stats, Tagger};
+use std::sync::Arc;
+
+use iis_tagger::reload::Current;
+use iis_tagger::{Driver, End, Tagger};
 
 use super::common::{Failure, ReadBuf, WriteError, is_evtx, write_out};
 use super::hangup::Watch;
+use super::live::{Totals, follow_reload};
 use super::output::Vectored;
 use super::signal;
 
@@ -152,6 +156,8 @@ enum Stop {
     Closed,
     /// An error.
     Failed(Failure),
+    /// A reload stored a new rule set: the driver moves to it, and following goes on.
+    Reload,
 }
 
 impl From<WriteError> for Stop {
@@ -165,11 +171,11 @@ impl From<WriteError> for Stop {
 
 /// Follows `path` until a signal or a closed stdout.
 pub fn run(
-    tagger: &Tagger,
+    rules: &Current,
     path: &Path,
     state_path: Option<&Path>,
     output: &mut File,
-    total: &mut Stats,
+    totals: &mut Totals,
 ) -> Result<(), Failure> {
     let (mut state, resume) = State::load(state_path)?;
     let mut storage = ReadBuf::new();
@@ -192,16 +198,22 @@ pub fn run(
             f.read = p.offset;
         }
     }
-    let mut driver = Driver::new(tagger, SETTINGS);
-    let stop = follow(tagger, path, &mut f, &mut driver, &mut state, buf, &mut out, output, total, &watch);
-    let stop = match stop {
-        Ok(stop) | Err(stop) => stop,
+    let mut seen = rules.generation();
+    let mut on = rules.get();
+    let mut driver = Driver::new(&on, SETTINGS);
+    let stop = loop {
+        let stop =
+            follow(&on, (rules, seen), path, &mut f, &mut driver, &mut state, buf, &mut out, output, totals, &watch);
+        match stop {
+            Ok(Stop::Reload) => follow_reload!(rules, driver, on, &mut seen, totals),
+            Ok(stop) | Err(stop) => break stop,
+        }
     };
     match stop {
         Stop::Signal => {
             let pos = position(&f, &driver);
             driver.end(End::Stop, &mut out);
-            driver.drain_stats(total);
+            totals.drain(&mut driver, &on);
             if let Err(e) = write_out(output, &mut out, &[]) {
                 return match Stop::from(e) {
                     Stop::Failed(f) => Err(f),
@@ -210,12 +222,12 @@ pub fn run(
             }
             state.save(pos)
         }
-        Stop::Closed => {
-            driver.drain_stats(total);
+        Stop::Closed | Stop::Reload => {
+            totals.drain(&mut driver, &on);
             Ok(())
         }
         Stop::Failed(failure) => {
-            driver.drain_stats(total);
+            totals.drain(&mut driver, &on);
             Err(failure)
         }
     }
@@ -224,7 +236,8 @@ pub fn run(
 /// The loop of [`run`]; ends only with a [`Stop`].
 #[allow(clippy::too_many_arguments)]
 fn follow<'t>(
-    tagger: &'t Tagger,
+    on: &'t Arc<Tagger>,
+    (rules, seen): (&Current, u64),
     path: &Path,
     f: &mut Followed,
     driver: &mut Driver<'t>,
@@ -232,13 +245,16 @@ fn follow<'t>(
     buf: &mut [u8],
     out: &mut Vectored,
     output: &mut File,
-    total: &mut Stats,
+    totals: &mut Totals,
     watch: &Watch,
 ) -> Result<Stop, Stop> {
     let io = |e: io::Error| Stop::Failed(Failure::io(format!("{}: {e}", path.display())));
     loop {
         if signal::received() > 0 {
             return Ok(Stop::Signal);
+        }
+        if rules.generation() != seen {
+            return Ok(Stop::Reload);
         }
         let n = match f.file.read(buf) {
             Ok(n) => n,
@@ -272,8 +288,8 @@ fn follow<'t>(
         // The line the old file (or the old content) ended without `\n` is ended by one.
         driver.end(End::Eof, out);
         write_out(output, out, &[])?;
-        driver.drain_stats(total);
-        *driver = Driver::new(tagger, SETTINGS);
+        totals.drain(driver, on);
+        *driver = Driver::new(on, SETTINGS);
         match change {
             Change::Truncated => {
                 f.file.seek(SeekFrom::Start(0)).map_err(io)?;

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Read, Write};
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -19,7 +20,8 @@ use iis_tagger::tagger::{Framed, LineFramer};
 use iis_tagger::{Sink, Stats};
 
 use super::args::{MmexternalArgs, RuleArgs};
-use super::common::{Failure, build_tagger};
+use super::common::Failure;
+use super::live::{Live, Totals};
 
 /// The part of rsyslog's message object read here.
 #[derive(Deserialize)]
@@ -49,7 +51,15 @@ const READ_BYTES: usize = 256 * 1024;
 
 /// Runs the plugin until stdin ends.
 pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
-    let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
+    let (live, skipped) = Live::load(rules, args.core.config(true))?;
+    let live = Arc::new(live);
+    // rsyslog sends its external programs SIGHUP when it is itself HUPed: the rules are
+    // reloaded, and the stream goes on.
+    live.watch()?;
+    let current = live.current();
+    let mut seen = current.generation();
+    let mut on = current.get();
+    let mut totals = Totals::new(on.clone());
     // rsyslog's JSON escapes the message, so a record can grow up to 6x (`\u00XX`).
     let limit = args.core.max_line_bytes.saturating_mul(6).saturating_add(64 * 1024);
     // The driver's framer cuts stdin into messages, one per line, within the limit; a
@@ -57,7 +67,7 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
     let mut framer = LineFramer::new(limit);
     let mut input = io::stdin().lock();
     let mut output = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut replies = Replies { stream: tagger.stream(), out: Vec::new(), unread: Unread::default(), messages: 0 };
+    let mut replies = Replies { stream: on.stream(), out: Vec::new(), unread: Unread::default(), messages: 0 };
     let mut oversized = Stats::new(0);
     let mut buf = vec![0u8; READ_BYTES];
     loop {
@@ -66,6 +76,15 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::io(format!("reading stdin: {e}"))),
         };
+        // A reload: the messages of this read on are tagged by the new set (each message is
+        // one record: the stream holds nothing between two).
+        if let Some(next) = current.newer(&on, &mut seen) {
+            let Replies { stream, out, unread, messages } = replies;
+            totals.add(stream.stats().clone(), &on);
+            let parked = stream.park();
+            on = next;
+            replies = Replies { stream: parked.rebind(&on), out, unread, messages };
+        }
         replies.take(&mut framer, (n > 0).then(|| &buf[..n]), &mut oversized);
         // rsyslog waits for each reply: what this read completed is written now.
         let written = output.write_all(&replies.out).and_then(|()| output.flush());
@@ -80,9 +99,9 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         }
     }
     if args.summary.stats || args.summary.stats_format.is_some() {
-        let mut stats = replies.stream.stats().clone();
-        stats.merge(&oversized);
-        args.summary.print(&stats, &tagger, &skipped, false);
+        totals.add(replies.stream.stats().clone(), &on);
+        totals.stats.merge(&oversized);
+        args.summary.print(&totals.stats, &on, &skipped, false, Some(live.current().status()));
         eprintln!(
             "mmexternal: {} messages, {} not a message object, {} over the limit",
             replies.messages, replies.unread.invalid, oversized.not_inspected.oversized

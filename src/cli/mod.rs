@@ -7,6 +7,7 @@ pub mod command;
 pub mod common;
 pub mod follow;
 pub mod hangup;
+pub mod live;
 pub mod mmexternal;
 pub mod output;
 pub mod parallel;

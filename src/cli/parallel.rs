@@ -18,10 +18,12 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use iis_tagger::driver::{Settings, StopGrace};
+use iis_tagger::reload::Current;
 use iis_tagger::tagger::{Framed, LineFramer};
 use iis_tagger::{Driver, End, Stats, Tagger};
 
 use super::common::{Failure, Input, READ_BYTES};
+use super::live::Totals;
 use super::progress::Progress;
 use super::signal;
 
@@ -39,6 +41,9 @@ const IN_FLIGHT_PER_WORKER: usize = 4;
 /// `\n`: the stream is finished after it).
 struct Job {
     seq: u64,
+    /// The rule set in use when the block was cut: blocks switch to a reloaded set in
+    /// input order, each block tagged whole by one set.
+    rules: Arc<Tagger>,
     data: Vec<u8>,
     finish: bool,
     /// Lines at the block's start that are in its input's shape sample (the first
@@ -64,13 +69,14 @@ pub enum Ended {
 
 /// Tags `inputs` into `output` with `threads` workers; adds the counters to `total`.
 pub fn run(
-    tagger: &Tagger,
+    rules: &Current,
     threads: usize,
     inputs: Vec<Input>,
     output: &mut (dyn Write + Send),
-    total: &mut Stats,
+    totals: &mut Totals,
     progress: &Progress,
 ) -> Result<Ended, Failure> {
+    let tagger = rules.get();
     let closed = AtomicBool::new(false);
     let (job_tx, job_rx) = sync_channel::<Job>(threads * QUEUED_PER_WORKER);
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -84,13 +90,16 @@ pub fn run(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
-                scope.spawn(move || work(tagger, &rx, &tx, progress))
+                let first = tagger.clone();
+                scope.spawn(move || work(first, &rx, &tx, progress))
             })
             .collect();
         let closed_ref = &closed;
         let writer = scope.spawn(move || write(done_rx, output, closed_ref, &token_tx));
         let mut reader = Reader {
-            tagger,
+            rules,
+            seen: rules.generation(),
+            tagger: tagger.clone(),
             jobs: job_tx,
             done: done_tx,
             tokens: token_rx,
@@ -103,10 +112,11 @@ pub fn run(
         let read = reader.read_all(inputs);
         let reader_stats = std::mem::take(&mut reader.stats);
         drop(reader);
-        for w in workers {
-            total.merge(&w.join().expect("a worker does not panic"));
-        }
-        total.merge(&reader_stats);
+        let workers: Vec<Totals> = workers.into_iter().map(|w| w.join().expect("a worker does not panic")).collect();
+        // Every thread's totals in the rule order of the set in use now.
+        totals.move_to(&rules.get());
+        workers.into_iter().for_each(|w| totals.absorb(w));
+        totals.stats.merge(&reader_stats);
         let written = writer.join().expect("the writer does not panic");
         match (read, written) {
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -117,7 +127,11 @@ pub fn run(
 }
 
 struct Reader<'a> {
-    tagger: &'a Tagger,
+    rules: &'a Current,
+    /// The set in use (looked for again in `rules` for each block).
+    tagger: Arc<Tagger>,
+    /// The generation of `rules` last seen.
+    seen: u64,
     jobs: SyncSender<Job>,
     done: SyncSender<Done>,
     /// One per block in flight, given back by the writer.
@@ -141,12 +155,15 @@ impl Reader<'_> {
 
     fn send_lines(&mut self, data: Vec<u8>, finish: bool) {
         let seq = self.next_seq();
+        if let Some(next) = self.rules.newer(&self.tagger, &mut self.seen) {
+            self.tagger = next;
+        }
         let sample = self.tagger.config().shape_sample_lines.saturating_sub(self.input_lines);
         if sample > 0 {
             self.input_lines += memchr::memchr_iter(b'\n', &data).count() as u64;
         }
         // A closed channel means the run is ending; nothing more to do with the block.
-        let _ = self.jobs.send(Job { seq, data, finish, sample });
+        let _ = self.jobs.send(Job { seq, rules: self.tagger.clone(), data, finish, sample });
     }
 
     /// Input bytes passed on untagged (a line over the limit), counted.
@@ -243,16 +260,26 @@ impl Reader<'_> {
 }
 
 /// A worker: tags blocks until the reader is done.
-fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, progress: &Progress) -> Stats {
+fn work(first: Arc<Tagger>, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, progress: &Progress) -> Totals {
     // Blocks are whole lines but for an input's last: it ends as one input to its own
     // output does.
-    let mut driver = Driver::new(tagger, Settings::default());
-    let mut stats = Stats::new(tagger.rules().rules().len());
+    let mut on = first;
+    let mut driver = Driver::new(&on, Settings::default());
+    let mut stats = Totals::new(on.clone());
     loop {
         let job = match jobs.lock().map(|rx| rx.recv()) {
             Ok(Ok(job)) => job,
             _ => break,
         };
+        if !Arc::ptr_eq(&job.rules, &on) {
+            // A reload: the block is tagged by the set it was cut under (blocks are whole
+            // lines, so the driver holds nothing of a record here).
+            let mut moved = Stats::default();
+            let parked = driver.park(&mut moved);
+            stats.add(moved, &on);
+            on = job.rules.clone();
+            driver = parked.resume(&on);
+        }
         let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8);
         driver.sample_lines(job.sample);
         let before = (driver.stats().lines, driver.stats().annotated);
@@ -260,14 +287,14 @@ fn work(tagger: &Tagger, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, p
         progress.advance(0, driver.stats().lines - before.0, driver.stats().annotated - before.1);
         if job.finish {
             driver.end(End::Eof, &mut out);
-            driver.drain_stats(&mut stats);
-            driver = Driver::new(tagger, Settings::default());
+            stats.drain(&mut driver, &on);
+            driver = Driver::new(&on, Settings::default());
         }
         if done.send(Done { seq: job.seq, data: out }).is_err() {
             break;
         }
     }
-    driver.drain_stats(&mut stats);
+    stats.drain(&mut driver, &on);
     stats
 }
 

@@ -24,7 +24,11 @@ pub fn run(rules: &RuleArgs, args: &RulesArgs) -> Result<(String, bool), Failure
 #[derive(Serialize)]
 struct CheckReport {
     loaded: usize,
+    /// Filters of --filters loaded (refused ones are in `refused`).
+    filters: usize,
     refused: Vec<Refusal>,
+    /// --disable-rule and --rule-risk names no loaded rule has.
+    option_errors: Vec<String>,
     /// Reason (the wording of the refusal, its placeholders elided) → how many rules.
     by_reason: BTreeMap<String, usize>,
     /// Category (unsupported, invalid, yaml, duplicate, unreadable) → how many rules.
@@ -64,6 +68,33 @@ fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
             errors.push(e);
         }
     }
+    // The filters of --filters, against the rules loaded so far: a filter that names no
+    // loaded rule, or one its log source does not cover, is refused here as at start-up.
+    let mut filters = 0;
+    for path in &rules.filters {
+        match iis_tagger::rules::rule_files(path) {
+            Ok(files) => {
+                for file in files {
+                    match builder.add_filter_path(&file) {
+                        Ok(n) => filters += n,
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut option_errors = Vec::new();
+    for name in &rules.disable_rule {
+        if let Err(e) = builder.disable(name) {
+            option_errors.push(format!("--disable-rule: {e}"));
+        }
+    }
+    for (name, risk) in &rules.rule_risk {
+        if let Err(e) = builder.set_risk(name, *risk) {
+            option_errors.push(format!("--rule-risk: {e}"));
+        }
+    }
     let set = builder.build();
     let loaded = set.rules().len();
     let tagger = Tagger::new(set, Config::default()).expect("the default configuration is valid");
@@ -88,8 +119,9 @@ fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
             }
         })
         .collect();
-    let failed = args.strict && !refused.is_empty();
-    let report = CheckReport { loaded, refused, by_reason, by_category, without_literal, load_seconds };
+    let failed = args.strict && !(refused.is_empty() && option_errors.is_empty());
+    let report =
+        CheckReport { loaded, filters, refused, option_errors, by_reason, by_category, without_literal, load_seconds };
     let text = match args.format {
         StatsFormat::Json => serde_json::to_string_pretty(&report).expect("the report serializes") + "\n",
         StatsFormat::Text => check_text(&report, &errors),
@@ -102,11 +134,15 @@ fn check_text(report: &CheckReport, errors: &[iis_tagger::RuleError]) -> String 
     for e in errors {
         let _ = writeln!(s, "refused: {e}");
     }
+    for e in &report.option_errors {
+        let _ = writeln!(s, "refused: {e}");
+    }
     let _ = writeln!(
         s,
-        "{} rules loaded, {} refused, in {:.3} s",
+        "{} rules loaded, {} filters, {} refused, in {:.3} s",
         report.loaded,
-        report.refused.len(),
+        report.filters,
+        report.refused.len() + report.option_errors.len(),
         report.load_seconds
     );
     if !report.by_category.is_empty() {

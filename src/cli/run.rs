@@ -6,13 +6,17 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
+use std::sync::Arc;
+
 use iis_tagger::driver::Settings;
+use iis_tagger::reload::Current;
 use iis_tagger::{Driver, End, MatchesOnly, Stats, Tagger};
 
 use super::args::TagArgs;
 use super::common::{
-    Failure, Input, READ_BYTES, ReadBuf, WriteError, build_tagger, expand_inputs, open_inputs, open_output, write_out,
+    Failure, Input, READ_BYTES, ReadBuf, WriteError, expand_inputs, open_inputs, open_output, write_out,
 };
+use super::live::{Live, Totals, follow_reload};
 use super::output::{Emit, Vectored};
 use super::progress::Progress;
 use super::signal;
@@ -36,17 +40,21 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
         )),
         None => None,
     };
-    let (tagger, skipped) = build_tagger(&args.rules, config)?;
-    let tagger = std::sync::Arc::new(tagger);
+    let (live, skipped) = Live::load(&args.rules, config)?;
+    let live = Arc::new(live);
+    let tagger = live.tagger();
     for &r in tagger.prefilter().unconstrained_rules() {
         let slug = &tagger.rules().rules()[r as usize].meta.slug;
         eprintln!("iis-tagger: note: rule `{slug}` gives the prefilter no literal; every JSON line is parsed for it");
     }
-    let mut total = Stats::new(tagger.rules().rules().len());
+    // SIGHUP reloads the rules in every run (its default action would end the process):
+    // a stream switches between records.
+    live.watch()?;
+    let mut totals = Totals::new(tagger.clone());
     let result = if let Some(path) = &args.follow {
         let mut output = open_output(args.output.as_deref(), std::slice::from_ref(path))?;
         signal::install().map_err(|e| Failure::setup(format!("installing signal handlers: {e}")))?;
-        super::follow::run(&tagger, path, args.state_file.as_deref(), &mut output, &mut total)
+        super::follow::run(live.current(), path, args.state_file.as_deref(), &mut output, &mut totals)
     } else if let Some(forward) = &args.forward {
         let inputs = open_inputs(&args.files)?;
         // `--forward` passes a file's bytes on as lines: an EVTX file would go through as
@@ -57,11 +65,19 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
                 evtx.name
             )));
         }
-        super::serve::pipe::run(tagger.clone(), inputs, forward, &mut total)
+        let mut stats = Stats::default();
+        let result = super::serve::pipe::run(live.current().clone(), inputs, forward, &mut stats);
+        // The forward path's totals are in the rule order of the set in use at its end.
+        totals.move_to(&live.tagger());
+        totals.stats.merge(&stats);
+        result
     } else {
-        tag_to_output(args, &tagger, &mut total)
+        tag_to_output(args, live.current(), &mut totals)
     };
-    args.summary.print(&total, &tagger, &skipped, args.hunt_summary);
+    let tagger = live.tagger();
+    totals.move_to(&tagger);
+    let total = &totals.stats;
+    args.summary.print(total, &tagger, &skipped, args.hunt_summary, Some(live.current().status()));
     if let Some((path, file)) = layer {
         let layer =
             iis_tagger::attack_layer::layer(tagger.rules().rules(), &total.matches, args.attack_layer_score.into());
@@ -77,7 +93,8 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
 }
 
 /// The inputs to stdout or `-o FILE`, on one thread or several.
-fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(), Failure> {
+fn tag_to_output(args: &TagArgs, rules: &Current, totals: &mut Totals) -> Result<(), Failure> {
+    let total = &mut totals.stats;
     let files = expand_inputs(&args.files, args.recursive)?;
     let mut inputs = open_inputs(&files)?;
     let mut output = open_output(args.output.as_deref(), &files)?;
@@ -99,7 +116,7 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
         inputs.len(),
         inputs.iter().map(|i| i.file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len())).sum(),
     );
-    let result = tag_inputs(args, tagger, inputs, &mut output, total, &progress);
+    let result = tag_inputs(args, rules, inputs, &mut output, totals, &progress);
     progress.finish();
     result
 }
@@ -107,12 +124,13 @@ fn tag_to_output(args: &TagArgs, tagger: &Tagger, total: &mut Stats) -> Result<(
 /// [`tag_to_output`] once the inputs, the output and the progress line are set up.
 fn tag_inputs(
     args: &TagArgs,
-    tagger: &Tagger,
+    rules: &Current,
     inputs: Vec<Input>,
     output: &mut File,
-    total: &mut Stats,
+    totals: &mut Totals,
     progress: &Progress,
 ) -> Result<(), Failure> {
+    let tagger = rules.get();
     let cores = || std::thread::available_parallelism().map_or(1, usize::from);
     let evtx_files = inputs.iter().filter(|i| i.evtx).count();
     let threads = match args.threads {
@@ -125,12 +143,12 @@ fn tag_inputs(
     // input per thread.
     if threads > 1 && inputs.len() > 1 && (args.matches_only || evtx_files > 0) {
         if args.matches_only {
-            run_inputs_in_parallel::<MatchesOnly>(tagger, threads, inputs, output, total, progress)
+            run_inputs_in_parallel::<MatchesOnly>(rules, threads, inputs, output, totals, progress)
         } else {
-            run_inputs_in_parallel::<Vectored>(tagger, threads, inputs, output, total, progress)
+            run_inputs_in_parallel::<Vectored>(rules, threads, inputs, output, totals, progress)
         }
     } else if threads > 1 && !args.matches_only && evtx_files == 0 {
-        match super::parallel::run(tagger, threads, inputs, output, total, progress) {
+        match super::parallel::run(rules, threads, inputs, output, totals, progress) {
             Ok(super::parallel::Ended::Signalled { dropped }) if dropped > 0 => {
                 progress.say(&format!(
                     "iis-tagger: stopped by signal; {dropped} bytes of an unfinished line were not written"
@@ -142,11 +160,11 @@ fn tag_inputs(
         }
     } else if args.matches_only {
         let mut sink = MatchesOnly::default();
-        let result = run(tagger, inputs, output, total, &mut sink, progress);
-        total.unmatched_dropped += sink.take_dropped();
+        let result = run(rules, inputs, output, totals, &mut sink, progress);
+        totals.stats.unmatched_dropped += sink.take_dropped();
         result
     } else {
-        run(tagger, inputs, output, total, &mut Vectored::default(), progress)
+        run(rules, inputs, output, totals, &mut Vectored::default(), progress)
     }
 }
 
@@ -154,16 +172,17 @@ fn tag_inputs(
 const EVTX_BATCH_BYTES: usize = 256 * 1024;
 
 fn run<E: Emit>(
-    tagger: &Tagger,
+    rules: &Current,
     inputs: Vec<Input>,
     output: &mut File,
-    total: &mut Stats,
+    totals: &mut Totals,
     out: &mut E,
     progress: &Progress,
 ) -> Result<(), Failure> {
     let mut buf = ReadBuf::new();
+    let mut on = Reading::new(rules);
     for input in inputs {
-        if let Next::Stop = one_input(tagger, input, buf.get(), output, total, out, progress)? {
+        if let Next::Stop = one_input(&mut on, input, buf.get(), output, totals, out, progress)? {
             break;
         }
     }
@@ -177,21 +196,51 @@ enum Next {
     Stop,
 }
 
-/// One input to its own output: a last line as it came, whole lines on a signal.
+/// The rule set a thread reads its inputs with, and its reloads.
+struct Reading<'r> {
+    rules: &'r Current,
+    on: Arc<Tagger>,
+    seen: u64,
+}
+
+impl<'r> Reading<'r> {
+    fn new(rules: &'r Current) -> Reading<'r> {
+        Reading { seen: rules.generation(), on: rules.get(), rules }
+    }
+}
+
+/// One input to its own output: a last line as it came, whole lines on a signal. A
+/// reload moves it to the new rules between two reads (an EVTX file is read whole by the
+/// rules in use at its start).
 fn one_input<E: Emit>(
-    tagger: &Tagger,
+    reading: &mut Reading<'_>,
     mut input: Input,
     buf: &mut [u8],
     output: &mut impl Write,
-    total: &mut Stats,
+    totals: &mut Totals,
     out: &mut E,
     progress: &Progress,
 ) -> Result<Next, Failure> {
-    let mut driver = Driver::new(tagger, Settings::default());
+    if let Some(next) = reading.rules.newer(&reading.on, &mut reading.seen) {
+        reading.on = next;
+    }
+    let rules = reading.rules;
+    let mut on = reading.on.clone();
+    let mut driver = Driver::new(&on, Settings::default());
     let end = if input.evtx {
-        evtx_records(input, &mut driver, out, output, total, progress)
+        evtx_records(input, &mut driver, out, output, &mut totals.stats, progress)
     } else {
-        pump(&mut input, &mut driver, buf, out, output, progress)
+        let mut pending = None;
+        loop {
+            match pump(&mut input, &mut driver, buf, pending.take(), out, output, progress, (rules, reading.seen)) {
+                Ok(Pumped::Reload { read }) => {
+                    follow_reload!(rules, driver, on, &mut reading.seen, totals);
+                    pending = Some(read);
+                }
+                Ok(Pumped::End(end)) => break Ok(end),
+                Err(e) => break Err(e),
+            }
+        }
     };
     progress.file_done();
     let ending = match &end {
@@ -200,7 +249,9 @@ fn one_input<E: Emit>(
     };
     let ended = driver.end(ending, out);
     out.end_input();
-    driver.drain_stats(total);
+    totals.drain(&mut driver, &on);
+    drop(driver);
+    reading.on = on;
     end?;
     if ending == End::Closed {
         return Ok(Next::Stop);
@@ -234,11 +285,11 @@ const PIECE_BYTES: usize = 256 * 1024;
 /// (at most `threads` inputs are taken and not yet written). A thread that has tagged an
 /// input ahead of the one being written waits for room.
 fn run_inputs_in_parallel<E: Emit + Default>(
-    tagger: &Tagger,
+    rules: &Current,
     threads: usize,
     inputs: Vec<Input>,
     output: &mut File,
-    total: &mut Stats,
+    totals: &mut Totals,
     progress: &Progress,
 ) -> Result<(), Failure> {
     let (senders, receivers): (Vec<_>, Vec<_>) = inputs.iter().map(|_| sync_channel(QUEUED_PIECES)).unzip();
@@ -264,7 +315,8 @@ fn run_inputs_in_parallel<E: Emit + Default>(
         // A thread that panics halts the others too, so that the writer does not wait for
         // the inputs it would have taken.
         let _halt_on_panic = OnPanic(&halt);
-        let mut stats = Stats::new(tagger.rules().rules().len());
+        let mut reading = Reading::new(rules);
+        let mut stats = Totals::new(reading.on.clone());
         let mut buf = ReadBuf::new();
         let mut out = E::default();
         loop {
@@ -276,7 +328,7 @@ fn run_inputs_in_parallel<E: Emit + Default>(
             }
             let Some((input, tx)) = work.lock().ok().and_then(|mut w| w.next()) else { break };
             let mut pieces = Pieces { piece: Vec::new(), tx };
-            let next = one_input(tagger, input, buf.get(), &mut pieces, &mut stats, &mut out, progress);
+            let next = one_input(&mut reading, input, buf.get(), &mut pieces, &mut stats, &mut out, progress);
             let flushed = pieces.flush();
             match next {
                 Ok(Next::Go) if flushed.is_ok() => {}
@@ -286,12 +338,12 @@ fn run_inputs_in_parallel<E: Emit + Default>(
                 }
                 Err(e) => {
                     halt();
-                    stats.unmatched_dropped += out.take_dropped();
+                    stats.stats.unmatched_dropped += out.take_dropped();
                     return (stats, Err(e));
                 }
             }
         }
-        stats.unmatched_dropped += out.take_dropped();
+        stats.stats.unmatched_dropped += out.take_dropped();
         (stats, Ok(()))
     };
     std::thread::scope(|scope| {
@@ -313,9 +365,12 @@ fn run_inputs_in_parallel<E: Emit + Default>(
         }
         // Threads waiting for a token end.
         drop(token_tx);
+        let workers: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        // Every thread's totals are added in the rule order of the set in use at the end.
+        totals.move_to(&rules.get());
         for w in workers {
-            let (stats, result) = w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            total.merge(&stats);
+            let (stats, result) = w.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            totals.absorb(stats);
             if let Err(e) = result {
                 failed.get_or_insert(e);
             }
@@ -437,31 +492,55 @@ fn evtx_records<E: Emit>(
     }
 }
 
-/// Reads one input to its end, a signal or a closed output, feeding and writing as it goes.
+/// How [`pump`] returned.
+enum Pumped {
+    /// The input ended (or is to end) so.
+    End(End),
+    /// A reload stored a new rule set: the driver is to move to it, then [`pump`] goes on
+    /// with the `read` bytes at the start of the buffer (read, not yet fed).
+    Reload { read: usize },
+}
+
+/// Reads one input to its end, a signal, a closed output or a reload (of a set newer than
+/// generation `seen` of `rules`: looked for after each read, so that what a read brings is
+/// tagged by the set in use when it came), feeding and writing as it goes. `pending`:
+/// bytes at the start of `buf` read before a reload, fed first.
+#[allow(clippy::too_many_arguments)]
 fn pump<E: Emit>(
     input: &mut Input,
     driver: &mut Driver<'_>,
     buf: &mut [u8],
+    mut pending: Option<usize>,
     out: &mut E,
     output: &mut impl Write,
     progress: &Progress,
-) -> Result<End, Failure> {
+    (rules, seen): (&Current, u64),
+) -> Result<Pumped, Failure> {
     loop {
-        if driver.should_stop(signal::received()) {
-            return Ok(End::Stop);
-        }
-        let n = match input.read(buf) {
-            Ok(0) => return Ok(End::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
+        let n = match pending.take() {
+            Some(n) => n,
+            None => {
+                if driver.should_stop(signal::received()) {
+                    return Ok(Pumped::End(End::Stop));
+                }
+                let n = match input.read(buf) {
+                    Ok(0) => return Ok(Pumped::End(End::Eof)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Failure::io(format!("{}: {e}", input.name))),
+                };
+                if rules.generation() != seen {
+                    return Ok(Pumped::Reload { read: n });
+                }
+                n
+            }
         };
         let before = (driver.stats().lines, driver.stats().annotated);
         driver.feed(&buf[..n], out);
         progress.advance(n as u64, driver.stats().lines - before.0, driver.stats().annotated - before.1);
         match write_out(output, out, &buf[..n]) {
             Ok(()) => {}
-            Err(WriteError::Closed) => return Ok(End::Closed),
+            Err(WriteError::Closed) => return Ok(Pumped::End(End::Closed)),
             Err(WriteError::Io(e)) => return Err(Failure::io(format!("writing output: {e}"))),
         }
     }

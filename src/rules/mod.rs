@@ -97,6 +97,97 @@ pub struct Rule {
     pub route: Expr,
     /// The detection.
     pub detection: Expr,
+    /// The log source as the rule wrote it (which filters apply to it).
+    pub logsource: LogsourceKeys,
+    /// The filters applied to the rule, in load order: (index into [`RuleSet::filters`],
+    /// index into [`RuleSet::suppressions`]). A match stands only where every one holds.
+    pub filters: Vec<(u32, u32)>,
+}
+
+/// A `logsource` block's keys, lower-cased: what a filter's log source is compared with
+/// (the specification: a filter applies to a rule whose log source has every key the
+/// filter's has, with the same value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LogsourceKeys {
+    /// `category`.
+    pub category: Option<String>,
+    /// `product`.
+    pub product: Option<String>,
+    /// `service`.
+    pub service: Option<String>,
+}
+
+impl LogsourceKeys {
+    /// The keys of a `logsource` node (one that compiled).
+    pub(crate) fn of(node: &yaml::Node) -> LogsourceKeys {
+        let key = |k: &str| node.get(k).and_then(|n| n.as_str()).map(str::to_ascii_lowercase);
+        LogsourceKeys { category: key("category"), product: key("product"), service: key("service") }
+    }
+
+    /// Whether a rule of log source `rule` is within this one: every key set here is set
+    /// there, to the same value.
+    pub fn covers(&self, rule: &LogsourceKeys) -> bool {
+        let within = |mine: &Option<String>, theirs: &Option<String>| mine.is_none() || mine == theirs;
+        within(&self.category, &rule.category)
+            && within(&self.product, &rule.product)
+            && within(&self.service, &rule.service)
+    }
+}
+
+impl std::fmt::Display for LogsourceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = [("category", &self.category), ("product", &self.product), ("service", &self.service)];
+        let mut first = true;
+        for (k, v) in keys {
+            if let Some(v) = v {
+                write!(f, "{}{k}: {v}", if first { "" } else { ", " })?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("any")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which rules a filter applies to.
+#[derive(Clone, Debug)]
+pub enum FilterTargets {
+    /// Every rule its log source covers (`rules: any`).
+    Any,
+    /// The rules named (by `id` or name), with where each is named.
+    Named(Vec<(String, Pos)>),
+}
+
+/// A Sigma filter (the specification's global filter): a condition added to the rules it
+/// names — a match of one of them stands only where the filter's condition holds too
+/// (`(rule) and (filter)`, as pySigma applies it). `condition: not selection` is the usual
+/// allow-list. Evaluated with the rule's own readings and polarity ([`expr`]): a respelling
+/// or a duplicate key cannot make an allow-list hold where the original spelling would not.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// `title`.
+    pub title: String,
+    /// `id`.
+    pub id: Option<String>,
+    /// The file it came from.
+    pub origin: String,
+    /// Where the document starts.
+    pub pos: Pos,
+    /// Its log source.
+    pub logsource: LogsourceKeys,
+    /// The rules it is for.
+    pub targets: FilterTargets,
+    /// The condition a match must also meet.
+    pub condition: Expr,
+}
+
+impl Filter {
+    /// How the filter is named in counters: its `id`, else its title.
+    pub fn label(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.title)
+    }
 }
 
 impl Rule {
@@ -132,12 +223,66 @@ pub const BUILTIN: &[(&str, &str)] = &[
 pub struct RuleSet {
     rules: Vec<Rule>,
     fields: FieldCatalog,
+    filters: Vec<Filter>,
+    /// Every (rule, filter) pair a filter applies to, as (rule index, filter index): what
+    /// suppressed matches are counted by ([`crate::Stats::suppressed`]).
+    suppressions: Vec<(u32, u32)>,
 }
 
 impl RuleSet {
     /// The rules, in load order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The filters, in load order.
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    /// The (rule index, filter index) pairs a filter applies to.
+    pub fn suppressions(&self) -> &[(u32, u32)] {
+        &self.suppressions
+    }
+
+    /// The (slug, filter label) of suppression pair `i`.
+    pub fn suppression_names(&self, i: usize) -> Option<(&str, &str)> {
+        let &(r, f) = self.suppressions.get(i)?;
+        Some((&self.rules[r as usize].meta.slug, self.filters[f as usize].label()))
+    }
+
+    /// Whether the filters of `rule` let a match of it (its detection holds on `view`)
+    /// stand: `None` when they do, else the suppression pair of the first filter that
+    /// leaves it holding in no reading. A match stands in a reading where the detection and
+    /// every filter hold; `differ`: the fields they read differ between the readings.
+    pub(crate) fn suppressed_by(
+        &self,
+        rule: &Rule,
+        view: &crate::event::EventView,
+        readings: &[crate::normalize::Reading],
+        differ: bool,
+    ) -> Option<u32> {
+        use crate::normalize::Reading;
+        let one = [Reading::Resolved];
+        let readings = if !differ && readings.len() == 2 { &one[..] } else { readings };
+        let mut live = [None; 2];
+        for (slot, &r) in live.iter_mut().zip(readings) {
+            if rule.detection.eval_in(view, &[r]) {
+                *slot = Some(r);
+            }
+        }
+        for &(f, pair) in &rule.filters {
+            let condition = &self.filters[f as usize].condition;
+            for slot in &mut live {
+                if slot.is_some_and(|r| !condition.eval_in(view, &[r])) {
+                    *slot = None;
+                }
+            }
+            if live.iter().all(Option::is_none) {
+                return Some(pair);
+            }
+        }
+        None
     }
 
     /// The fields the rules read.
@@ -179,7 +324,7 @@ impl RuleSetBuilder {
     /// table and a user's `--shapes` files).
     pub fn with_shapes(shapes: std::sync::Arc<crate::shapes::ShapeTable>) -> RuleSetBuilder {
         RuleSetBuilder {
-            set: RuleSet { rules: Vec::new(), fields: FieldCatalog::with_shapes(shapes) },
+            set: RuleSet { fields: FieldCatalog::with_shapes(shapes), ..RuleSet::default() },
             ..RuleSetBuilder::default()
         }
     }
@@ -269,10 +414,153 @@ impl RuleSetBuilder {
         Ok(())
     }
 
+    /// Loads the Sigma filters of a file, or of every `*.yml` / `*.yaml` under a folder
+    /// (after the rules: a filter names rules already loaded). Returns how many were loaded.
+    pub fn add_filter_path(&mut self, path: &Path) -> Result<usize, RuleError> {
+        let origin = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
+        let files = if meta.is_file() {
+            vec![path.to_path_buf()]
+        } else {
+            let mut files = Vec::new();
+            collect_rule_files(path, 0, &mut files)?;
+            files.sort();
+            if files.is_empty() {
+                return Err(RuleError::new(origin, None, RuleErrorKind::NoRuleFiles));
+            }
+            files
+        };
+        for file in &files {
+            let origin = file.display().to_string();
+            let bytes =
+                std::fs::read(file).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| RuleError::new(origin.clone(), None, RuleErrorKind::NotUtf8))?;
+            self.add_filter_source(&origin, &text)?;
+        }
+        Ok(files.len())
+    }
+
+    /// Loads one Sigma filter from its text and applies it to the rules it names. Refused,
+    /// naming the place: a filter that names no loaded rule, or a rule its log source does
+    /// not cover (it would silently do nothing).
+    pub fn add_filter_source(&mut self, origin: &str, text: &str) -> Result<(), RuleError> {
+        let located = |pos: Pos, kind: RuleErrorKind| RuleError::new(origin, Some(pos), kind);
+        let refused = |pos: Pos, r: Refusal| located(pos, RuleErrorKind::Refused(r));
+        let doc = yaml::parse(text).map_err(|e| located(e.pos, RuleErrorKind::Yaml(e.message)))?;
+        let filter = sigma::compile_filter(&doc, origin, &mut self.set.fields)
+            .map_err(|p| located(p.pos, RuleErrorKind::Refused(p.refusal)))?;
+        let index = self.set.filters.len() as u32;
+        let mut targets = Vec::new();
+        match &filter.targets {
+            FilterTargets::Any => {
+                targets.extend(
+                    (0..self.set.rules.len()).filter(|&r| filter.logsource.covers(&self.set.rules[r].logsource)),
+                );
+            }
+            FilterTargets::Named(names) => {
+                for (name, pos) in names {
+                    let found = self.set.rules.iter().position(|r| {
+                        r.meta.slug == *name || r.meta.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name))
+                    });
+                    let Some(r) = found else {
+                        return Err(refused(
+                            *pos,
+                            error::refusal!(
+                                Invalid,
+                                "the filter names `{name}`, which no loaded rule is (by id or name)"
+                            ),
+                        ));
+                    };
+                    let rule = &self.set.rules[r];
+                    if !filter.logsource.covers(&rule.logsource) {
+                        return Err(refused(
+                            *pos,
+                            error::refusal!(
+                                Invalid,
+                                "the filter's log source ({}) does not cover rule `{}` ({}): it would not apply",
+                                filter.logsource,
+                                rule.meta.slug,
+                                rule.logsource
+                            ),
+                        ));
+                    }
+                    if !targets.contains(&r) {
+                        targets.push(r);
+                    }
+                }
+            }
+        }
+        for r in targets {
+            let pair = self.set.suppressions.len() as u32;
+            self.set.suppressions.push((r as u32, index));
+            self.set.rules[r].filters.push((index, pair));
+        }
+        self.set.filters.push(filter);
+        Ok(())
+    }
+
+    /// Leaves out the rule of this name or id (`--disable-rule`). Errors when no loaded
+    /// rule has it (a misspelt name would silently disable nothing).
+    pub fn disable(&mut self, name: &str) -> Result<(), String> {
+        let r = self.find(name)?;
+        self.set.rules.remove(r);
+        // The removed rule's pairs go; rule indices past it move down by one, and each
+        // rule's (filter, pair) list is made again from the pairs left.
+        let removed = r as u32;
+        self.set.suppressions.retain(|&(rule, _)| rule != removed);
+        for pair in &mut self.set.suppressions {
+            if pair.0 > removed {
+                pair.0 -= 1;
+            }
+        }
+        for rule in &mut self.set.rules {
+            rule.filters.clear();
+        }
+        for (pair, &(rule, filter)) in self.set.suppressions.iter().enumerate() {
+            self.set.rules[rule as usize].filters.push((filter, pair as u32));
+        }
+        Ok(())
+    }
+
+    /// Sets the risk score (and so the severity) of the rule of this name or id.
+    pub fn set_risk(&mut self, name: &str, risk: u8) -> Result<(), String> {
+        if risk > 100 {
+            return Err(format!("risk {risk} for `{name}`: a risk score is from 0 to 100"));
+        }
+        let r = self.find(name)?;
+        let meta = &mut self.set.rules[r].meta;
+        meta.risk_score = risk;
+        meta.severity = Severity::from_risk(risk);
+        Ok(())
+    }
+
+    fn find(&self, name: &str) -> Result<usize, String> {
+        self.set
+            .rules
+            .iter()
+            .position(|r| r.meta.slug == name || r.meta.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| format!("`{name}` is not the name or id of a loaded rule"))
+    }
+
     /// The rule set.
     pub fn build(self) -> RuleSet {
         self.set
     }
+}
+
+/// The rule files a `--rules` (or `--filters`) path means: the file itself, or every
+/// `*.yml` / `*.yaml` under the folder, sorted (what a reload watches).
+pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, RuleError> {
+    let origin = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| RuleError::new(origin, None, RuleErrorKind::Read(e)))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    collect_rule_files(path, 0, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn stem(path: &Path) -> &str {

@@ -15,7 +15,7 @@ use crate::rules::expr::{Atom, Expr};
 use crate::rules::logsource;
 use crate::rules::modifiers::{self, Modifiers};
 use crate::rules::pattern::TextOp;
-use crate::rules::{Rule, RuleMeta, Severity};
+use crate::rules::{Filter, FilterTargets, LogsourceKeys, Rule, RuleMeta, Severity};
 use crate::yaml::{Key, Node, Pos, Scalar, Value};
 
 /// A located problem in a rule document.
@@ -38,7 +38,10 @@ pub fn compile(doc: &Node, stem: &str, origin: &str, catalog: &mut FieldCatalog)
         return problem(doc.pos, refusal!(Invalid, "a rule must be a mapping, not {}", doc.kind()));
     };
     for (key, _) in top {
-        if matches!(key.text.as_str(), "correlation" | "action" | "filter") {
+        if key.text == "filter" {
+            return problem(key.pos, refusal!(Invalid, "a Sigma filter, not a rule: load it with --filters"));
+        }
+        if matches!(key.text.as_str(), "correlation" | "action") {
             return problem(
                 key.pos,
                 refusal!(Unsupported, "`{}` documents (Sigma correlation / meta rules) are not supported", key.text),
@@ -49,8 +52,67 @@ pub fn compile(doc: &Node, stem: &str, origin: &str, catalog: &mut FieldCatalog)
     let logsource = required(doc, "logsource")?;
     let route = logsource::compile(logsource, catalog)
         .map_err(|e| Problem { pos: logsource.get(e.key).map_or(logsource.pos, |n| n.pos), refusal: e.refusal })?;
-    let detection = detection(required(doc, "detection")?, catalog)?;
-    Ok(Rule { meta, route, detection })
+    let detection = detection(required(doc, "detection")?, &[], catalog)?;
+    let logsource = LogsourceKeys::of(logsource);
+    Ok(Rule { meta, route, detection, logsource, filters: Vec::new() })
+}
+
+/// Compiles a parsed Sigma filter document (the specification's global filter: `title`,
+/// `logsource`, and `filter` with `rules`, selections and a `condition`). The rules it
+/// names are resolved by the rule set ([`crate::rules::RuleSetBuilder::add_filter_source`]).
+pub fn compile_filter(doc: &Node, origin: &str, catalog: &mut FieldCatalog) -> Result<Filter, Problem> {
+    let Some(top) = doc.as_map() else {
+        return problem(doc.pos, refusal!(Invalid, "a filter must be a mapping, not {}", doc.kind()));
+    };
+    for (key, _) in top {
+        if matches!(key.text.as_str(), "detection" | "correlation") {
+            return problem(key.pos, refusal!(Invalid, "a filter has `filter`, not `{}`: is this a rule?", key.text));
+        }
+    }
+    let title = match optional_str(doc, "title")? {
+        Some(t) if !t.trim().is_empty() => t.to_string(),
+        _ => {
+            return problem(
+                doc.get("title").map_or(doc.pos, |n| n.pos),
+                refusal!(Invalid, "the filter needs a non-empty `title`"),
+            );
+        }
+    };
+    let id = optional_str(doc, "id")?.map(str::to_string);
+    let logsource = required(doc, "logsource")?;
+    // Refused as a rule's would be (an unknown category names its key); the filter applies
+    // to rules by their log source keys, not by this condition.
+    logsource::compile(logsource, catalog)
+        .map_err(|e| Problem { pos: logsource.get(e.key).map_or(logsource.pos, |n| n.pos), refusal: e.refusal })?;
+    let body = required(doc, "filter")?;
+    let Some(rules) = body.get("rules") else {
+        return problem(body.pos, refusal!(Invalid, "`filter` has no `rules` (the rules it applies to, or `any`)"));
+    };
+    let targets = match &rules.value {
+        Value::Scalar(Scalar::Str(s)) if s.eq_ignore_ascii_case("any") => FilterTargets::Any,
+        Value::Scalar(Scalar::Str(s)) => FilterTargets::Named(vec![(s.clone(), rules.pos)]),
+        Value::Seq(items) if !items.is_empty() => {
+            let mut named = Vec::with_capacity(items.len());
+            for item in items {
+                let Some(name) = item.as_str() else {
+                    return problem(item.pos, refusal!(Invalid, "a rule reference must be a string (an id or a name)"));
+                };
+                named.push((name.to_string(), item.pos));
+            }
+            FilterTargets::Named(named)
+        }
+        _ => return problem(rules.pos, refusal!(Invalid, "`rules` must be a list of rule ids or names, or `any`")),
+    };
+    let condition = detection(body, &["rules"], catalog)?;
+    Ok(Filter {
+        title,
+        id,
+        origin: origin.to_string(),
+        logsource: LogsourceKeys::of(logsource),
+        targets,
+        condition,
+        pos: doc.pos,
+    })
 }
 
 fn required<'a>(doc: &'a Node, key: &str) -> Result<&'a Node, Problem> {
@@ -175,7 +237,9 @@ fn tags(doc: &Node) -> Result<(Vec<String>, Vec<String>), Problem> {
     Ok((mitre, tactics))
 }
 
-fn detection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
+/// A `detection` block (or a filter's `filter` block, whose `skip` keys are not
+/// selections).
+fn detection(node: &Node, skip: &[&str], catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
     let Some(entries) = node.as_map() else {
         return problem(node.pos, refusal!(Invalid, "`detection` must be a mapping"));
     };
@@ -190,6 +254,7 @@ fn detection(node: &Node, catalog: &mut FieldCatalog) -> Result<Expr, Problem> {
                     refusal!(Unsupported, "`timeframe` needs state across records and is not supported"),
                 );
             }
+            name if skip.contains(&name) => {}
             name => selections.push((name.to_string(), selection(value, catalog)?)),
         }
     }

@@ -10,8 +10,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::driver::Settings;
+use crate::reload::Current;
 use crate::sink::Boundary;
-use crate::{Driver, End, Sink, Tagger};
+use crate::{Driver, End, Sink, Stats, Tagger};
 
 use super::budget::{Budget, Reservation};
 use super::metrics::{Ending, Metrics};
@@ -51,8 +52,8 @@ pub struct Limits {
 
 /// What every connection task shares.
 pub struct Shared {
-    /// The rules.
-    pub tagger: Arc<Tagger>,
+    /// The rule set in use, and its reloads.
+    pub rules: Arc<Current>,
     /// Where records go.
     pub output: Arc<Mutex<Output>>,
     /// Counters.
@@ -168,9 +169,10 @@ impl Batch {
 }
 
 /// A connection's state.
+/// (The connection's driver is not a field: it is bound to the rule set in use, which a
+/// reload replaces, so `handle` holds both and hands the driver to each method.)
 struct Conn<'s> {
     shared: &'s Shared,
-    driver: Driver<'s>,
     batch: Batch,
     writer: Writer,
     /// The output failed for good (stdout closed): stop.
@@ -274,13 +276,15 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
     let writer = Writer::start(shared.output.clone(), shared.metrics.clone());
     let mut conn = Conn {
         shared,
-        driver: Driver::new(&shared.tagger, shared.settings),
         batch: Batch::new(),
         writer,
         dead: false,
         memory: 0,
         multi_thread: tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
     };
+    let mut seen = shared.rules.generation();
+    let mut on = shared.rules.get();
+    let mut driver = Driver::new(&on, shared.settings);
     let mut shutdown = shared.shutdown.clone();
     let mut draining = *shutdown.borrow();
     let mut buf = vec![0u8; READ_BYTES_FIRST];
@@ -315,9 +319,9 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
             () = sleep => {
                 let now = Instant::now();
                 if release_at.is_some_and(|r| r <= now) && idle_at.is_none_or(|i| i > now) {
-                    conn.release();
+                    conn.release(&mut driver);
                     buf = vec![0u8; READ_BYTES_FIRST];
-                    conn.report_memory(buf.len());
+                    conn.report_memory(&driver, buf.len());
                     released = true;
                     reservation = None;
                     continue;
@@ -325,7 +329,7 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
                 if partial_at.is_some_and(|p| p <= now) {
                     break Ending::PartialLineTimeout;
                 }
-                if draining && conn.has_partial() {
+                if draining && driver.has_partial() {
                     // Quiet, but inside a record: wait for its end until its deadline.
                     last_byte = now;
                     if partial_at.is_none() {
@@ -357,10 +361,18 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
             }
         }
         last_byte = Instant::now();
-        conn.take(&buf[..n]).await;
+        // A reload: the connection moves to the new set here, between two reads — what it
+        // holds of a record is evaluated whole by the new set.
+        if let Some(next) = shared.rules.newer(&on, &mut seen) {
+            shared.metrics.drain(&mut driver, &on);
+            let parked = driver.park(&mut Stats::default());
+            on = next;
+            driver = parked.resume(&on);
+        }
+        conn.take(&mut driver, &on, &buf[..n]).await;
         if refused {
             shared.metrics.note("memory budget: no room for a connection within --memory-wait-secs; it is closed");
-            conn.report_memory(buf.len());
+            conn.report_memory(&driver, buf.len());
             break Ending::MemoryBudget;
         }
         if n == buf.len() && buf.len() < READ_BYTES {
@@ -369,28 +381,25 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
             buf.truncate(buf.len() / 2);
             buf.shrink_to_fit();
         }
-        conn.report_memory(buf.len());
+        conn.report_memory(&driver, buf.len());
         if conn.dead {
             break Ending::OutputClosed;
         }
-        if conn.has_partial() {
+        if driver.has_partial() {
             partial_since.get_or_insert(last_byte);
         } else {
             partial_since = None;
         }
     };
-    conn.end(ending).await;
+    conn.end(&mut driver, &on, ending).await;
     conn.shared.metrics.connection_memory(-(conn.memory as i64));
     reader
 }
 
 impl Conn<'_> {
-    fn has_partial(&self) -> bool {
-        self.driver.has_partial()
-    }
-
-    /// Tags the bytes of one read and writes the records they complete.
-    async fn take(&mut self, input: &[u8]) {
+    /// Tags the bytes of one read and writes the records they complete (`driver` on set
+    /// `on`).
+    async fn take(&mut self, driver: &mut Driver<'_>, on: &Arc<Tagger>, input: &[u8]) {
         // Tagging is CPU work: a read that completes a large record (whose cost, bounded per
         // byte, can still reach tenths of a second) is tagged with this worker thread handed
         // over to the runtime's blocking pool, so that the other connections, the timers and
@@ -398,30 +407,25 @@ impl Conn<'_> {
         // [`INLINE_BYTES`] times the worst cost per byte and are tagged in place, as is
         // everything on a current-thread runtime (which has no other worker to hand over to,
         // and where `block_in_place` would panic).
-        if input.len() + self.held_bytes() >= INLINE_BYTES && self.multi_thread {
-            tokio::task::block_in_place(|| self.tag(input));
+        if input.len() + driver.held_bytes() >= INLINE_BYTES && self.multi_thread {
+            tokio::task::block_in_place(|| self.tag(driver, input));
         } else {
-            self.tag(input);
+            self.tag(driver, input);
         }
-        self.flush().await;
-    }
-
-    /// Bytes of an unfinished record held (tagged when its end arrives).
-    fn held_bytes(&self) -> usize {
-        self.driver.held_bytes()
+        self.flush(driver, on).await;
     }
 
     /// Reports the bytes the connection's buffers hold now (`read`: its read buffer).
-    fn report_memory(&mut self, read: usize) {
+    fn report_memory(&mut self, driver: &Driver<'_>, read: usize) {
         let recycled = self.writer.recycled_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let now = read + self.driver.scratch_bytes() + self.batch.bytes.capacity() + recycled;
+        let now = read + driver.scratch_bytes() + self.batch.bytes.capacity() + recycled;
         self.shared.metrics.connection_memory(now as i64 - self.memory as i64);
         self.memory = now;
     }
 
     /// Gives back the memory a connection's past records made it hold, while it is quiet.
-    fn release(&mut self) {
-        self.driver.release();
+    fn release(&mut self, driver: &mut Driver<'_>) {
+        driver.release();
         if self.batch.bytes.capacity() > READ_BYTES_FIRST {
             let open = self.batch.open;
             self.batch = Batch::new();
@@ -430,14 +434,14 @@ impl Conn<'_> {
         while self.writer.take_recycled().is_some() {}
     }
 
-    fn tag(&mut self, input: &[u8]) {
-        self.driver.feed(input, &mut self.batch);
+    fn tag(&mut self, driver: &mut Driver<'_>, input: &[u8]) {
+        driver.feed(input, &mut self.batch);
         self.batch.seal();
     }
 
     /// Hands the batch to the writer.
-    async fn flush(&mut self) {
-        self.shared.metrics.drain(&mut self.driver);
+    async fn flush(&mut self, driver: &mut Driver<'_>, on: &Arc<Tagger>) {
+        self.shared.metrics.drain(driver, on);
         self.dead = self.dead || *self.shared.metrics.output_closed().borrow();
         if self.batch.is_empty() || self.dead {
             self.batch.clear();
@@ -451,20 +455,20 @@ impl Conn<'_> {
 
     /// Ends the connection: what is held of a record is written as the driver's settings
     /// say for this ending, and the ending counted.
-    async fn end(&mut self, ending: Ending) {
+    async fn end(&mut self, driver: &mut Driver<'_>, on: &Arc<Tagger>, ending: Ending) {
         let end = match ending {
             _ if self.dead => End::Closed,
             Ending::OutputClosed => End::Closed,
             Ending::Shutdown => End::Stop,
             _ => End::Eof,
         };
-        let ended = self.driver.end(end, &mut self.batch);
+        let ended = driver.end(end, &mut self.batch);
         if end == End::Stop && ended.dropped > 0 {
             // One input to its own output, stopped by a signal: whole lines only (ARCHITECTURE §1.7).
             eprintln!("iis-tagger: stopped by signal; {} bytes of an unfinished line were not written", ended.dropped);
         }
         self.batch.seal();
-        self.flush().await;
+        self.flush(driver, on).await;
         self.writer.finish().await;
         self.shared.metrics.ended(ending);
     }

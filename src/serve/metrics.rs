@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::reload::Current;
 use crate::{Driver, Stats, Tagger};
 
 use super::budget::Budget;
@@ -73,8 +74,11 @@ impl Counter {
 
 /// The sidecar's counters (shared by every task).
 pub struct Metrics {
-    /// The core's counters, merged from every connection's driver.
-    core: StdMutex<Stats>,
+    /// The core's counters, merged from every connection's driver, in the rule order of
+    /// the set they are kept for (the current one: they are re-keyed when it changes).
+    core: StdMutex<Core>,
+    /// The rule set in use.
+    rules: Arc<Current>,
     connections_open: Counter,
     connections_closed: Counter,
     connections_refused: Counter,
@@ -95,10 +99,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Zeroed counters for `rules` rules and `shapes` shapes.
-    pub fn new(rules: usize, shapes: usize) -> Metrics {
+    /// Zeroed counters for the sets of `rules`.
+    pub fn new(rules: Arc<Current>) -> Metrics {
+        let set = rules.get();
+        let stats = Stats::with_shapes(set.rules().rules().len(), set.rules().fields().shapes().shapes.len());
         Metrics {
-            core: StdMutex::new(Stats::with_shapes(rules, shapes)),
+            core: StdMutex::new(Core { stats, set }),
+            rules,
             connections_open: Counter::default(),
             connections_closed: Counter::default(),
             connections_refused: Counter::default(),
@@ -117,9 +124,34 @@ impl Metrics {
         }
     }
 
-    /// Moves a connection's counters into the totals.
-    pub fn drain(&self, driver: &mut Driver<'_>) {
-        driver.drain_stats(&mut self.core.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Moves the counters of a connection's driver, on set `on`, into the totals.
+    pub fn drain(&self, driver: &mut Driver<'_>, on: &Arc<Tagger>) {
+        let mut core = self.core();
+        if Arc::ptr_eq(&core.set, on) {
+            driver.drain_stats(&mut core.stats);
+        } else {
+            let mut theirs = Stats::default();
+            driver.drain_stats(&mut theirs);
+            theirs.rekey(on.rules(), core.set.rules());
+            core.stats.merge(&theirs);
+        }
+    }
+
+    /// The totals, re-keyed to the current set first if it changed.
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.rules.get();
+        if !Arc::ptr_eq(&core.set, &current) {
+            let Core { stats, set } = &mut *core;
+            stats.rekey(set.rules(), current.rules());
+            *set = current;
+        }
+        core
+    }
+
+    /// The rule set in use.
+    pub fn rules(&self) -> &Arc<Current> {
+        &self.rules
     }
 
     /// A connection was accepted and is being served.
@@ -195,19 +227,26 @@ impl Metrics {
         self.closed.send_replace(true);
     }
 
-    /// The totals as the core's counters (for --stats).
+    /// The totals as the core's counters (for --stats), with the set they are keyed to.
+    pub fn stats_and_set(&self) -> (Stats, Arc<Tagger>) {
+        let core = self.core();
+        (core.stats.clone(), core.set.clone())
+    }
+
+    /// The totals as the core's counters (for --stats), keyed to the current set.
     pub fn stats(&self) -> Stats {
-        self.core.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.core().stats.clone()
     }
 
     /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, tagger: &Tagger, budget: &Budget) -> String {
+    pub fn render(&self, budget: &Budget) -> String {
+        let (core, tagger) = self.stats_and_set();
+        let tagger = &*tagger;
         let mut o = String::with_capacity(4096 + 96 * tagger.rules().rules().len());
         let counter = |o: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
             let _ = writeln!(o, "iis_tagger_{name} {value}");
         };
-        let core = self.stats();
         for c in crate::stats::COUNTERS {
             counter(&mut o, c.name, c.help, (c.get)(&core));
         }
@@ -217,6 +256,45 @@ impl Metrics {
         for (rule, n) in tagger.rules().rules().iter().zip(&core.matches) {
             let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", label(&rule.meta.slug));
         }
+        let _ = writeln!(o, "# HELP iis_tagger_suppressed_total Matches a filter suppressed, by rule and filter.");
+        let _ = writeln!(o, "# TYPE iis_tagger_suppressed_total counter");
+        for (i, n) in core.suppressed.iter().enumerate() {
+            if let Some((rule, filter)) = tagger.rules().suppression_names(i) {
+                let _ = writeln!(
+                    o,
+                    "iis_tagger_suppressed_total{{rule=\"{}\",filter=\"{}\"}} {n}",
+                    label(rule),
+                    label(filter)
+                );
+            }
+        }
+        let status = self.rules.status();
+        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_info The rule set in use: its digest (value 1).");
+        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_info gauge");
+        let _ = writeln!(o, "iis_tagger_rules_loaded_info{{digest=\"{}\"}} 1", label(&status.digest));
+        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_timestamp_seconds When the rule set in use was built.");
+        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_timestamp_seconds gauge");
+        let _ = writeln!(o, "iis_tagger_rules_loaded_timestamp_seconds {}", status.loaded_at);
+        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded Rules in the set in use.");
+        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded gauge\niis_tagger_rules_loaded {}", status.rules);
+        let _ = writeln!(o, "# HELP iis_tagger_filters_loaded Filters in the set in use.");
+        let _ = writeln!(o, "# TYPE iis_tagger_filters_loaded gauge\niis_tagger_filters_loaded {}", status.filters);
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_rule_reloads_total Rule reloads, by outcome (refused: the set had an error; the old one kept running)."
+        );
+        let _ = writeln!(o, "# TYPE iis_tagger_rule_reloads_total counter");
+        let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"loaded\"}} {}", status.reloads);
+        let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"refused\"}} {}", status.refused);
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_rule_reload_failing Whether the last reload was refused (1) and the set in use is older than the files."
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE iis_tagger_rule_reload_failing gauge\niis_tagger_rule_reload_failing {}",
+            u8::from(status.last_error.is_some())
+        );
         let _ =
             writeln!(o, "# HELP iis_tagger_records_by_shape_total Records read, by the shape they were recognised in.");
         let _ = writeln!(o, "# TYPE iis_tagger_records_by_shape_total counter");
@@ -297,6 +375,12 @@ impl Metrics {
     }
 }
 
+/// The totals and the set their rule order is that of.
+struct Core {
+    stats: Stats,
+    set: Arc<Tagger>,
+}
+
 /// A Prometheus label value: `\`, `"` and newlines escaped.
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -309,7 +393,6 @@ const MAX_REQUEST: usize = 8192;
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    tagger: Arc<Tagger>,
     budget: Arc<Budget>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -324,7 +407,7 @@ pub async fn serve(
                 }
             },
         };
-        let (metrics, budget, tagger) = (metrics.clone(), budget.clone(), tagger.clone());
+        let (metrics, budget) = (metrics.clone(), budget.clone());
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -342,7 +425,7 @@ pub async fn serve(
                 return;
             }
             let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                let body = metrics.render(&tagger, &budget);
+                let body = metrics.render(&budget);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -31,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::Stats;
 use crate::driver::{AtEof, Framing, OnStop, Settings};
-use crate::{Stats, Tagger};
+use crate::reload::Current;
 use budget::Budget;
 use conn::{Limits, Shared};
 use metrics::Metrics;
@@ -104,8 +105,9 @@ pub enum Destination {
 
 /// Everything [`serve`] needs besides its listener and shutdown.
 pub struct Config {
-    /// The rules and inspection settings.
-    pub tagger: Arc<Tagger>,
+    /// The rules and inspection settings, and their reloads: each connection moves to a
+    /// new set between two records ([`crate::reload`]).
+    pub rules: Arc<Current>,
     /// Framing of the incoming connections.
     pub input: Framing,
     /// Framing of the output. Lines in and octet-counted out is refused
@@ -162,8 +164,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// is shared, so a record a connection ends inside of is ended by `\n`, and on shutdown
 /// what the peer sent is written (it will not send it again).
 pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Served {
-    let tagger = config.tagger;
-    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
+    let rules = config.rules;
+    let metrics = Arc::new(Metrics::new(rules.clone()));
     let result = async {
         if config.input == Framing::Lines && config.output == Framing::OctetCounted {
             return Err(Error::Config(
@@ -183,7 +185,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            tagger: tagger.clone(),
+            rules: rules.clone(),
             output: Arc::new(Mutex::new(Output::new(target, config.output, metrics.clone()))),
             metrics: metrics.clone(),
             limits: config.limits,
@@ -197,13 +199,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
             budget: Arc::new(config.budget),
         });
         if let Some(m) = config.metrics {
-            tokio::spawn(metrics::serve(
-                m,
-                metrics.clone(),
-                tagger.clone(),
-                shared.budget.clone(),
-                shutdown_tx.subscribe(),
-            ));
+            tokio::spawn(metrics::serve(m, metrics.clone(), shared.budget.clone(), shutdown_tx.subscribe()));
         }
         let tasks = accept_loop(&listener, &shared, config.acceptor, config.max_connections, shutdown).await;
         drop(listener);

@@ -377,9 +377,28 @@ impl Stream<'_> {
         }
         let view = &self.view;
         let readings = tagger.readings();
+        let suppressed = &mut self.stats.suppressed;
         self.matched.extend(self.candidates.iter().copied().filter(|&r| {
+            let rule = &rules[r as usize];
             let differ = view.fields_differ(&tagger.detection_fields[r as usize]);
-            rules[r as usize].detection.eval_readings(view, readings, differ)
+            if !rule.detection.eval_readings(view, readings, differ) {
+                return false;
+            }
+            if rule.filters.is_empty() {
+                return true;
+            }
+            match tagger.rules.suppressed_by(rule, view, readings, differ) {
+                None => true,
+                Some(pair) => {
+                    // Counted, never silent: per (rule, filter) pair.
+                    let pair = pair as usize;
+                    if suppressed.len() <= pair {
+                        suppressed.resize(pair + 1, 0);
+                    }
+                    suppressed[pair] += 1;
+                    false
+                }
+            }
         }));
         let (duplicates, excess) = self.view.dropped();
         self.stats.duplicate_values += duplicates;

@@ -144,6 +144,12 @@ impl Tagger {
             .map(|r| {
                 let mut f = Vec::new();
                 r.detection.fields(&mut f);
+                // A filter reads the record the rule matched: its fields are made too.
+                for &(filter, _) in &r.filters {
+                    rules.filters()[filter as usize].condition.fields(&mut f);
+                }
+                f.sort_unstable();
+                f.dedup();
                 f
             })
             .collect();
@@ -207,6 +213,13 @@ impl Tagger {
                 ..Stats::with_shapes(self.rules.rules().len(), self.rules.fields().shapes().shapes.len())
             },
         }
+    }
+
+    /// A tagger with no rules, for a stream between two rule sets ([`Stream::rebind`]).
+    fn placeholder() -> &'static Tagger {
+        static PLACEHOLDER: std::sync::OnceLock<Tagger> = std::sync::OnceLock::new();
+        PLACEHOLDER
+            .get_or_init(|| Tagger::new(RuleSet::default(), Config::default()).expect("the default settings are valid"))
     }
 
     /// Tags a whole input at once (convenience for tests and small inputs).
@@ -276,6 +289,68 @@ pub struct Stream<'t> {
     /// rules works on lines, so every rule is a candidate.
     unfiltered: bool,
     stats: Stats,
+}
+
+impl<'t> Stream<'t> {
+    /// The same stream on another tagger (a rule reload): what is held of an unfinished
+    /// record, the buffers and the shape sample carry over, so the record in progress is
+    /// evaluated whole by the new rules — a stream switches between records, never inside
+    /// one. The counters start again at zero for the new rules: take them first
+    /// ([`Stats::merge`], then [`Stats::rekey`]). The settings stay those of the stream's
+    /// start (the line limit and the annotation key are not reloaded).
+    pub fn rebind<'u>(self, tagger: &'u Tagger) -> Stream<'u> {
+        let stats = Stats {
+            hunt: tagger.config.summary.then(Box::default),
+            ..Stats::with_shapes(tagger.rules.rules().len(), tagger.rules.fields().shapes().shapes.len())
+        };
+        let Stream {
+            tagger: _,
+            framer,
+            text,
+            prefilter,
+            parser,
+            inner,
+            doc,
+            embedded_read,
+            canonical_xml,
+            sample_until,
+            lines_before,
+            view,
+            candidates,
+            groups,
+            matched,
+            member,
+            incomplete,
+            unfiltered,
+            stats: old,
+        } = self;
+        Stream {
+            tagger,
+            framer,
+            text,
+            prefilter,
+            parser,
+            inner,
+            doc,
+            embedded_read,
+            canonical_xml,
+            sample_until,
+            lines_before: lines_before + old.lines,
+            view,
+            candidates,
+            groups,
+            matched,
+            member,
+            incomplete,
+            unfiltered,
+            stats,
+        }
+    }
+
+    /// The stream held by no rule set (between two: [`Stream::rebind`] it to the next).
+    pub fn park(self) -> Stream<'static> {
+        self.rebind(Tagger::placeholder())
+    }
 }
 
 impl Stream<'_> {

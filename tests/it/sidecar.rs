@@ -38,7 +38,7 @@ fn config(forward: String, limits: Limits) -> serve::Config {
     let tagger = Tagger::new(RuleSet::builtin().expect("built-ins load"), Config::default()).expect("tagger");
     let max_line = tagger.config().max_line_bytes;
     serve::Config {
-        tagger: Arc::new(tagger),
+        rules: Arc::new(iis_tagger::reload::Current::fixed(Arc::new(tagger))),
         input: Framing::Lines,
         output: Framing::Lines,
         destination: Destination::Forward { addr: forward, tls: None },

@@ -15,7 +15,8 @@ use iis_tagger::serve::conn::Limits;
 use iis_tagger::serve::{self as sidecar, Destination, budget, tls};
 
 use super::args::{CoreArgs, StatsArgs};
-use super::common::{Failure, build_tagger};
+use super::common::Failure;
+use super::live::Live;
 
 /// How records are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,8 +135,9 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
     if args.max_connections == 0 {
         return Err(Failure::setup("--max-connections must be at least 1"));
     }
-    let (tagger, skipped) = build_tagger(rules, args.core.config(true))?;
-    let tagger = Arc::new(tagger);
+    let (live, skipped) = Live::load(rules, args.core.config(true))?;
+    let live = Arc::new(live);
+    live.watch()?;
     let budget_total = args.memory_budget.unwrap_or_else(budget::default_total);
     let budget = budget::Budget::new(
         budget_total,
@@ -206,7 +208,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
             eprintln!("iis-tagger: metrics on http://{}/metrics", m.local_addr().map_err(io_setup)?);
         }
         let config = sidecar::Config {
-            tagger: tagger.clone(),
+            rules: live.current().clone(),
             input: in_framing.into(),
             output: out_framing.into(),
             destination,
@@ -220,7 +222,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         let signalled = super::signal::termination().map_err(io_setup)?;
         Ok::<_, Failure>(sidecar::serve(listener, config, signalled).await)
     })?;
-    args.summary.print(&served.stats, &tagger, &skipped, false);
+    args.summary.print(&served.stats, &live.tagger(), &skipped, false, Some(live.current().status()));
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     served.result.map_err(Failure::io)

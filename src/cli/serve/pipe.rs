@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 
+use iis_tagger::Stats;
 use iis_tagger::driver::{Framing, Settings};
+use iis_tagger::reload::Current;
 use iis_tagger::serve::budget::{Budget, per_connection};
 use iis_tagger::serve::conn::{self, Limits, Shared};
 use iis_tagger::serve::metrics::Metrics;
 use iis_tagger::serve::output::{Output, Target};
-use iis_tagger::{Stats, Tagger};
 
 use super::runtime;
 use crate::cli::common::{Failure, Input};
@@ -20,18 +21,19 @@ use crate::cli::common::{Failure, Input};
 /// After a signal, how long to wait for the output to be written before giving up.
 const SHUTDOWN: Duration = Duration::from_secs(30);
 
-/// Tags `inputs` into the downstream `addr`; adds the counters to `total`.
-pub fn run(tagger: Arc<Tagger>, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
+/// Tags `inputs` into the downstream `addr`, following reloads of `rules`; adds the
+/// counters to `total` (in the rule order of the set in use at the end).
+pub fn run(rules: Arc<Current>, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
     iis_tagger::serve::tls::check_addr(addr).map_err(Failure::setup)?;
     let runtime = runtime()?;
-    let metrics = Arc::new(Metrics::new(tagger.rules().rules().len(), tagger.rules().fields().shapes().shapes.len()));
+    let metrics = Arc::new(Metrics::new(rules.clone()));
     let result = runtime.block_on(async {
         let target = Target::forward(addr.to_string(), None, metrics.clone());
         let output = Arc::new(Mutex::new(Output::new(target, Framing::Lines, metrics.clone())));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let max_line_bytes = tagger.config().max_line_bytes;
+        let max_line_bytes = rules.get().config().max_line_bytes;
         let shared = Shared {
-            tagger,
+            rules,
             output,
             metrics: metrics.clone(),
             limits: Limits { idle: None, partial_line: None, handshake: Duration::from_secs(10) },
