@@ -11,7 +11,26 @@ use cli::command::{Cli, Command};
 use cli::common::Failure;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    // `--config FILE`: its options are put into the command line, then everything is
+    // parsed by the one set of definitions; an error in a value the file gave names the
+    // file's line.
+    let expanded = match cli::config::expand(std::env::args_os().collect()) {
+        Ok(expanded) => expanded,
+        Err(e) => {
+            eprintln!("iis-tagger: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = match Cli::try_parse_from(&expanded.argv) {
+        Ok(args) => args,
+        Err(e) => match cli::config::attributed(&e, &expanded.origins) {
+            Some(config) => {
+                eprintln!("iis-tagger: {config}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let result = match &args.command {
         Some(Command::Rules(rules)) => cli::rules_cmd::run(&args.tag.rules, rules).and_then(|(text, failed)| {
             let mut stdout = std::io::stdout().lock();
@@ -34,6 +53,18 @@ fn main() -> ExitCode {
         }),
         Some(Command::Serve(serve)) => cli::serve::run(serve, &args.tag.rules),
         Some(Command::Mmexternal(mm)) => cli::mmexternal::run(mm, &args.tag.rules),
+        Some(Command::Config(config)) => match &config.action {
+            cli::command::ConfigAction::Check { file } => cli::config::check(file)
+                .map_err(Failure::setup)
+                .and_then(|summary| cli::config::check_rules(file).map(|rules| (summary, rules)))
+                .and_then(|(summary, rules)| {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(format!("{summary}{rules}config ok\n").as_bytes())
+                        .and_then(|()| stdout.flush())
+                        .map_err(|e| Failure::io(format!("writing output: {e}")))
+                }),
+        },
         None => cli::run::tag(&args.tag),
     };
     match result {

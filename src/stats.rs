@@ -359,7 +359,10 @@ impl Report<'_> {
         }
         if let Some(st) = &self.rule_set {
             let reloads = if st.reloads + st.refused > 0 {
-                format!("; {} reloads, {} refused, the last built at {} (Unix time)", st.reloads, st.refused, st.loaded_at)
+                format!(
+                    "; {} reloads, {} refused, the last built at {} (Unix time)",
+                    st.reloads, st.refused, st.loaded_at
+                )
             } else {
                 String::new()
             };

@@ -25,6 +25,11 @@ pub struct Cli {
     /// Options of the tagging run.
     #[command(flatten)]
     pub tag: TagArgs,
+    /// Read options from a YAML file: the options of every mode at its top level, those of
+    /// one mode under `tag`, `serve` or `mmexternal` (see README, "One config file"). A
+    /// flag given here replaces the file's.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Subcommands.
@@ -42,4 +47,26 @@ pub enum Command {
     /// `interface.input="fulljson"`): one reply line per message line, in order, flushed;
     /// `{}` when nothing matched, else the annotation under the `$!` tree.
     Mmexternal(MmexternalArgs),
+    /// Config files: `config check FILE` reads one, checks every key and value and each
+    /// mode's options as they would be parsed, and loads the rules it names.
+    Config(ConfigArgs),
+}
+
+/// Options of `iis-tagger config`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// `iis-tagger config <action>`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Check a config file; exit 2 naming the file, line and column of what is wrong.
+    Check {
+        /// The file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
 }
