@@ -34,6 +34,15 @@ impl Watch {
     }
 }
 
+/// Whether `fd` has bytes to read now (or its end), without waiting: a reader that does
+/// not would wait for the source.
+pub fn readable_now(fd: &impl AsRawFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: as in `hung_up`.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
+}
+
 /// Whether `fd` reports an error or a hang-up, without waiting.
 fn hung_up(fd: std::os::fd::RawFd) -> bool {
     let mut p = libc::pollfd { fd, events: 0, revents: 0 };

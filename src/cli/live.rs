@@ -122,9 +122,10 @@ impl Live {
     }
 }
 
-/// What the files of the rule options are now: each file's path, length and time of
-/// change (or why it cannot be listed).
-type Fingerprint = Vec<(PathBuf, Result<(u64, SystemTime), String>)>;
+/// What the files of the rule options are now: each file's path, length, inode and times
+/// of change (or why it cannot be listed). A rewrite that keeps the length within the
+/// file system's time resolution is not seen: SIGHUP reloads whatever the files look like.
+type Fingerprint = Vec<(PathBuf, Result<(u64, u64, SystemTime, i64, i64), String>)>;
 
 /// The files a set is built from: every rule and filter file, and the shape files.
 fn files(rules: &RuleArgs) -> Vec<Result<PathBuf, String>> {
@@ -144,7 +145,9 @@ fn fingerprint(rules: &RuleArgs) -> Fingerprint {
         .into_iter()
         .map(|f| match f {
             Ok(path) => {
-                let meta = std::fs::metadata(&path).and_then(|m| Ok((m.len(), m.modified()?)));
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(&path)
+                    .and_then(|m| Ok((m.len(), m.ino(), m.modified()?, m.ctime(), m.ctime_nsec())));
                 let meta = meta.map_err(|e| e.to_string());
                 (path, meta)
             }

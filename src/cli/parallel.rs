@@ -226,7 +226,11 @@ impl Reader<'_> {
             self.progress.advance(n as u64, 0, 0);
             let chunk = &buf[..n];
             framer.feed(chunk, &mut |piece| self.framed(piece, chunk, &mut block));
-            if block.len() >= BLOCK_BYTES {
+            // A full block goes; so does what the reads so far completed when the source has
+            // nothing more to read now (a quiet stream's records are not held back waiting
+            // for a block to fill; a busy one still makes full blocks).
+            let quiet = || n < buf.len() && input.head.is_empty() && !super::hangup::readable_now(&input.file);
+            if block.len() >= BLOCK_BYTES || (!block.is_empty() && quiet()) {
                 self.send_lines(std::mem::take(&mut block), false);
                 block.reserve(BLOCK_BYTES + READ_BYTES);
             }

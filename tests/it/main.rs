@@ -24,6 +24,7 @@ mod needs;
 mod net;
 mod progress;
 mod properties;
+mod reload;
 mod serve;
 mod sidecar;
 mod sigma;
