@@ -64,6 +64,13 @@ pub fn expand(argv: Vec<OsString>) -> Result<Expanded, ConfigError> {
     let scan = scan(&cmd, &argv);
     let mut origins = HashMap::new();
     let globals = options(&path, &doc, &cmd, None, &scan.given, &mut origins)?;
+    // Every section's keys and values are checked, whichever mode runs: a mistake in the
+    // file shows at the first start, not at the first start of the mode it is in.
+    for (name, sub) in SECTIONS {
+        if let Some(node) = doc.get(name) {
+            options(&path, node, &cmd, Some(*sub), &[], &mut HashMap::new())?;
+        }
+    }
     let section = SECTIONS.iter().find(|(_, sub)| *sub == scan.subcommand.as_ref().map(|(s, _)| s.as_str()));
     let mode = match section {
         Some((name, sub)) => match doc.get(name) {

@@ -3,6 +3,7 @@
 mod agents;
 mod builtin_rules;
 mod cli;
+mod config;
 mod corpus;
 mod crafted;
 #[path = "../../benches/crafted.rs"]
@@ -11,6 +12,7 @@ mod crafted_cases;
 mod daemons;
 mod evasion;
 mod evtx;
+mod filters;
 mod framing;
 #[path = "../../fuzz/src/checks.rs"]
 #[allow(dead_code)]
