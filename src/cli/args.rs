@@ -72,14 +72,14 @@ impl StatsArgs {
         match self.stats_format.unwrap_or(StatsFormat::Text) {
             StatsFormat::Json => {
                 report.summary = summary;
-                eprintln!("{}", report.to_json());
+                super::notes::say(&report.to_json());
             }
             StatsFormat::Text => {
                 if counters {
-                    eprint!("{}", report.to_text());
+                    super::notes::write(&report.to_text());
                 }
                 if let Some(summary) = summary {
-                    eprint!("{}", summary.to_text());
+                    super::notes::write(&summary.to_text());
                 }
             }
         }
@@ -92,10 +92,14 @@ pub struct MmexternalArgs {
     /// Inspection settings.
     #[command(flatten)]
     pub core: CoreArgs,
-    /// The summary at the end of input, on stderr (rsyslog shows the plugin's stderr only
-    /// with the action's `output=` file).
+    /// The summary at the end of input, with the other messages (--log-file).
     #[command(flatten)]
     pub summary: StatsArgs,
+    /// Append messages (reloads, skipped rule files, the summary) to FILE. Without it they
+    /// go to stderr — unless stderr is the pipe of the replies, as rsyslog starts the
+    /// program, where a message would be taken for a reply: then they are not written.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Which rules to load.

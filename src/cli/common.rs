@@ -75,7 +75,7 @@ pub fn build_tagger(rules: &RuleArgs, config: Config) -> Result<(Tagger, Vec<Rul
         added.map_err(Failure::setup)?;
     }
     for e in &skipped {
-        eprintln!("iis-tagger: skipped {e}");
+        super::notes::say(&format!("iis-tagger: skipped {e}"));
     }
     for path in &rules.filters {
         builder.add_filter_path(path).map_err(Failure::setup)?;

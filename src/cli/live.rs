@@ -57,13 +57,15 @@ impl Live {
                 self.current.set(Arc::new(tagger), digest.clone());
                 let skipped =
                     if skipped.is_empty() { String::new() } else { format!(", {} rule files skipped", skipped.len()) };
-                eprintln!(
+                super::notes::say(&format!(
                     "iis-tagger: rules reloaded ({why}): {rules} rules, {filters} filters{skipped}, digest {digest}"
-                );
+                ));
                 true
             }
             Err(e) => {
-                eprintln!("iis-tagger: reload ({why}) refused, the rules loaded before keep running: {e}");
+                super::notes::say(&format!(
+                    "iis-tagger: reload ({why}) refused, the rules loaded before keep running: {e}"
+                ));
                 self.current.refused(e.to_string());
                 false
             }

@@ -51,6 +51,19 @@ const READ_BYTES: usize = 256 * 1024;
 
 /// Runs the plugin until stdin ends.
 pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
+    // rsyslog gives the program one pipe for stdout and stderr: a message on stderr would
+    // be read as a reply (see `notes`).
+    match &args.log_file {
+        Some(path) => super::notes::to_file(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Failure::setup(format!("--log-file {}: {e}", path.display())))?,
+        ),
+        None if super::notes::stderr_is_stdout() => super::notes::nowhere(),
+        None => {}
+    }
     let (live, skipped) = Live::load(rules, args.core.config(true))?;
     let live = Arc::new(live);
     // rsyslog sends its external programs SIGHUP when it is itself HUPed: the rules are
@@ -102,10 +115,10 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         totals.add(replies.stream.stats().clone(), &on);
         totals.stats.merge(&oversized);
         args.summary.print(&totals.stats, &on, &skipped, false, Some(live.current().status()));
-        eprintln!(
+        super::notes::say(&format!(
             "mmexternal: {} messages, {} not a message object, {} over the limit",
             replies.messages, replies.unread.invalid, oversized.not_inspected.oversized
-        );
+        ));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod follow;
 pub mod hangup;
 pub mod live;
 pub mod mmexternal;
+pub mod notes;
 pub mod output;
 pub mod parallel;
 pub mod progress;

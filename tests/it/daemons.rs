@@ -292,3 +292,60 @@ log {{ source(s_back); destination(d_out); flags(flow-control); }};
         assert_eq!(&got[..], want, "message {i}: in order, annotated as the stream mode does");
     }
 }
+
+/// A record the web-shell rule matches, numbered, as an RFC 5424 message.
+fn webshell_message(seq: u64) -> Vec<u8> {
+    let record = format!(
+        r#"{{"seq":{seq},"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Image":"C:\\Windows\\System32\\cmd.exe","ParentImage":"C:\\Windows\\System32\\inetsrv\\w3wp.exe"}}"#
+    );
+    syslog_framed(&[record.into_bytes()])
+}
+
+#[test]
+fn rsyslog_mmexternal_picks_up_changed_rules_with_the_file_watch() {
+    // rsyslog does not pass its HUP on to an mmexternal program (the module has no HUP
+    // handler), so a reload reaches the plugin through --watch-rules: the rule file is
+    // changed under the running daemon, and the next messages carry the new rule. The
+    // plugin's messages go to --log-file: its stderr is the reply pipe.
+    let Some(rsyslogd_bin) = rsyslogd_binary() else { return };
+    let dir = temp_dir("rsyslog-reload");
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).expect("rules");
+    let rule_text = |name: &str| {
+        std::fs::read_to_string(crate::support::repo("src/rules/builtin/webshell_child_process.yml"))
+            .expect("rule")
+            .replace("name: webshell_child_process", &format!("name: {name}"))
+    };
+    std::fs::write(rules.join("r.yml"), rule_text("before_reload")).expect("rule");
+    let port = free_port();
+    let bin = env!("CARGO_BIN_EXE_iis-tagger");
+    let conf = format!(
+        r#"global(workDirectory="{d}" maxMessageSize="4m")
+module(load="imtcp")
+module(load="mmexternal")
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tag")
+template(name="rule" type="string" string="%$!iis_tagger!detections[0]!rule%\n")
+ruleset(name="tag") {{
+  action(type="mmexternal" binary="{bin} mmexternal --no-builtin --rules {r} --watch-rules --log-file {d}/plugin.log"
+         interface.input="fulljson")
+  action(type="omfile" file="{d}/rules.txt" template="rule")
+}}
+"#,
+        d = dir.display(),
+        r = rules.display()
+    );
+    let daemon = rsyslogd(&rsyslogd_bin, &dir, &conf, port);
+    send(port, &webshell_message(0));
+    let first = lines_of(&dir.join("rules.txt"), 1);
+    assert_eq!(first, [b"before_reload".to_vec()]);
+    std::fs::write(rules.join("r.yml"), rule_text("after_reload")).expect("rule");
+    let log = dir.join("plugin.log");
+    let reloaded = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("rules reloaded")
+    });
+    assert!(reloaded, "the plugin reloaded: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    send(port, &webshell_message(1));
+    let both = lines_of(&dir.join("rules.txt"), 2);
+    drop(daemon);
+    assert_eq!(both, [b"before_reload".to_vec(), b"after_reload".to_vec()]);
+}

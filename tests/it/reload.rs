@@ -367,3 +367,49 @@ fn a_refused_reload_is_in_the_stats_and_the_old_set_keeps_tagging() {
     assert_eq!(stats["rule_set"]["digest"].as_str().map(str::len), Some(16));
     assert_eq!(stats["matches"][0]["count"], 2);
 }
+
+#[test]
+fn mmexternal_with_stderr_on_the_reply_pipe_writes_replies_only() {
+    // rsyslog starts the program with stderr on its stdout pipe: a message there would be
+    // read as a reply. A skipped rule file at start and a reload mid-stream write nothing
+    // into it; one reply per message, each a JSON object.
+    let (dir, rule) = setup("reload-mmexternal-pipe");
+    std::fs::write(dir.join("rules").join("broken.yml"), "title: [").expect("a rule that is skipped");
+    let script = format!(
+        "exec {} --no-builtin --rules ./rules --skip-invalid-rules mmexternal 2>&1",
+        env!("CARGO_BIN_EXE_iis-tagger")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut replies = BufReader::new(child.stdout.take().expect("stdout"));
+    let message = |seq| format!("{}\n", serde_json::json!({ "msg": record(seq) }));
+    let mut reply = |stdin: &mut ChildStdin, seq| {
+        stdin.write_all(message(seq).as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        replies.read_line(&mut line).expect("a reply");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {seq} is JSON ({e}): {line:?}"));
+        v["$!"]["iis_tagger"]["detections"][0]["rule"].as_str().map(str::to_string)
+    };
+    assert_eq!(reply(&mut stdin, 0).as_deref(), Some("gen_0"));
+    std::fs::write(&rule, rule_text(1)).expect("rule");
+    let ok = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let mut seq = 1;
+    let switched = wait_for(Duration::from_secs(15), || {
+        seq += 1;
+        reply(&mut stdin, seq).as_deref() == Some("gen_1")
+    });
+    assert!(switched, "the reload took effect");
+    drop(stdin);
+    let mut rest = String::new();
+    replies.read_to_string(&mut rest).expect("the end");
+    assert_eq!(rest, "", "nothing but replies");
+    assert!(child.wait().expect("exit").success());
+}
