@@ -44,6 +44,10 @@ pub struct LoadStatus {
 #[derive(Debug)]
 pub struct Current {
     slot: Mutex<Arc<Tagger>>,
+    /// Sets replaced, kept until no stream holds them ([`Current::free_retired`]): the
+    /// last stream to move off a set would otherwise free it — a large set's many
+    /// allocations — on its data path.
+    retired: Mutex<Vec<Arc<Tagger>>>,
     generation: AtomicU64,
     status: Mutex<LoadStatus>,
 }
@@ -58,7 +62,12 @@ impl Current {
             filters: tagger.rules().filters().len(),
             ..LoadStatus::default()
         };
-        Current { slot: Mutex::new(tagger), generation: AtomicU64::new(0), status: Mutex::new(status) }
+        Current {
+            slot: Mutex::new(tagger),
+            retired: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            status: Mutex::new(status),
+        }
     }
 
     /// A set that is never reloaded (a library user's, a test's).
@@ -79,7 +88,8 @@ impl Current {
     /// Replaces the set (a reload that built).
     pub fn set(&self, tagger: Arc<Tagger>, digest: String) {
         let (rules, filters) = (tagger.rules().rules().len(), tagger.rules().filters().len());
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = tagger;
+        let old = std::mem::replace(&mut *self.slot.lock().unwrap_or_else(|e| e.into_inner()), tagger);
+        self.retired.lock().unwrap_or_else(|e| e.into_inner()).push(old);
         {
             let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
             status.digest = digest;
@@ -90,6 +100,21 @@ impl Current {
             status.last_error = None;
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Frees the replaced sets no stream holds any more (the reload thread calls this now
+    /// and then); returns how many are still held.
+    pub fn free_retired(&self) -> usize {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let free: Vec<Arc<Tagger>> = {
+            let (free, held): (Vec<_>, Vec<_>) = retired.drain(..).partition(|t| Arc::strong_count(t) == 1);
+            *retired = held;
+            free
+        };
+        let held = retired.len();
+        drop(retired);
+        drop(free);
+        held
     }
 
     /// A reload was refused with `error`: the set in use stays.
@@ -119,4 +144,36 @@ impl Current {
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, RuleSet};
+
+    fn tagger() -> Arc<Tagger> {
+        Arc::new(Tagger::new(RuleSet::builtin().expect("rules"), Config::default()).expect("tagger"))
+    }
+
+    #[test]
+    fn streams_see_a_new_set_once_and_the_old_one_is_freed_off_their_path() {
+        let current = Current::new(tagger(), "a".into());
+        let mut seen = current.generation();
+        let on = current.get();
+        assert!(current.newer(&on, &mut seen).is_none(), "nothing new");
+        current.set(tagger(), "b".into());
+        let next = current.newer(&on, &mut seen).expect("the new set");
+        assert!(current.newer(&next, &mut seen).is_none(), "seen once");
+        let weak = Arc::downgrade(&on);
+        assert_eq!(current.free_retired(), 1, "a stream still holds the old set");
+        drop(on);
+        assert!(weak.upgrade().is_some(), "the stream's drop did not free it");
+        assert_eq!(current.free_retired(), 0);
+        assert!(weak.upgrade().is_none(), "freed by free_retired");
+        let status = current.status();
+        assert_eq!((status.digest.as_str(), status.reloads, status.refused), ("b", 1, 0));
+        current.refused("x.yml:1:1: bad".into());
+        assert_eq!(current.status().last_error.as_deref(), Some("x.yml:1:1: bad"));
+        assert!(Arc::ptr_eq(&current.get(), &next), "a refusal keeps the set");
+    }
 }

@@ -91,6 +91,8 @@ impl Live {
         let mut last_look = std::time::Instant::now();
         loop {
             std::thread::sleep(HANGUP_POLL);
+            // Old sets are freed here, not by the last stream to leave them.
+            self.current.free_retired();
             let now = signal::hangups();
             if now != hangups {
                 hangups = now;
