@@ -16,29 +16,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use crate::Tagger;
-
-/// What is loaded, since when, and how reloads went (for `--stats` and the metrics).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoadStatus {
-    /// A digest of the rule, filter and shape files and the options the set was built
-    /// from (16 hex digits).
-    pub digest: String,
-    /// When the set was built, in seconds since the Unix epoch.
-    pub loaded_at: u64,
-    /// Rules in the set.
-    pub rules: usize,
-    /// Filters in the set.
-    pub filters: usize,
-    /// Reloads that replaced the set.
-    pub reloads: u64,
-    /// Reloads refused (the set had an error; the old one kept running).
-    pub refused: u64,
-    /// The error of the last refused reload, if the last reload was refused.
-    pub last_error: Option<String>,
-}
+pub use crate::stats::LoadStatus;
 
 /// The rule set streams run on now (see the module documentation).
 #[derive(Debug)]

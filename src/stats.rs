@@ -302,7 +302,7 @@ pub struct Report<'a> {
     /// What the hunt found, when asked for (`--summary`): `summary` in the JSON object.
     pub summary: Option<HuntReport<'a>>,
     /// The rule set in use and its reloads (`rule_set` in the JSON object).
-    pub rule_set: Option<crate::reload::LoadStatus>,
+    pub rule_set: Option<LoadStatus>,
 }
 
 /// One JSON object: every counter of [`COUNTERS`] by its field name, then `matches`,
@@ -482,4 +482,24 @@ impl NotInspected {
             ("already_annotated", self.already_annotated),
         ]
     }
+}
+
+/// What is loaded, since when, and how reloads went (for `--stats` and the metrics).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadStatus {
+    /// A digest of the rule, filter and shape files and the options the set was built
+    /// from (16 hex digits).
+    pub digest: String,
+    /// When the set was built, in seconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// Rules in the set.
+    pub rules: usize,
+    /// Filters in the set.
+    pub filters: usize,
+    /// Reloads that replaced the set.
+    pub reloads: u64,
+    /// Reloads refused (the set had an error; the old one kept running).
+    pub refused: u64,
+    /// The error of the last refused reload, if the last reload was refused.
+    pub last_error: Option<String>,
 }

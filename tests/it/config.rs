@@ -94,3 +94,25 @@ fn config_check_validates_the_modes_and_loads_the_rules() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("tests/fixtures/bad-rules/unknown_modifier.yml:"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_readme_production_config_checks() {
+    // The README's sidecar config, its rule and filter folders pointed at the repository's.
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README");
+    let block = readme
+        .split("```yaml\n# /etc/iis-tagger/config.yml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the production config in README");
+    let text = format!("#{block}")
+        .replace("/etc/iis-tagger/rules", "tests/fixtures/good-rules")
+        .replace("/etc/iis-tagger/filters", "examples/filters");
+    let path = write("prod.yml", &text);
+    let out = run(&["config", "check", &path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("--framing octet-counted") && stdout.contains("the rules load: 9 rules, 1 filters"),
+        "{stdout}"
+    );
+}
