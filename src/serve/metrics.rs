@@ -295,6 +295,14 @@ impl Metrics {
             "# TYPE iis_tagger_rule_reload_failing gauge\niis_tagger_rule_reload_failing {}",
             u8::from(status.last_error.is_some())
         );
+        if let Some(error) = &status.last_error {
+            let _ = writeln!(
+                o,
+                "# HELP iis_tagger_rule_reload_error_info Why the last reload was refused (file:line:column: what; value 1)."
+            );
+            let _ = writeln!(o, "# TYPE iis_tagger_rule_reload_error_info gauge");
+            let _ = writeln!(o, "iis_tagger_rule_reload_error_info{{error=\"{}\"}} 1", label(error));
+        }
         let _ =
             writeln!(o, "# HELP iis_tagger_records_by_shape_total Records read, by the shape they were recognised in.");
         let _ = writeln!(o, "# TYPE iis_tagger_records_by_shape_total counter");

@@ -413,3 +413,46 @@ fn mmexternal_with_stderr_on_the_reply_pipe_writes_replies_only() {
     assert_eq!(rest, "", "nothing but replies");
     assert!(child.wait().expect("exit").success());
 }
+
+#[test]
+fn the_sidecars_metrics_say_which_set_is_loaded_and_how_reloads_went() {
+    let (dir, rule) = setup("reload-metrics");
+    let rules = dir.join("rules");
+    let rules = rules.to_str().expect("path");
+    let sidecar = crate::net::Sidecar::start_with(&["--metrics", "127.0.0.1:0"], &["--no-builtin", "--rules", rules]);
+    let digest = |page: &str| {
+        page.lines().find_map(|l| l.strip_prefix("iis_tagger_rules_loaded_info{digest=\"")).map(|d| d[..16].to_string())
+    };
+    let first = digest(&sidecar.metrics()).expect("a digest");
+    let mut conn = sidecar.connect();
+    conn.write_all(format!("{}\n", record(0)).as_bytes()).expect("send");
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_matches_total{rule=\"gen_0\"}") == 1));
+    std::fs::write(&rule, rule_text(1)).expect("rule");
+    let hup = |pid: u32| Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill");
+    hup(sidecar.pid());
+    assert!(
+        wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_rule_reloads_total{outcome=\"loaded\"}") == 1)
+    );
+    let page = sidecar.metrics();
+    assert_ne!(digest(&page).expect("a digest"), first, "the new set's digest");
+    // The connection moves to the new set at its next read.
+    conn.write_all(format!("{}\n", record(1)).as_bytes()).expect("send");
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_matches_total{rule=\"gen_1\"}") == 1));
+    std::fs::write(&rule, "title: [").expect("broken");
+    hup(sidecar.pid());
+    assert!(wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_rule_reload_failing") == 1));
+    let page = sidecar.metrics();
+    assert!(page.contains("iis_tagger_rule_reloads_total{outcome=\"refused\"} 1"), "{page}");
+    let error = page.lines().find(|l| l.starts_with("iis_tagger_rule_reload_error_info{error=")).expect("the error");
+    assert!(error.contains("rules/gen.yml:") && error.contains("invalid YAML"), "{error}");
+    assert!(page.contains("iis_tagger_rules_loaded 1"), "{page}");
+    conn.write_all(format!("{}\n", record(2)).as_bytes()).expect("send");
+    assert!(
+        wait_for(Duration::from_secs(10), || sidecar.metric("iis_tagger_matches_total{rule=\"gen_1\"}") == 2),
+        "the old set tags on"
+    );
+    drop(conn);
+    let (status, out, err) = sidecar.stop();
+    assert!(status.success(), "{err}");
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 3);
+}
