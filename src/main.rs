@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Serve(serve)) => cli::serve::run(serve, &args.tag.rules),
         Some(Command::Mmexternal(mm)) => cli::mmexternal::run(mm, &args.tag.rules),
+        Some(Command::Consume(consume)) => cli::consume::run(consume, &args.tag.rules),
         Some(Command::Config(config)) => match &config.action {
             cli::command::ConfigAction::Check { file } => cli::config::check(file)
                 .map_err(Failure::setup)

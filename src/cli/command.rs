@@ -47,6 +47,11 @@ pub enum Command {
     /// `interface.input="fulljson"`): one reply line per message line, in order, flushed;
     /// `{}` when nothing matched, else the annotation under the `$!` tree.
     Mmexternal(MmexternalArgs),
+    /// Tag a NATS JetStream stream through a durable pull consumer shared by any number of
+    /// instances: every record is published to --output-subject (with a Nats-Msg-Id from
+    /// the input stream and sequence), and the input acknowledged once the output stream
+    /// has it.
+    Consume(Box<super::consume::ConsumeArgs>),
     /// Config files: `config check FILE` reads one, checks every key and value and each
     /// mode's options as they would be parsed, and loads the rules it names.
     Config(ConfigArgs),

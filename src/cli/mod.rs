@@ -6,6 +6,7 @@ pub mod args;
 pub mod command;
 pub mod common;
 pub mod config;
+pub mod consume;
 pub mod follow;
 pub mod hangup;
 pub mod live;

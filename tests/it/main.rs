@@ -22,6 +22,7 @@ mod generated;
 mod hostile;
 mod hunt;
 mod language;
+mod nats;
 mod needs;
 mod net;
 mod progress;

@@ -54,6 +54,7 @@ impl Need {
             Need::Program("openssl", _) => "apt-get install openssl",
             Need::Program("prlimit", _) => "apt-get install util-linux",
             Need::Program("script", _) => "apt-get install bsdutils",
+            Need::Program("nats-server", _) => "apt-get install nats-server",
             Need::Program(..) => "install it (see .ci/run)",
         }
     }

@@ -1,0 +1,400 @@
+//! `iis-tagger consume`: tag a NATS JetStream stream, shared by any number of instances.
+//!
+//! Every instance reads the stream through one durable pull consumer (the server splits the
+//! messages between them), tags each message as one record (the driver's record mode, as
+//! `mmexternal` does), publishes it — tagged or not — to the output subject with a
+//! `Nats-Msg-Id` made of the input stream's name and the message's stream sequence, and
+//! acknowledges the input message only once the output stream has acknowledged the
+//! publish. A crash between the two leaves the input unacknowledged: the server delivers it
+//! again after `--ack-wait-secs`, to this instance or another, and the output stream's
+//! duplicate window drops the second publish (same id), so downstream sees each record
+//! once (at-least-once end to end, de-duplicated within the window; see README "NATS
+//! JetStream").
+//!
+//! At most `--in-flight` messages are taken and not yet acknowledged (backpressure: the
+//! server holds the rest). SIGTERM/SIGINT stop taking messages; those in flight are
+//! published and acknowledged, then the process exits. SIGHUP reloads the rules.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use bytes::Bytes;
+use clap::Args;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use iis_tagger::Sink;
+
+use super::args::{CoreArgs, RuleArgs, StatsArgs};
+use super::common::Failure;
+use super::live::{Live, Totals};
+
+/// Options of `iis-tagger consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The NATS server(s), comma-separated URLs.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    pub server: String,
+    /// The JetStream stream to read.
+    #[arg(long, value_name = "NAME")]
+    pub stream: String,
+    /// The durable pull consumer every instance shares (made if missing).
+    #[arg(long, value_name = "NAME", default_value = "iis-tagger")]
+    pub consumer: String,
+    /// Read only the stream's messages on this subject (a consumer of a part of the stream:
+    /// one consumer per partition keeps each partition's order, see README).
+    #[arg(long, value_name = "SUBJECT")]
+    pub filter_subject: Option<String>,
+    /// Where every record is published (a subject of the output stream); `{subject}` is
+    /// replaced by the input message's subject.
+    #[arg(long, value_name = "SUBJECT")]
+    pub output_subject: String,
+    /// Messages taken and not yet acknowledged, at most.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub in_flight: usize,
+    /// How long the server waits for an acknowledgement before it delivers a message again
+    /// (the consumer's ack wait, when this instance makes the consumer).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// NATS credentials file (JWT and nkey seed).
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// TLS: trust these CAs (PEM) for the server, and require TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS client certificate (PEM), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS client key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: messages, publishes, duplicates,
+    /// redeliveries, in flight, the consumer's pending messages (lag), matches per rule.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Inspection settings.
+    #[command(flatten)]
+    pub core: CoreArgs,
+    /// The summary at the end.
+    #[command(flatten)]
+    pub summary: StatsArgs,
+}
+
+/// The adapter's own counters.
+#[derive(Default)]
+struct Counters {
+    consumed: AtomicU64,
+    published: AtomicU64,
+    duplicates: AtomicU64,
+    redelivered: AtomicU64,
+    publish_failures: AtomicU64,
+    in_flight: AtomicU64,
+    pending: AtomicU64,
+}
+
+/// A record written to one buffer (the output message).
+struct Buffer(Vec<u8>);
+
+impl Sink for Buffer {
+    fn input(&mut self, input: &[u8], range: std::ops::Range<usize>) {
+        self.0.extend_from_slice(&input[range]);
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub fn run(args: &ConsumeArgs, rules: &RuleArgs) -> Result<(), Failure> {
+    if args.in_flight == 0 {
+        return Err(Failure::setup("--in-flight must be at least 1"));
+    }
+    let (live, skipped) = Live::load(rules, args.core.config(true))?;
+    let live = Arc::new(live);
+    live.watch()?;
+    let runtime = super::serve::runtime()?;
+    let counters = Arc::new(Counters::default());
+    let totals = Arc::new(std::sync::Mutex::new(Totals::new(live.tagger())));
+    let result = runtime.block_on(consume(args, &live, &counters, &totals));
+    let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+    let tagger = live.tagger();
+    totals.move_to(&tagger);
+    args.summary.print(&totals.stats, &tagger, &skipped, false, Some(live.current().status()));
+    if args.summary.stats || args.summary.stats_format.is_some() {
+        super::notes::say(&format!(
+            "consume: {} messages, {} published ({} duplicates dropped by the output stream), {} redelivered, {} publishes failed",
+            counters.consumed.load(Relaxed),
+            counters.published.load(Relaxed),
+            counters.duplicates.load(Relaxed),
+            counters.redelivered.load(Relaxed),
+            counters.publish_failures.load(Relaxed)
+        ));
+    }
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+async fn consume(
+    args: &ConsumeArgs,
+    live: &Live,
+    counters: &Arc<Counters>,
+    totals: &Arc<std::sync::Mutex<Totals>>,
+) -> Result<(), Failure> {
+    let setup = |what: &str| {
+        let what = what.to_string();
+        move |e: Box<dyn std::error::Error + Send + Sync>| Failure::setup(format!("{what}: {e}"))
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name("iis-tagger")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(creds) = &args.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| Failure::setup(format!("--creds {}: {e}", creds.display())))?;
+    }
+    if let Some(ca) = &args.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let servers: Vec<&str> = args.server.split(',').map(str::trim).collect();
+    let client = options.connect(servers).await.map_err(|e| setup("connecting to NATS")(e.into()))?;
+    let js = jetstream::new(client.clone());
+    let stream =
+        js.get_stream(&args.stream).await.map_err(|e| setup(&format!("--stream {}", args.stream))(e.into()))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &args.consumer,
+            pull::Config {
+                durable_name: Some(args.consumer.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(args.ack_wait_secs),
+                filter_subject: args.filter_subject.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| setup(&format!("--consumer {}", args.consumer))(e.into()))?;
+    if let Some(addr) = args.metrics {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::setup(format!("--metrics {addr}: {e}")))?;
+        super::notes::say(&format!(
+            "iis-tagger: metrics on http://{}/metrics",
+            listener.local_addr().map_err(Failure::setup)?
+        ));
+        tokio::spawn(serve_metrics(listener, counters.clone(), totals.clone(), live.current().clone()));
+    }
+    super::notes::say(&format!("iis-tagger: consuming {} through consumer {}", args.stream, args.consumer));
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(args.in_flight.min(256))
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|e| setup("pulling messages")(e.into()))?;
+    let current = live.current();
+    let mut seen = current.generation();
+    let mut on = current.get();
+    let mut tagging = on.stream();
+    let mut in_flight = FuturesUnordered::new();
+    let terminate = super::signal::termination().map_err(Failure::setup)?;
+    let mut terminate = std::pin::pin!(terminate);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut terminate, if !stopping => {
+                stopping = true;
+                super::notes::say("iis-tagger: stopping: publishing and acknowledging what is in flight");
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                counters.in_flight.fetch_sub(1, Relaxed);
+            }
+            next = messages.next(), if !stopping && in_flight.len() < args.in_flight => {
+                let message = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        super::notes::say(&format!("iis-tagger: pulling messages: {e}"));
+                        continue;
+                    }
+                    None => break,
+                };
+                if let Some(next) = current.newer(&on, &mut seen) {
+                    totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
+                    let parked = tagging.park();
+                    on = next;
+                    tagging = parked.rebind(&on);
+                }
+                counters.consumed.fetch_add(1, Relaxed);
+                let (id, delivered, pending) = match message.info() {
+                    Ok(info) => (format!("{}:{}", info.stream, info.stream_sequence), info.delivered, info.pending),
+                    Err(_) => (String::new(), 1, 0),
+                };
+                counters.pending.store(pending, Relaxed);
+                if delivered > 1 {
+                    counters.redelivered.fetch_add(1, Relaxed);
+                }
+                let mut out = Buffer(Vec::with_capacity(message.payload.len() + 512));
+                tagging.record(&message.payload, &mut out);
+                let subject = args.output_subject.replace("{subject}", message.subject.as_str());
+                let mut headers = message.headers.clone().unwrap_or_default();
+                if !id.is_empty() {
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                }
+                let payload: Bytes = out.0.into();
+                in_flight.push(deliver(js.clone(), subject, headers, payload, message, counters.clone()));
+                counters.in_flight.fetch_add(1, Relaxed);
+            }
+            else => break,
+        }
+        if stopping && in_flight.is_empty() {
+            break;
+        }
+        // The counters of the stream, for /metrics, now and then.
+        if counters.consumed.load(Relaxed) % 1024 == 0 {
+            let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.add(tagging.stats().clone(), &on);
+            tagging.reset_stats();
+        }
+    }
+    totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// Publishes one record and, once the output stream has it, acknowledges the input.
+/// A publish that fails is retried a few times (same id: a publish that did land is a
+/// duplicate the output stream drops), then the input is given back to the server
+/// (`Nak`), to be delivered again.
+async fn deliver(
+    js: jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+    message: jetstream::Message,
+    counters: Arc<Counters>,
+) {
+    let mut wait = Duration::from_millis(100);
+    for attempt in 0..5 {
+        let published = match js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(async_nats::jetstream::context::PublishError::with_source(
+                async_nats::jetstream::context::PublishErrorKind::Other,
+                e,
+            )),
+        };
+        match published {
+            Ok(ack) => {
+                counters.published.fetch_add(1, Relaxed);
+                if ack.duplicate {
+                    counters.duplicates.fetch_add(1, Relaxed);
+                }
+                // Acknowledged and confirmed by the server: a lost acknowledgement would
+                // mean a redelivery, which the output's duplicate window absorbs.
+                let _ = message.double_ack().await;
+                return;
+            }
+            Err(e) => {
+                counters.publish_failures.fetch_add(1, Relaxed);
+                if attempt == 4 {
+                    super::notes::say(&format!(
+                        "iis-tagger: publishing to {subject}: {e}; the message goes back to the server"
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+}
+
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    counters: Arc<Counters>,
+    totals: Arc<std::sync::Mutex<Totals>>,
+    rules: Arc<iis_tagger::reload::Current>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let body = render(&counters, &totals, &rules);
+        tokio::spawn(async move {
+            let mut head = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut head)).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+fn render(counters: &Counters, totals: &std::sync::Mutex<Totals>, rules: &iis_tagger::reload::Current) -> String {
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ =
+            writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} {kind}\niis_tagger_{name} {value}");
+    };
+    metric("consumed_total", "counter", "Messages taken from the stream.", counters.consumed.load(Relaxed));
+    metric(
+        "published_total",
+        "counter",
+        "Records published and acknowledged by the output stream.",
+        counters.published.load(Relaxed),
+    );
+    metric(
+        "publish_duplicates_total",
+        "counter",
+        "Publishes the output stream dropped as duplicates (a redelivery of a record already published).",
+        counters.duplicates.load(Relaxed),
+    );
+    metric("redelivered_total", "counter", "Messages delivered more than once.", counters.redelivered.load(Relaxed));
+    metric(
+        "publish_failures_total",
+        "counter",
+        "Publish attempts that failed (retried, then the message given back).",
+        counters.publish_failures.load(Relaxed),
+    );
+    metric("in_flight", "gauge", "Messages taken and not yet acknowledged.", counters.in_flight.load(Relaxed));
+    metric(
+        "consumer_pending",
+        "gauge",
+        "Messages of the stream not yet delivered to the consumer (lag), as of the last message.",
+        counters.pending.load(Relaxed),
+    );
+    let totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+    for c in iis_tagger::stats::COUNTERS {
+        metric(c.name, "counter", c.help, (c.get)(&totals.stats));
+    }
+    let _ = writeln!(
+        o,
+        "# HELP iis_tagger_matches_total Records each rule matched.\n# TYPE iis_tagger_matches_total counter"
+    );
+    for (rule, n) in totals.on.rules().rules().iter().zip(&totals.stats.matches) {
+        let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", rule.meta.slug.replace('"', "\\\""));
+    }
+    let status = rules.status();
+    let _ = writeln!(
+        o,
+        "# HELP iis_tagger_rule_reloads_total Rule reloads, by outcome.\n# TYPE iis_tagger_rule_reloads_total counter"
+    );
+    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"loaded\"}} {}", status.reloads);
+    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"refused\"}} {}", status.refused);
+    o
+}

@@ -1,0 +1,289 @@
+//! `iis-tagger consume` against a real NATS server with JetStream (issue 14): Debian's
+//! `nats-server -js`, which `.ci/run` installs. Instances sharing one durable consumer, one
+//! killed with SIGKILL mid-stream and restarted, the server restarted mid-stream, poison
+//! messages: every record arrives once (the output stream's duplicate window drops the
+//! redelivered ones' second publish), annotated as the stream mode annotates it.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+
+use crate::needs::{Need, need};
+use crate::net::wait_for;
+use crate::support::{annotation, builtin_tagger, temp_dir};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A nats-server with JetStream, its store in `dir`.
+struct Server {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(binary: &Path, dir: &Path) -> Server {
+        let mut s = Server { binary: binary.to_path_buf(), dir: dir.to_path_buf(), port: free_port(), child: None };
+        s.up();
+        s
+    }
+
+    fn up(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log")).expect("log");
+        // max_payload is a setting of the file only: 4 MiB, for the huge poison message.
+        let conf = self.dir.join("nats.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{}\nmax_payload: 4194304\njetstream {{ store_dir: \"{}\" }}\n",
+            self.port,
+            self.dir.join("js").display()
+        );
+        std::fs::write(&conf, text).expect("nats.conf");
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        assert!(
+            wait_for(Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", self.port)).is_ok()),
+            "nats-server listens"
+        );
+    }
+
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+        self.up();
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An `iis-tagger consume` instance, killed when dropped.
+struct Instance(Child);
+
+impl Instance {
+    fn start(url: &str, dir: &Path, n: usize) -> Instance {
+        let log = std::fs::File::create(dir.join(format!("consume-{n}-{}.log", Instant::now().elapsed().as_nanos())))
+            .expect("log");
+        Instance(
+            Command::new(env!("CARGO_BIN_EXE_iis-tagger"))
+                .args(["consume", "--server", url, "--stream", "IN", "--output-subject", "out.{subject}"])
+                .args(["--in-flight", "256", "--ack-wait-secs", "3", "--stats"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("consume starts"),
+        )
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+
+    fn stop(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let ok = wait_for(Duration::from_secs(30), || self.0.try_wait().ok().flatten().is_some());
+        ok && self.0.wait().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Record `seq`: one in a hundred a web shell, the rest benign; every hundred-and-first
+/// not JSON at all.
+fn record(seq: u64) -> Vec<u8> {
+    if seq % 101 == 100 {
+        return format!("not json at all, record {seq}").into_bytes();
+    }
+    let (parent, image) = if seq % 100 == 7 {
+        (r"C:\\Windows\\System32\\inetsrv\\w3wp.exe", r"C:\\Windows\\System32\\cmd.exe")
+    } else {
+        (r"C:\\Windows\\explorer.exe", r"C:\\Windows\\System32\\notepad.exe")
+    };
+    format!(
+        r#"{{"seq":{seq},"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","Computer":"host{}","ParentImage":"{parent}","Image":"{image}"}}"#,
+        seq % 10
+    )
+    .into_bytes()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn context(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.expect("connects"))
+}
+
+/// The input and output streams, and `records` published to the input (pipelined, each
+/// acknowledged).
+async fn setup(url: &str, records: &[Vec<u8>]) {
+    let js = context(url).await;
+    for (name, subject) in [("IN", "in.>"), ("OUT", "out.>")] {
+        js.create_stream(jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            duplicate_window: Duration::from_secs(120),
+            max_message_size: 4 << 20,
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    }
+    let mut acks = Vec::new();
+    for (seq, r) in records.iter().enumerate() {
+        let subject = format!("in.host{}", seq % 10);
+        acks.push(js.publish(subject, r.clone().into()).await.expect("publish"));
+        if acks.len() == 2048 {
+            for a in acks.drain(..) {
+                a.await.expect("acknowledged");
+            }
+        }
+    }
+    for a in acks {
+        a.await.expect("acknowledged");
+    }
+}
+
+async fn output_count(url: &str) -> u64 {
+    let js = context(url).await;
+    let mut s = js.get_stream("OUT").await.expect("OUT");
+    s.info().await.map(|i| i.state.messages).unwrap_or(0)
+}
+
+/// Every message of the output stream, in stream order, with its `Nats-Msg-Id`.
+async fn output(url: &str) -> Vec<(String, Vec<u8>)> {
+    let js = context(url).await;
+    let stream = js.get_stream("OUT").await.expect("OUT");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config { durable_name: Some("check".into()), ..Default::default() })
+        .await
+        .expect("consumer");
+    let total = output_count(url).await as usize;
+    let mut got = Vec::with_capacity(total);
+    let mut messages = consumer.messages().await.expect("messages");
+    while got.len() < total {
+        let m = messages.next().await.expect("a message").expect("no error");
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        got.push((id, m.payload.to_vec()));
+        m.ack().await.expect("ack");
+    }
+    got
+}
+
+/// Checks the output: each input record exactly once (by its id, the input stream's
+/// sequence), annotated as the stream mode annotates it, otherwise unchanged.
+fn check(records: &[Vec<u8>], out: &[(String, Vec<u8>)]) {
+    assert_eq!(out.len(), records.len(), "every record once");
+    let tagger = builtin_tagger();
+    let mut seen = vec![false; records.len()];
+    for (id, payload) in out {
+        let seq: usize = id
+            .strip_prefix("IN:")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("an id from the input: {id:?}"));
+        assert!(!std::mem::replace(&mut seen[seq - 1], true), "{id} twice");
+        let sent = &records[seq - 1];
+        let (want, _) = tagger.tag_all(sent);
+        assert_eq!(payload, &want, "{id} as the stream mode tags it");
+    }
+    let annotated = out.iter().filter(|(_, p)| annotation(p, "iis_tagger").is_some()).count();
+    assert!(annotated >= records.len() / 120, "the detections are there ({annotated})");
+}
+
+fn nats_server() -> Option<PathBuf> {
+    need(Need::Program("nats-server", &["/usr/sbin/nats-server", "/usr/bin/nats-server"]))
+}
+
+#[test]
+fn three_instances_share_a_stream_and_one_killed_loses_and_repeats_nothing() {
+    let Some(binary) = nats_server() else { return };
+    let dir = temp_dir("nats-three");
+    let server = Server::start(&binary, &dir);
+    let url = server.url();
+    let rt = runtime();
+    let n: u64 = 1_000_000;
+    let records: Vec<Vec<u8>> = (0..n).map(record).collect();
+    rt.block_on(setup(&url, &records));
+    let mut instances: Vec<Instance> = (0..3).map(|i| Instance::start(&url, &dir, i)).collect();
+    // Mid-stream, one instance is killed without a chance to acknowledge what it holds.
+    assert!(wait_for(Duration::from_secs(120), || rt.block_on(output_count(&url)) >= n / 3), "a third is through");
+    instances[0].kill9();
+    instances[0] = Instance::start(&url, &dir, 3);
+    assert!(
+        wait_for(Duration::from_secs(300), || rt.block_on(output_count(&url)) >= n),
+        "every record is published ({} of {n})",
+        rt.block_on(output_count(&url))
+    );
+    // Nothing more comes: the redeliveries of what the killed one held were duplicates.
+    std::thread::sleep(Duration::from_secs(5));
+    for i in instances {
+        assert!(i.stop(), "an instance drains and exits 0 on SIGTERM");
+    }
+    let out = rt.block_on(output(&url));
+    check(&records, &out);
+    drop(server);
+}
+
+#[test]
+fn the_server_restarted_mid_stream_and_poison_messages() {
+    let Some(binary) = nats_server() else { return };
+    let dir = temp_dir("nats-restart");
+    let mut server = Server::start(&binary, &dir);
+    let url = server.url();
+    let rt = runtime();
+    let mut records: Vec<Vec<u8>> = (0..100_000).map(record).collect();
+    // Poison: a huge line (over the line limit, passed through uninspected), invalid UTF-8,
+    // an empty message.
+    records.push(vec![b'x'; 3 << 20]);
+    records.push(vec![0xff, 0xfe, b'{', 0x80]);
+    records.push(Vec::new());
+    rt.block_on(setup(&url, &records));
+    let instance = Instance::start(&url, &dir, 0);
+    assert!(wait_for(Duration::from_secs(120), || rt.block_on(output_count(&url)) >= 30_000));
+    server.restart();
+    assert!(
+        wait_for(Duration::from_secs(180), || rt.block_on(output_count(&url)) >= records.len() as u64),
+        "every record after the restart ({} of {})",
+        rt.block_on(output_count(&url)),
+        records.len()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(instance.stop());
+    let out = rt.block_on(output(&url));
+    check(&records, &out);
+}
