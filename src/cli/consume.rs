@@ -77,6 +77,10 @@ pub struct ConsumeArgs {
     /// redeliveries, in flight, the consumer's pending messages (lag), matches per rule.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Publish every message as it came, untagged: the plain relay the benchmark compares
+    /// with (benches/nats.rs).
+    #[arg(long, hide = true)]
+    pub relay_only: bool,
     /// Inspection settings.
     #[command(flatten)]
     pub core: CoreArgs,
@@ -244,14 +248,18 @@ async fn consume(
                 if delivered > 1 {
                     counters.redelivered.fetch_add(1, Relaxed);
                 }
-                let mut out = Buffer(Vec::with_capacity(message.payload.len() + 512));
-                tagging.record(&message.payload, &mut out);
+                let payload: Bytes = if args.relay_only {
+                    message.payload.clone()
+                } else {
+                    let mut out = Buffer(Vec::with_capacity(message.payload.len() + 512));
+                    tagging.record(&message.payload, &mut out);
+                    out.0.into()
+                };
                 let subject = args.output_subject.replace("{subject}", message.subject.as_str());
                 let mut headers = message.headers.clone().unwrap_or_default();
                 if !id.is_empty() {
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
                 }
-                let payload: Bytes = out.0.into();
                 in_flight.push(deliver(js.clone(), subject, headers, payload, message, counters.clone()));
                 counters.in_flight.fetch_add(1, Relaxed);
             }
@@ -260,8 +268,9 @@ async fn consume(
         if stopping && in_flight.is_empty() {
             break;
         }
-        // The counters of the stream, for /metrics, now and then.
-        if counters.consumed.load(Relaxed) % 1024 == 0 {
+        // The counters of the stream, for /metrics: every 512 messages, and whenever
+        // nothing is in flight (the stream is quiet, or at its end).
+        if counters.consumed.load(Relaxed) % 512 == 0 || in_flight.is_empty() {
             let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
             t.add(tagging.stats().clone(), &on);
             tagging.reset_stats();

@@ -86,17 +86,22 @@ struct Instance(Child);
 
 impl Instance {
     fn start(url: &str, dir: &Path, n: usize) -> Instance {
-        let log = std::fs::File::create(dir.join(format!("consume-{n}-{}.log", Instant::now().elapsed().as_nanos())))
-            .expect("log");
-        Instance(
-            Command::new(env!("CARGO_BIN_EXE_iis-tagger"))
-                .args(["consume", "--server", url, "--stream", "IN", "--output-subject", "out.{subject}"])
-                .args(["--in-flight", "256", "--ack-wait-secs", "3", "--stats"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("consume starts"),
-        )
+        Instance::start_with(url, dir, n, &["--in-flight", "256"]).0
+    }
+
+    /// An instance with `extra` options; its log file.
+    fn start_with(url: &str, dir: &Path, n: usize, extra: &[&str]) -> (Instance, PathBuf) {
+        let path = dir.join(format!("consume-{n}-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = std::fs::File::create(&path).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_iis-tagger"))
+            .args(["consume", "--server", url, "--stream", "IN", "--output-subject", "out.{subject}"])
+            .args(["--ack-wait-secs", "3", "--stats"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("consume starts");
+        (Instance(child), path)
     }
 
     fn kill9(&mut self) {
@@ -286,4 +291,56 @@ fn the_server_restarted_mid_stream_and_poison_messages() {
     assert!(instance.stop());
     let out = rt.block_on(output(&url));
     check(&records, &out);
+}
+
+/// The metrics page of an instance started with `--metrics 127.0.0.1:0` (its address from
+/// its log).
+fn metrics_of(log: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut addr = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        addr = std::fs::read_to_string(log).unwrap_or_default().lines().find_map(|l| {
+            l.strip_prefix("iis-tagger: metrics on http://").map(|a| a.trim_end_matches("/metrics").to_string())
+        });
+        addr.is_some()
+    }));
+    let mut s = TcpStream::connect(addr.expect("address")).expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut page = String::new();
+    s.read_to_string(&mut page).expect("page");
+    page.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn metric(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {page}"))
+}
+
+#[test]
+fn one_message_in_flight_at_a_time_and_the_metrics_say_so() {
+    let Some(binary) = nats_server() else { return };
+    let dir = temp_dir("nats-window");
+    let server = Server::start(&binary, &dir);
+    let url = server.url();
+    let rt = runtime();
+    let records: Vec<Vec<u8>> = (0..3000).map(record).collect();
+    rt.block_on(setup(&url, &records));
+    let (instance, log) = Instance::start_with(&url, &dir, 0, &["--in-flight", "1", "--metrics", "127.0.0.1:0"]);
+    let mut most = 0;
+    let done = wait_for(Duration::from_secs(120), || {
+        let page = metrics_of(&log);
+        most = most.max(metric(&page, "iis_tagger_in_flight"));
+        metric(&page, "iis_tagger_published_total") == records.len() as u64
+    });
+    assert!(done, "every record through a window of one");
+    assert!(most <= 1, "never more than --in-flight taken: {most}");
+    let page = metrics_of(&log);
+    assert_eq!(metric(&page, "iis_tagger_consumed_total"), records.len() as u64);
+    assert_eq!(metric(&page, "iis_tagger_consumer_pending"), 0, "no lag left");
+    assert_eq!(metric(&page, "iis_tagger_in_flight"), 0);
+    assert!(metric(&page, "iis_tagger_matches_total{rule=\"webshell_child_process\"}") >= 29, "{page}");
+    assert!(instance.stop());
+    check(&records, &rt.block_on(output(&url)));
 }
