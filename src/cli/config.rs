@@ -27,7 +27,7 @@ use super::command::Cli;
 /// The modes a config file has a section for: (section, subcommand; `None` is the
 /// tagging run).
 const SECTIONS: &[(&str, Option<&str>)] =
-    &[("tag", None), ("serve", Some("serve")), ("mmexternal", Some("mmexternal"))];
+    &[("tag", None), ("serve", Some("serve")), ("mmexternal", Some("mmexternal")), ("consume", Some("consume"))];
 
 /// A problem with a config file, where it is.
 #[derive(Debug)]
@@ -153,7 +153,8 @@ fn shown(args: &[OsString]) -> String {
 fn config_path(argv: &[OsString]) -> Option<PathBuf> {
     let mut it = argv.iter().skip(1);
     while let Some(a) = it.next() {
-        let a = a.to_str()?;
+        // An argument that is not UTF-8 (a file name) is not `--config`.
+        let Some(a) = a.to_str() else { continue };
         if a == "--" {
             return None;
         }
@@ -297,10 +298,12 @@ fn options(
         if arg.is_positional() {
             return Err(at(key.pos, format!("`{}` is given on the command line, not in a config file", key.text)));
         }
-        origins.insert(long.clone(), (path.to_path_buf(), key.pos));
+        // An option the command line gives replaces the file's: its errors are the
+        // command line's, not the file's.
         if given.contains(&long) {
             continue;
         }
+        origins.insert(long.clone(), (path.to_path_buf(), key.pos));
         let flag = OsString::from(format!("--{long}"));
         match arg.get_action() {
             ArgAction::SetTrue | ArgAction::Count => match &value.value {
@@ -319,8 +322,7 @@ fn options(
                     for (k, v) in pairs {
                         let v = scalar(v)
                             .map_err(|kind| at(v.pos, format!("`{}`: a string or a number, not {kind}", k.text)))?;
-                        out.args.push(flag.clone());
-                        out.args.push(format!("{}={v}", k.text).into());
+                        out.args.push(format!("--{long}={}={v}", k.text).into());
                     }
                     continue;
                 }
@@ -329,20 +331,17 @@ fn options(
                     _ => vec![value],
                 };
                 for item in items {
-                    out.args.push(flag.clone());
-                    out.args.push(
-                        scalar(item)
-                            .map_err(|kind| at(item.pos, format!("`{}`: a string or a number, not {kind}", key.text)))?
-                            .into(),
-                    );
+                    let v = scalar(item)
+                        .map_err(|kind| at(item.pos, format!("`{}`: a string or a number, not {kind}", key.text)))?;
+                    // `--long=value`: a value that starts with `-` stays a value.
+                    out.args.push(format!("--{long}={v}").into());
                 }
             }
             _ => {
                 let text = scalar(value).map_err(|kind| {
                     at(value.pos, format!("`{}` takes one value: a string or a number, not {kind}", key.text))
                 })?;
-                out.args.push(flag);
-                out.args.push(text.into());
+                out.args.push(format!("--{long}={text}").into());
             }
         }
     }

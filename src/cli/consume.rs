@@ -214,6 +214,7 @@ async fn consume(
     let terminate = super::signal::termination().map_err(Failure::setup)?;
     let mut terminate = std::pin::pin!(terminate);
     let mut stopping = false;
+    let mut ended = false;
     loop {
         tokio::select! {
             biased;
@@ -231,7 +232,14 @@ async fn consume(
                         super::notes::say(&format!("iis-tagger: pulling messages: {e}"));
                         continue;
                     }
-                    None => break,
+                    None => {
+                        // The consumer went away (deleted?): what is in flight is finished,
+                        // then the run fails, so that a supervisor restarts it.
+                        super::notes::say("iis-tagger: the consumer's message stream ended (was the consumer deleted?)");
+                        stopping = true;
+                        ended = true;
+                        continue;
+                    }
                 };
                 if let Some(next) = current.newer(&on, &mut seen) {
                     totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
@@ -256,7 +264,19 @@ async fn consume(
                     out.0.into()
                 };
                 let subject = args.output_subject.replace("{subject}", message.subject.as_str());
-                let mut headers = message.headers.clone().unwrap_or_default();
+                // The input's own headers travel on; JetStream's control headers (`Nats-…`:
+                // expected stream or sequence, rollup, TTL, the message id) are about the
+                // input stream and would be checked against the output one.
+                let mut headers = async_nats::HeaderMap::new();
+                for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+                    let text: &str = name.as_ref();
+                    if text.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")) {
+                        continue;
+                    }
+                    for v in values {
+                        headers.append(name.clone(), v.clone());
+                    }
+                }
                 if !id.is_empty() {
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
                 }
@@ -278,6 +298,12 @@ async fn consume(
     }
     totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
     let _ = client.flush().await;
+    if ended {
+        return Err(Failure::io(format!(
+            "consumer {} of stream {}: its message stream ended",
+            args.consumer, args.stream
+        )));
+    }
     Ok(())
 }
 

@@ -76,6 +76,8 @@ pub fn run(
     totals: &mut Totals,
     progress: &Progress,
 ) -> Result<Ended, Failure> {
+    // The generation before the set: a reload between the two is seen at the first block.
+    let seen = rules.generation();
     let tagger = rules.get();
     let closed = AtomicBool::new(false);
     let (job_tx, job_rx) = sync_channel::<Job>(threads * QUEUED_PER_WORKER);
@@ -98,7 +100,7 @@ pub fn run(
         let writer = scope.spawn(move || write(done_rx, output, closed_ref, &token_tx));
         let mut reader = Reader {
             rules,
-            seen: rules.generation(),
+            seen,
             tagger: tagger.clone(),
             jobs: job_tx,
             done: done_tx,

@@ -65,12 +65,7 @@ pub fn tag(args: &TagArgs) -> Result<(), Failure> {
                 evtx.name
             )));
         }
-        let mut stats = Stats::default();
-        let result = super::serve::pipe::run(live.current().clone(), inputs, forward, &mut stats);
-        // The forward path's totals are in the rule order of the set in use at its end.
-        totals.move_to(&live.tagger());
-        totals.stats.merge(&stats);
-        result
+        super::serve::pipe::run(live.current().clone(), inputs, forward, &mut totals)
     } else {
         tag_to_output(args, live.current(), &mut totals)
     };

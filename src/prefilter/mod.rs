@@ -757,19 +757,23 @@ impl Scratch {
     }
 
     fn begin(&mut self, literals: usize, clauses: usize, rules: usize) {
+        // A table made anew is all zeros; one kept is cleared where the last line set it
+        // (ids of another rule set, after a reload, may lie past a smaller new table).
         let words = literals.div_ceil(64);
         if self.present.len() != words {
             self.present = vec![0; words];
-        }
-        for &l in &self.present_list {
-            self.present[l as usize / 64] = 0;
+        } else {
+            for &l in &self.present_list {
+                self.present[l as usize / 64] = 0;
+            }
         }
         self.present_list.clear();
         if self.clause_state.len() != clauses {
             self.clause_state = vec![0; clauses];
-        }
-        for &c in &self.touched {
-            self.clause_state[c as usize] = 0;
+        } else {
+            for &c in &self.touched {
+                self.clause_state[c as usize] = 0;
+            }
         }
         self.touched.clear();
         self.rules.clear();

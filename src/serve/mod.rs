@@ -135,6 +135,8 @@ pub struct Config {
 pub struct Served {
     /// The core's counters, over every connection.
     pub stats: Stats,
+    /// The rule set whose rule order `stats` is in (the one in use at the end).
+    pub set: Arc<crate::Tagger>,
     /// `Ok` when every connection was drained and the output written within the shutdown
     /// timeout (or the output closed for good, after which nothing can be written).
     pub result: Result<(), Error>,
@@ -213,7 +215,8 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
         .map_err(|_| Error::NotDrained(config.shutdown_timeout))
     }
     .await;
-    Served { stats: metrics.stats(), result }
+    let (stats, set) = metrics.stats_and_set();
+    Served { stats, set, result }
 }
 
 /// Accepts connections until `shutdown` resolves, or until the output is closed for good;

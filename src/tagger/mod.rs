@@ -324,11 +324,14 @@ impl<'t> Stream<'t> {
             unfiltered,
             stats: old,
         } = self;
+        // What is indexed by the old set's literals, clauses, rules and fields starts afresh;
+        // the rest (the unfinished record, buffers) carries over.
+        drop((prefilter, view, candidates, groups, matched));
         Stream {
             tagger,
             framer,
             text,
-            prefilter,
+            prefilter: prefilter::Scratch::default(),
             parser,
             inner,
             doc,
@@ -336,10 +339,10 @@ impl<'t> Stream<'t> {
             canonical_xml,
             sample_until,
             lines_before: lines_before + old.lines,
-            view,
-            candidates,
-            groups,
-            matched,
+            view: EventView::new(),
+            candidates: Vec::new(),
+            groups: Vec::new(),
+            matched: Vec::new(),
             member,
             incomplete,
             unfiltered,

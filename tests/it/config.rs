@@ -85,7 +85,7 @@ fn config_check_validates_the_modes_and_loads_the_rules() {
     let out = run(&["config", "check", &good]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("serve: --listen 0.0.0.0:6514 --metrics 127.0.0.1:9898 --stats"), "{text}");
+    assert!(text.contains("serve: --listen=0.0.0.0:6514 --metrics=127.0.0.1:9898 --stats"), "{text}");
     assert!(text.contains("the rules load: 8 rules, 1 filters"), "{text}");
     assert!(text.trim_end().ends_with("config ok"));
     // A rule file that does not load fails the check, naming it.
@@ -112,7 +112,19 @@ fn the_readme_production_config_checks() {
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("--framing octet-counted") && stdout.contains("the rules load: 9 rules, 1 filters"),
+        stdout.contains("--framing=octet-counted") && stdout.contains("the rules load: 9 rules, 1 filters"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_bad_flag_is_the_command_lines_error_and_a_value_starting_with_a_dash_stays_a_value() {
+    let path = write("c.yml", "tag:\n  threads: 4\n  field: -odd\n");
+    let out = run(&["--config", &path, "--threads", "abc", "examples/sample.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains(&path), "the flag's error, not the file's: {}", stderr(&out));
+    // `-odd` reaches --field as its value (refused as an annotation key, by the tagger).
+    let out = run(&["--config", &path, "examples/sample.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("annotation"), "{}", stderr(&out));
 }

@@ -284,3 +284,42 @@ fn filters_change_nothing_the_prefilter_decides() {
     };
     assert_eq!(with(true), with(false));
 }
+
+#[test]
+fn a_stream_moved_to_a_smaller_set_after_a_candidate_line_tags_on() {
+    // The prefilter's scratch of the last line holds the old set's literal and clause ids;
+    // a smaller set must not index past its own tables with them (it panicked).
+    let big = Tagger::new(
+        {
+            let mut b = RuleSetBuilder::new();
+            b.add_builtin().expect("built-ins");
+            b.add_path(&repo("tests/fixtures/good-rules")).expect("rules");
+            b.build()
+        },
+        Config::default(),
+    )
+    .expect("tagger");
+    let small = {
+        let mut b = RuleSetBuilder::new();
+        let rule = "title: t\nname: only_whoami\nlogsource:\n  category: process_creation\ndetection:\n  s:\n    Image|endswith: '\\whoami.exe'\n  condition: s\nlevel: high\n";
+        b.add_source("one.yml", "one", rule).expect("rule");
+        Tagger::new(b.build(), Config::default()).expect("tagger")
+    };
+    let mut stream = big.stream();
+    let mut out = Vec::new();
+    // A candidate line (literals of several rules), and the start of the next one.
+    let first = format!("{}\n", process(W3WP, CMD, "x"));
+    stream.feed(first.as_bytes(), &mut out);
+    let second = process(W3WP, r"C:\Windows\System32\whoami.exe", "y");
+    let (head, tail) = second.split_at(20);
+    stream.feed(head.as_bytes(), &mut out);
+    let mut stream = stream.park().rebind(&small);
+    stream.feed(format!("{tail}\n{}\n", process(W3WP, CMD, "z")).as_bytes(), &mut out);
+    stream.finish(&mut out);
+    let found = detections(&out, "iis_tagger");
+    assert_eq!(found.len(), 3);
+    assert!(found[0].contains(&"webshell_child_process".to_string()), "the first by the big set");
+    assert_eq!(found[1], ["only_whoami"], "the record that was arriving, whole, by the new set");
+    assert!(found[2].is_empty(), "the new set has no web-shell rule");
+    assert_eq!(stream.stats().lines, 2, "the new set's counters: the two records it judged");
+}

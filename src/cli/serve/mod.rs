@@ -222,7 +222,7 @@ pub fn run(args: &ServeArgs, rules: &super::args::RuleArgs) -> Result<(), Failur
         let signalled = super::signal::termination().map_err(io_setup)?;
         Ok::<_, Failure>(sidecar::serve(listener, config, signalled).await)
     })?;
-    args.summary.print(&served.stats, &live.tagger(), &skipped, false, Some(live.current().status()));
+    args.summary.print(&served.stats, &served.set, &skipped, false, Some(live.current().status()));
     // Tasks still blocked on a dead downstream are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     served.result.map_err(Failure::io)

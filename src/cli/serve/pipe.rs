@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 
-use iis_tagger::Stats;
 use iis_tagger::driver::{Framing, Settings};
 use iis_tagger::reload::Current;
 use iis_tagger::serve::budget::{Budget, per_connection};
@@ -17,13 +16,14 @@ use iis_tagger::serve::output::{Output, Target};
 
 use super::runtime;
 use crate::cli::common::{Failure, Input};
+use crate::cli::live::Totals;
 
 /// After a signal, how long to wait for the output to be written before giving up.
 const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Tags `inputs` into the downstream `addr`, following reloads of `rules`; adds the
 /// counters to `total` (in the rule order of the set in use at the end).
-pub fn run(rules: Arc<Current>, inputs: Vec<Input>, addr: &str, total: &mut Stats) -> Result<(), Failure> {
+pub fn run(rules: Arc<Current>, inputs: Vec<Input>, addr: &str, total: &mut Totals) -> Result<(), Failure> {
     iis_tagger::serve::tls::check_addr(addr).map_err(Failure::setup)?;
     let runtime = runtime()?;
     let metrics = Arc::new(Metrics::new(rules.clone()));
@@ -70,7 +70,8 @@ pub fn run(rules: Arc<Current>, inputs: Vec<Input>, addr: &str, total: &mut Stat
             .await
             .map_err(|_| Failure::io("closing the forward connection timed out"))
     });
-    total.merge(&metrics.stats());
+    let (stats, set) = metrics.stats_and_set();
+    total.add(stats, &set);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
 }
