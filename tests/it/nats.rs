@@ -26,11 +26,18 @@ struct Server {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// A `tls { ... }` block for the server's configuration.
+    tls: String,
 }
 
 impl Server {
     fn start(binary: &Path, dir: &Path) -> Server {
-        let mut s = Server { binary: binary.to_path_buf(), dir: dir.to_path_buf(), port: free_port(), child: None };
+        Server::start_tls(binary, dir, String::new())
+    }
+
+    fn start_tls(binary: &Path, dir: &Path, tls: String) -> Server {
+        let mut s =
+            Server { binary: binary.to_path_buf(), dir: dir.to_path_buf(), port: free_port(), child: None, tls };
         s.up();
         s
     }
@@ -40,9 +47,10 @@ impl Server {
         // max_payload is a setting of the file only: 4 MiB, for the huge poison message.
         let conf = self.dir.join("nats.conf");
         let text = format!(
-            "listen: 127.0.0.1:{}\nmax_payload: 4194304\njetstream {{ store_dir: \"{}\" }}\n",
+            "listen: 127.0.0.1:{}\nmax_payload: 4194304\njetstream {{ store_dir: \"{}\" }}\n{}\n",
             self.port,
-            self.dir.join("js").display()
+            self.dir.join("js").display(),
+            self.tls
         );
         std::fs::write(&conf, text).expect("nats.conf");
         let child = Command::new(&self.binary)
@@ -145,8 +153,18 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
+/// TLS settings of the test's own client: (CA, client certificate, client key).
+static CLIENT_TLS: std::sync::Mutex<Option<(String, String, String)>> = std::sync::Mutex::new(None);
+
 async fn context(url: &str) -> jetstream::Context {
-    jetstream::new(async_nats::connect(url).await.expect("connects"))
+    let tls = CLIENT_TLS.lock().expect("tls").clone().filter(|_| url.contains("tls-"));
+    let url = url.replace("tls-", "");
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((ca, cert, key)) = tls {
+        options =
+            options.add_root_certificates(ca.into()).add_client_certificate(cert.into(), key.into()).require_tls(true);
+    }
+    jetstream::new(options.connect(url).await.expect("connects"))
 }
 
 /// The input and output streams, and `records` published to the input (pipelined, each
@@ -341,6 +359,38 @@ fn one_message_in_flight_at_a_time_and_the_metrics_say_so() {
     assert_eq!(metric(&page, "iis_tagger_consumer_pending"), 0, "no lag left");
     assert_eq!(metric(&page, "iis_tagger_in_flight"), 0);
     assert!(metric(&page, "iis_tagger_matches_total{rule=\"webshell_child_process\"}") >= 29, "{page}");
+    assert!(instance.stop());
+    check(&records, &rt.block_on(output(&url)));
+}
+
+#[test]
+fn consume_over_mutual_tls() {
+    let Some(binary) = nats_server() else { return };
+    let Some(pki) = crate::tls::Pki::new() else { return };
+    let dir = temp_dir("nats-tls");
+    let tls = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let server = Server::start_tls(&binary, &dir, tls);
+    *CLIENT_TLS.lock().expect("tls") = Some((pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key")));
+    // `tls-` marks the test client's own connections as TLS ones (see `context`).
+    let url = format!("nats://tls-127.0.0.1:{}", server.port);
+    let rt = runtime();
+    let records: Vec<Vec<u8>> = (0..3000).map(record).collect();
+    rt.block_on(setup(&url, &records));
+    // Without TLS the server refuses the instance: nothing goes through.
+    let plain = Instance::start(&server.url(), &dir, 9);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rt.block_on(output_count(&url)), 0, "a plain connection is refused");
+    drop(plain);
+    let (ca, cert, key) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"));
+    let (instance, log) =
+        Instance::start_with(&server.url(), &dir, 0, &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
+    let through = wait_for(Duration::from_secs(60), || rt.block_on(output_count(&url)) >= records.len() as u64);
+    assert!(through, "every record over TLS: {}", std::fs::read_to_string(&log).unwrap_or_default());
     assert!(instance.stop());
     check(&records, &rt.block_on(output(&url)));
 }

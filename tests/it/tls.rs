@@ -17,13 +17,13 @@ use crate::net::{Sidecar, wait_for};
 use crate::support::{builtin_tagger, repo, temp_dir};
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
     /// None when `openssl` is not installed (the test is then skipped, but fails under CI).
-    fn new() -> Option<Pki> {
+    pub(crate) fn new() -> Option<Pki> {
         need(Need::Program("openssl", &["/usr/bin/openssl"]))?;
         Some(Pki::create())
     }
@@ -50,7 +50,7 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 
