@@ -503,3 +503,35 @@ pub struct LoadStatus {
     /// The error of the last refused reload, if the last reload was refused.
     pub last_error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuleSetBuilder;
+
+    fn set(extra: &[&str]) -> RuleSet {
+        let mut b = RuleSetBuilder::new();
+        for name in extra {
+            let rule = format!(
+                "title: t\nname: {name}\nlogsource:\n  category: process_creation\ndetection:\n  s:\n    Image|endswith: '\\{name}.exe'\n  condition: s\nlevel: low\n"
+            );
+            b.add_source(&format!("{name}.yml"), name, &rule).expect("rule");
+        }
+        b.build()
+    }
+
+    #[test]
+    fn counters_follow_their_rule_by_name_across_sets() {
+        let (old, new) = (set(&["a", "b", "c"]), set(&["c", "d", "a"]));
+        let mut stats = Stats { matches: vec![1, 2, 3], lines: 9, ..Stats::default() };
+        let mut hunt = crate::hunt::Hunt::default();
+        hunt.record(old.rules(), &[1, 2], Some("web01"), None);
+        stats.hunt = Some(Box::new(hunt));
+        stats.rekey(&old, &new);
+        assert_eq!(stats.matches, [3, 0, 1], "c, d, a: b is gone, d is new");
+        assert_eq!(stats.lines, 9, "plain counters stay");
+        let report = stats.hunt.as_deref().expect("hunt").report(new.rules());
+        let rules: Vec<&str> = report.rules.iter().map(|r| r.rule).collect();
+        assert_eq!(rules, ["c"], "the hunt's findings of c follow it; b's went with b");
+    }
+}
