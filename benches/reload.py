@@ -16,13 +16,15 @@ Writes bench-data/ (generated corpora, filter files); prints a table for BENCHMA
 """
 import argparse
 import os
-import shlex
 import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ab import once  # noqa: E402  (the alternating runner's one timed run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "iis-tagger")
@@ -53,22 +55,6 @@ def filters(n):
     return folder
 
 
-def once(argv):
-    null = os.open(os.devnull, os.O_WRONLY)
-    start = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.execv(argv[0], argv)
-    _, status, usage = os.wait4(pid, 0)
-    wall = time.perf_counter() - start
-    os.close(null)
-    if status != 0:
-        sys.exit("%s failed (status %d)" % (shlex.join(argv), status))
-    return wall, usage.ru_utime + usage.ru_stime
-
-
 def filter_cost(runs, path):
     commands = []
     for rules in ["built-in", "SigmaHQ"]:
@@ -83,7 +69,8 @@ def filter_cost(runs, path):
     times = {k: [] for k, _ in commands}
     for i in range(runs):
         for k, argv in commands if i % 2 == 0 else commands[::-1]:
-            times[k].append(once(argv))
+            wall, user, system = once(argv)
+            times[k].append((wall, user + system))
     size = os.path.getsize(path)
     print("\n## Filters: cost on %d MB, medians of %d alternated runs, one thread\n" % (size // 10**6, runs))
     print("| rules | filters | wall s | CPU s | MB/s | CPU vs 0 filters |")

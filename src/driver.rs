@@ -151,14 +151,13 @@ impl<'t> Driver<'t> {
         Driver { stream: tagger.stream(), decoder, settings, grace: StopGrace::default() }
     }
 
-    /// The driver held by no rule set, between two (a rule reload): its counters are added
-    /// to `total` first (in the old set's rule order: [`Stats::rekey`] it before adding the
-    /// new set's). [`Driver::resume`] binds it to the next set; what is held of an
-    /// unfinished record is evaluated whole by that set.
-    pub fn park(self, total: &mut Stats) -> Driver<'static> {
-        total.merge(self.stream.stats());
+    /// The driver held by no rule set, between two (a rule reload), and its counters (in
+    /// the old set's rule order: [`Stats::rekey`]). [`Driver::resume`] binds it to the next
+    /// set; what is held of an unfinished record is evaluated whole by that set.
+    pub fn park(self) -> (Driver<'static>, Stats) {
         let Driver { stream, decoder, settings, grace } = self;
-        Driver { stream: stream.park(), decoder, settings, grace }
+        let (stream, stats) = stream.park();
+        (Driver { stream, decoder, settings, grace }, stats)
     }
 }
 
@@ -166,7 +165,7 @@ impl Driver<'static> {
     /// A parked driver ([`Driver::park`]) on `tagger`.
     pub fn resume(self, tagger: &Tagger) -> Driver<'_> {
         let Driver { stream, decoder, settings, grace } = self;
-        Driver { stream: stream.rebind(tagger), decoder, settings, grace }
+        Driver { stream: stream.resume(tagger), decoder, settings, grace }
     }
 }
 

@@ -208,10 +208,13 @@ impl Stats {
             }
         }
         self.shapes = shapes;
+        // A set may hold many pairs (`rules: any` filters on a large set): looked up, not
+        // searched.
+        let pairs: HashMap<(&str, &str), usize> =
+            (0..to.suppressions().len()).filter_map(|n| Some((to.suppression_names(n)?, n))).collect();
         let mut suppressed = vec![0; to.suppressions().len()];
         for (i, &count) in self.suppressed.iter().enumerate() {
-            let Some(names) = from.suppression_names(i) else { continue };
-            if let Some(n) = (0..to.suppressions().len()).find(|&n| to.suppression_names(n) == Some(names)) {
+            if let Some(&n) = from.suppression_names(i).and_then(|names| pairs.get(&names)) {
                 suppressed[n] += count;
             }
         }

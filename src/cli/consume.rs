@@ -97,6 +97,7 @@ struct Counters {
     duplicates: AtomicU64,
     redelivered: AtomicU64,
     publish_failures: AtomicU64,
+    without_id: AtomicU64,
     in_flight: AtomicU64,
     pending: AtomicU64,
 }
@@ -188,6 +189,8 @@ async fn consume(
         )
         .await
         .map_err(|e| setup(&format!("--consumer {}", args.consumer))(e.into()))?;
+    // The metrics page lives as long as this function.
+    let metrics_stop = tokio::sync::watch::channel(false).0;
     if let Some(addr) = args.metrics {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::setup(format!("--metrics {addr}: {e}")))?;
@@ -195,7 +198,12 @@ async fn consume(
             "iis-tagger: metrics on http://{}/metrics",
             listener.local_addr().map_err(Failure::setup)?
         ));
-        tokio::spawn(serve_metrics(listener, counters.clone(), totals.clone(), live.current().clone()));
+        let (counters, totals, rules) = (counters.clone(), totals.clone(), live.current().clone());
+        tokio::spawn(iis_tagger::serve::metrics::serve_page(
+            listener,
+            move || render(&counters, &totals, &rules),
+            metrics_stop.subscribe(),
+        ));
     }
     super::notes::say(&format!("iis-tagger: consuming {} through consumer {}", args.stream, args.consumer));
     let mut messages = consumer
@@ -242,15 +250,18 @@ async fn consume(
                     }
                 };
                 if let Some(next) = current.newer(&on, &mut seen) {
-                    totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
-                    let parked = tagging.park();
+                    let (parked, moved) = tagging.park();
+                    totals.lock().unwrap_or_else(|e| e.into_inner()).add(&moved, &on);
                     on = next;
-                    tagging = parked.rebind(&on);
+                    tagging = parked.resume(&on);
                 }
                 counters.consumed.fetch_add(1, Relaxed);
                 let (id, delivered, pending) = match message.info() {
                     Ok(info) => (format!("{}:{}", info.stream, info.stream_sequence), info.delivered, info.pending),
-                    Err(_) => (String::new(), 1, 0),
+                    Err(_) => {
+                        counters.without_id.fetch_add(1, Relaxed);
+                        (String::new(), 1, 0)
+                    }
                 };
                 counters.pending.store(pending, Relaxed);
                 if delivered > 1 {
@@ -292,11 +303,11 @@ async fn consume(
         // nothing is in flight (the stream is quiet, or at its end).
         if counters.consumed.load(Relaxed) % 512 == 0 || in_flight.is_empty() {
             let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-            t.add(tagging.stats().clone(), &on);
+            t.add(tagging.stats(), &on);
             tagging.reset_stats();
         }
     }
-    totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats().clone(), &on);
+    totals.lock().unwrap_or_else(|e| e.into_inner()).add(tagging.stats(), &on);
     let _ = client.flush().await;
     if ended {
         return Err(Failure::io(format!(
@@ -354,82 +365,49 @@ async fn deliver(
     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
 }
 
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    counters: Arc<Counters>,
-    totals: Arc<std::sync::Mutex<Totals>>,
-    rules: Arc<iis_tagger::reload::Current>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let body = render(&counters, &totals, &rules);
-        tokio::spawn(async move {
-            let mut head = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut head)).await;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
-}
-
+/// The consumer's metrics page: its own counters, then the tagging's
+/// ([`iis_tagger::serve::metrics::render_tagging`], as the sidecar shows them).
 fn render(counters: &Counters, totals: &std::sync::Mutex<Totals>, rules: &iis_tagger::reload::Current) -> String {
     let mut o = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ =
             writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} {kind}\niis_tagger_{name} {value}");
     };
-    metric("consumed_total", "counter", "Messages taken from the stream.", counters.consumed.load(Relaxed));
+    let count = |c: &AtomicU64| c.load(Relaxed);
+    metric("consumed_total", "counter", "Messages taken from the stream.", count(&counters.consumed));
     metric(
         "published_total",
         "counter",
         "Records published and acknowledged by the output stream.",
-        counters.published.load(Relaxed),
+        count(&counters.published),
     );
     metric(
         "publish_duplicates_total",
         "counter",
         "Publishes the output stream dropped as duplicates (a redelivery of a record already published).",
-        counters.duplicates.load(Relaxed),
+        count(&counters.duplicates),
     );
-    metric("redelivered_total", "counter", "Messages delivered more than once.", counters.redelivered.load(Relaxed));
+    metric("redelivered_total", "counter", "Messages delivered more than once.", count(&counters.redelivered));
     metric(
         "publish_failures_total",
         "counter",
         "Publish attempts that failed (retried, then the message given back).",
-        counters.publish_failures.load(Relaxed),
+        count(&counters.publish_failures),
     );
-    metric("in_flight", "gauge", "Messages taken and not yet acknowledged.", counters.in_flight.load(Relaxed));
+    metric(
+        "messages_without_id_total",
+        "counter",
+        "Messages whose stream sequence could not be read: published without a Nats-Msg-Id (a redelivery of one is not de-duplicated).",
+        count(&counters.without_id),
+    );
+    metric("in_flight", "gauge", "Messages taken and not yet acknowledged.", count(&counters.in_flight));
     metric(
         "consumer_pending",
         "gauge",
         "Messages of the stream not yet delivered to the consumer (lag), as of the last message.",
-        counters.pending.load(Relaxed),
+        count(&counters.pending),
     );
     let totals = totals.lock().unwrap_or_else(|e| e.into_inner());
-    for c in iis_tagger::stats::COUNTERS {
-        metric(c.name, "counter", c.help, (c.get)(&totals.stats));
-    }
-    let _ = writeln!(
-        o,
-        "# HELP iis_tagger_matches_total Records each rule matched.\n# TYPE iis_tagger_matches_total counter"
-    );
-    for (rule, n) in totals.on.rules().rules().iter().zip(&totals.stats.matches) {
-        let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", rule.meta.slug.replace('"', "\\\""));
-    }
-    let status = rules.status();
-    let _ = writeln!(
-        o,
-        "# HELP iis_tagger_rule_reloads_total Rule reloads, by outcome.\n# TYPE iis_tagger_rule_reloads_total counter"
-    );
-    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"loaded\"}} {}", status.reloads);
-    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"refused\"}} {}", status.refused);
+    iis_tagger::serve::metrics::render_tagging(&mut o, &totals.stats, &totals.on, &rules.status());
     o
 }

@@ -226,9 +226,9 @@ impl Totals {
     /// Adds counters kept in the rule order of `keyed`, the set of the latest stream to
     /// report (one stream's reports come in time order): the totals move to it first, so a
     /// rule a reload added keeps its counts.
-    pub fn add(&mut self, stats: Stats, keyed: &Arc<Tagger>) {
+    pub fn add(&mut self, stats: &Stats, keyed: &Arc<Tagger>) {
         self.move_to(keyed);
-        self.stats.merge(&stats);
+        self.stats.merge(stats);
     }
 
     /// Adds counters of another thread's totals, in the rule order of the set these are
@@ -245,7 +245,7 @@ impl Totals {
     pub fn drain(&mut self, driver: &mut Driver<'_>, keyed: &Arc<Tagger>) {
         let mut stats = Stats::default();
         driver.drain_stats(&mut stats);
-        self.add(stats, keyed);
+        self.add(&stats, keyed);
     }
 
     /// The totals in the rule order of `next` (the set in use at the end).
@@ -264,9 +264,8 @@ impl Totals {
 macro_rules! follow_reload {
     ($current:expr, $driver:ident, $on:ident, $seen:expr, $totals:expr) => {
         if let Some(next) = $current.newer(&$on, $seen) {
-            let mut moved = iis_tagger::Stats::default();
-            let parked = $driver.park(&mut moved);
-            $totals.add(moved, &$on);
+            let (parked, moved) = $driver.park();
+            $totals.add(&moved, &$on);
             $on = next;
             $driver = parked.resume(&$on);
         }

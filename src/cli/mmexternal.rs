@@ -93,10 +93,10 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         // one record: the stream holds nothing between two).
         if let Some(next) = current.newer(&on, &mut seen) {
             let Replies { stream, out, unread, messages } = replies;
-            totals.add(stream.stats().clone(), &on);
-            let parked = stream.park();
+            let (parked, moved) = stream.park();
+            totals.add(&moved, &on);
             on = next;
-            replies = Replies { stream: parked.rebind(&on), out, unread, messages };
+            replies = Replies { stream: parked.resume(&on), out, unread, messages };
         }
         replies.take(&mut framer, (n > 0).then(|| &buf[..n]), &mut oversized);
         // rsyslog waits for each reply: what this read completed is written now.
@@ -112,7 +112,7 @@ pub fn run(args: &MmexternalArgs, rules: &RuleArgs) -> Result<(), Failure> {
         }
     }
     if args.summary.stats || args.summary.stats_format.is_some() {
-        totals.add(replies.stream.stats().clone(), &on);
+        totals.add(replies.stream.stats(), &on);
         totals.stats.merge(&oversized);
         args.summary.print(&totals.stats, &on, &skipped, false, Some(live.current().status()));
         super::notes::say(&format!(

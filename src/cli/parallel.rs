@@ -280,9 +280,8 @@ fn work(first: Arc<Tagger>, jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>
         if !Arc::ptr_eq(&job.rules, &on) {
             // A reload: the block is tagged by the set it was cut under (blocks are whole
             // lines, so the driver holds nothing of a record here).
-            let mut moved = Stats::default();
-            let parked = driver.park(&mut moved);
-            stats.add(moved, &on);
+            let (parked, moved) = driver.park();
+            stats.add(&moved, &on);
             on = job.rules.clone();
             driver = parked.resume(&on);
         }

@@ -71,6 +71,7 @@ fn check(rules: &RuleArgs, args: &CheckArgs) -> (String, bool) {
     // The filters of --filters, against the rules loaded so far: a filter that names no
     // loaded rule, or one its log source does not cover, is refused here as at start-up.
     let mut filters = 0;
+    // File by file, as the rules are: one refused filter does not hide the others'.
     for path in &rules.filters {
         match iis_tagger::rules::rule_files(path) {
             Ok(files) => {

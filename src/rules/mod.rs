@@ -190,6 +190,14 @@ impl Filter {
     }
 }
 
+impl RuleMeta {
+    /// Whether `name` names the rule: its slug, or its id (case-insensitive), as filters,
+    /// `--disable-rule` and `--rule-risk` name rules.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.slug == name || self.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name))
+    }
+}
+
 impl Rule {
     /// The whole logic as one expression (log source and detection).
     pub fn expr(&self) -> Expr {
@@ -384,10 +392,7 @@ impl RuleSetBuilder {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {
-        let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| RuleError::new(origin.clone(), None, RuleErrorKind::NotUtf8))?;
+        let (origin, text) = read_rule_file(path)?;
         self.add_source(&origin, stem(path), &text)
     }
 
@@ -417,25 +422,12 @@ impl RuleSetBuilder {
     /// Loads the Sigma filters of a file, or of every `*.yml` / `*.yaml` under a folder
     /// (after the rules: a filter names rules already loaded). Returns how many were loaded.
     pub fn add_filter_path(&mut self, path: &Path) -> Result<usize, RuleError> {
-        let origin = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
-        let files = if meta.is_file() {
-            vec![path.to_path_buf()]
-        } else {
-            let mut files = Vec::new();
-            collect_rule_files(path, 0, &mut files)?;
-            files.sort();
-            if files.is_empty() {
-                return Err(RuleError::new(origin, None, RuleErrorKind::NoRuleFiles));
-            }
-            files
-        };
+        let files = rule_files(path)?;
+        if files.is_empty() {
+            return Err(RuleError::new(path.display().to_string(), None, RuleErrorKind::NoRuleFiles));
+        }
         for file in &files {
-            let origin = file.display().to_string();
-            let bytes =
-                std::fs::read(file).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| RuleError::new(origin.clone(), None, RuleErrorKind::NotUtf8))?;
+            let (origin, text) = read_rule_file(file)?;
             self.add_filter_source(&origin, &text)?;
         }
         Ok(files.len())
@@ -460,9 +452,7 @@ impl RuleSetBuilder {
             }
             FilterTargets::Named(names) => {
                 for (name, pos) in names {
-                    let found = self.set.rules.iter().position(|r| {
-                        r.meta.slug == *name || r.meta.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name))
-                    });
+                    let found = self.set.rules.iter().position(|r| r.meta.is_named(name));
                     let Some(r) = found else {
                         return Err(refused(
                             *pos,
@@ -539,7 +529,7 @@ impl RuleSetBuilder {
         self.set
             .rules
             .iter()
-            .position(|r| r.meta.slug == name || r.meta.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(name)))
+            .position(|r| r.meta.is_named(name))
             .ok_or_else(|| format!("`{name}` is not the name or id of a loaded rule"))
     }
 
@@ -561,6 +551,14 @@ pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, RuleError> {
     collect_rule_files(path, 0, &mut files)?;
     files.sort();
     Ok(files)
+}
+
+/// A rule or filter file's origin (its path as shown) and text.
+fn read_rule_file(path: &Path) -> Result<(String, String), RuleError> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| RuleError::new(origin.clone(), None, RuleErrorKind::Read(e)))?;
+    let text = String::from_utf8(bytes).map_err(|_| RuleError::new(origin.clone(), None, RuleErrorKind::NotUtf8))?;
+    Ok((origin, text))
 }
 
 fn stem(path: &Path) -> &str {

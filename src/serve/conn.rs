@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::driver::Settings;
 use crate::reload::Current;
 use crate::sink::Boundary;
-use crate::{Driver, End, Sink, Stats, Tagger};
+use crate::{Driver, End, Sink, Tagger};
 
 use super::budget::{Budget, Reservation};
 use super::metrics::{Ending, Metrics};
@@ -365,7 +365,7 @@ pub async fn handle<R: AsyncRead + Unpin>(mut reader: R, shared: &Shared) -> R {
         // holds of a record is evaluated whole by the new set.
         if let Some(next) = shared.rules.newer(&on, &mut seen) {
             shared.metrics.drain(&mut driver, &on);
-            let parked = driver.park(&mut Stats::default());
+            let (parked, _) = driver.park(); // its counters were drained just above
             on = next;
             driver = parked.resume(&on);
         }

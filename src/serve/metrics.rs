@@ -247,73 +247,8 @@ impl Metrics {
             let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
             let _ = writeln!(o, "iis_tagger_{name} {value}");
         };
-        for c in crate::stats::COUNTERS {
-            counter(&mut o, c.name, c.help, (c.get)(&core));
-        }
+        render_tagging(&mut o, &core, tagger, &self.rules.status());
         counter(&mut o, "bytes_out_total", "Bytes written to the output.", self.bytes_out.get());
-        let _ = writeln!(o, "# HELP iis_tagger_matches_total Records each rule matched.");
-        let _ = writeln!(o, "# TYPE iis_tagger_matches_total counter");
-        for (rule, n) in tagger.rules().rules().iter().zip(&core.matches) {
-            let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", label(&rule.meta.slug));
-        }
-        let _ = writeln!(o, "# HELP iis_tagger_suppressed_total Matches a filter suppressed, by rule and filter.");
-        let _ = writeln!(o, "# TYPE iis_tagger_suppressed_total counter");
-        for (i, n) in core.suppressed.iter().enumerate() {
-            if let Some((rule, filter)) = tagger.rules().suppression_names(i) {
-                let _ = writeln!(
-                    o,
-                    "iis_tagger_suppressed_total{{rule=\"{}\",filter=\"{}\"}} {n}",
-                    label(rule),
-                    label(filter)
-                );
-            }
-        }
-        let status = self.rules.status();
-        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_info The rule set in use: its digest (value 1).");
-        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_info gauge");
-        let _ = writeln!(o, "iis_tagger_rules_loaded_info{{digest=\"{}\"}} 1", label(&status.digest));
-        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_timestamp_seconds When the rule set in use was built.");
-        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_timestamp_seconds gauge");
-        let _ = writeln!(o, "iis_tagger_rules_loaded_timestamp_seconds {}", status.loaded_at);
-        let _ = writeln!(o, "# HELP iis_tagger_rules_loaded Rules in the set in use.");
-        let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded gauge\niis_tagger_rules_loaded {}", status.rules);
-        let _ = writeln!(o, "# HELP iis_tagger_filters_loaded Filters in the set in use.");
-        let _ = writeln!(o, "# TYPE iis_tagger_filters_loaded gauge\niis_tagger_filters_loaded {}", status.filters);
-        let _ = writeln!(
-            o,
-            "# HELP iis_tagger_rule_reloads_total Rule reloads, by outcome (refused: the set had an error; the old one kept running)."
-        );
-        let _ = writeln!(o, "# TYPE iis_tagger_rule_reloads_total counter");
-        let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"loaded\"}} {}", status.reloads);
-        let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"refused\"}} {}", status.refused);
-        let _ = writeln!(
-            o,
-            "# HELP iis_tagger_rule_reload_failing Whether the last reload was refused (1) and the set in use is older than the files."
-        );
-        let _ = writeln!(
-            o,
-            "# TYPE iis_tagger_rule_reload_failing gauge\niis_tagger_rule_reload_failing {}",
-            u8::from(status.last_error.is_some())
-        );
-        if let Some(error) = &status.last_error {
-            let _ = writeln!(
-                o,
-                "# HELP iis_tagger_rule_reload_error_info Why the last reload was refused (file:line:column: what; value 1)."
-            );
-            let _ = writeln!(o, "# TYPE iis_tagger_rule_reload_error_info gauge");
-            let _ = writeln!(o, "iis_tagger_rule_reload_error_info{{error=\"{}\"}} 1", label(error));
-        }
-        let _ =
-            writeln!(o, "# HELP iis_tagger_records_by_shape_total Records read, by the shape they were recognised in.");
-        let _ = writeln!(o, "# TYPE iis_tagger_records_by_shape_total counter");
-        for (shape, n) in tagger.rules().fields().shapes().shapes.iter().zip(&core.shapes) {
-            let _ = writeln!(o, "iis_tagger_records_by_shape_total{{shape=\"{}\"}} {n}", label(&shape.name));
-        }
-        let _ = writeln!(o, "# HELP iis_tagger_not_inspected_total Records passed through uninspected, by reason.");
-        let _ = writeln!(o, "# TYPE iis_tagger_not_inspected_total counter");
-        for (reason, n) in core.not_inspected.reasons() {
-            let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {n}");
-        }
         let open = self.connections_open.get().saturating_sub(self.connections_closed.get());
         let _ = writeln!(o, "# HELP iis_tagger_connections Connections being served.");
         let _ = writeln!(o, "# TYPE iis_tagger_connections gauge\niis_tagger_connections {open}");
@@ -383,6 +318,77 @@ impl Metrics {
     }
 }
 
+/// The tagging's part of a metrics page, for every front end that has one (the sidecar,
+/// `consume`): the core's counters (`COUNTERS`), matches per rule, suppressions per rule
+/// and filter, the rule set in use and its reloads, records per shape, records not
+/// inspected by reason. `core` is in the rule order of `tagger`.
+pub fn render_tagging(o: &mut String, core: &Stats, tagger: &Tagger, status: &crate::reload::LoadStatus) {
+    let counter = |o: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} counter");
+        let _ = writeln!(o, "iis_tagger_{name} {value}");
+    };
+    for c in crate::stats::COUNTERS {
+        counter(o, c.name, c.help, (c.get)(core));
+    }
+    let _ = writeln!(o, "# HELP iis_tagger_matches_total Records each rule matched.");
+    let _ = writeln!(o, "# TYPE iis_tagger_matches_total counter");
+    for (rule, n) in tagger.rules().rules().iter().zip(&core.matches) {
+        let _ = writeln!(o, "iis_tagger_matches_total{{rule=\"{}\"}} {n}", label(&rule.meta.slug));
+    }
+    let _ = writeln!(o, "# HELP iis_tagger_suppressed_total Matches a filter suppressed, by rule and filter.");
+    let _ = writeln!(o, "# TYPE iis_tagger_suppressed_total counter");
+    for (i, n) in core.suppressed.iter().enumerate() {
+        if let Some((rule, filter)) = tagger.rules().suppression_names(i) {
+            let _ =
+                writeln!(o, "iis_tagger_suppressed_total{{rule=\"{}\",filter=\"{}\"}} {n}", label(rule), label(filter));
+        }
+    }
+    let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_info The rule set in use: its digest (value 1).");
+    let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_info gauge");
+    let _ = writeln!(o, "iis_tagger_rules_loaded_info{{digest=\"{}\"}} 1", label(&status.digest));
+    let _ = writeln!(o, "# HELP iis_tagger_rules_loaded_timestamp_seconds When the rule set in use was built.");
+    let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded_timestamp_seconds gauge");
+    let _ = writeln!(o, "iis_tagger_rules_loaded_timestamp_seconds {}", status.loaded_at);
+    let _ = writeln!(o, "# HELP iis_tagger_rules_loaded Rules in the set in use.");
+    let _ = writeln!(o, "# TYPE iis_tagger_rules_loaded gauge\niis_tagger_rules_loaded {}", status.rules);
+    let _ = writeln!(o, "# HELP iis_tagger_filters_loaded Filters in the set in use.");
+    let _ = writeln!(o, "# TYPE iis_tagger_filters_loaded gauge\niis_tagger_filters_loaded {}", status.filters);
+    let _ = writeln!(
+        o,
+        "# HELP iis_tagger_rule_reloads_total Rule reloads, by outcome (refused: the set had an error; the old one kept running)."
+    );
+    let _ = writeln!(o, "# TYPE iis_tagger_rule_reloads_total counter");
+    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"loaded\"}} {}", status.reloads);
+    let _ = writeln!(o, "iis_tagger_rule_reloads_total{{outcome=\"refused\"}} {}", status.refused);
+    let _ = writeln!(
+        o,
+        "# HELP iis_tagger_rule_reload_failing Whether the last reload was refused (1) and the set in use is older than the files."
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE iis_tagger_rule_reload_failing gauge\niis_tagger_rule_reload_failing {}",
+        u8::from(status.last_error.is_some())
+    );
+    if let Some(error) = &status.last_error {
+        let _ = writeln!(
+            o,
+            "# HELP iis_tagger_rule_reload_error_info Why the last reload was refused (file:line:column: what; value 1)."
+        );
+        let _ = writeln!(o, "# TYPE iis_tagger_rule_reload_error_info gauge");
+        let _ = writeln!(o, "iis_tagger_rule_reload_error_info{{error=\"{}\"}} 1", label(error));
+    }
+    let _ = writeln!(o, "# HELP iis_tagger_records_by_shape_total Records read, by the shape they were recognised in.");
+    let _ = writeln!(o, "# TYPE iis_tagger_records_by_shape_total counter");
+    for (shape, n) in tagger.rules().fields().shapes().shapes.iter().zip(&core.shapes) {
+        let _ = writeln!(o, "iis_tagger_records_by_shape_total{{shape=\"{}\"}} {n}", label(&shape.name));
+    }
+    let _ = writeln!(o, "# HELP iis_tagger_not_inspected_total Records passed through uninspected, by reason.");
+    let _ = writeln!(o, "# TYPE iis_tagger_not_inspected_total counter");
+    for (reason, n) in core.not_inspected.reasons() {
+        let _ = writeln!(o, "iis_tagger_not_inspected_total{{reason=\"{reason}\"}} {n}");
+    }
+}
+
 /// The totals and the set their rule order is that of.
 struct Core {
     stats: Stats,
@@ -397,13 +403,19 @@ fn label(value: &str) -> String {
 /// Longest request head read.
 const MAX_REQUEST: usize = 8192;
 
-/// Serves `GET /metrics` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    budget: Arc<Budget>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the sidecar's `GET /metrics` until shutdown.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, budget: Arc<Budget>, shutdown: watch::Receiver<bool>) {
+    serve_page(listener, move || metrics.render(&budget), shutdown).await;
+}
+
+/// Serves `GET /metrics` with the page `render` makes for each request, until `shutdown`
+/// changes or its sender goes (any front end with metrics: the sidecar, `consume`); other
+/// paths get 404.
+pub async fn serve_page<F>(listener: TcpListener, render: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let render = Arc::new(render);
     loop {
         let (mut socket, _) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -415,7 +427,7 @@ pub async fn serve(
                 }
             },
         };
-        let (metrics, budget) = (metrics.clone(), budget.clone());
+        let render = render.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
@@ -433,7 +445,7 @@ pub async fn serve(
                 return;
             }
             let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                let body = metrics.render(&budget);
+                let body = render();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

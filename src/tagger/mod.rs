@@ -292,67 +292,39 @@ pub struct Stream<'t> {
 }
 
 impl<'t> Stream<'t> {
-    /// The same stream on another tagger (a rule reload): what is held of an unfinished
-    /// record, the buffers and the shape sample carry over, so the record in progress is
-    /// evaluated whole by the new rules — a stream switches between records, never inside
-    /// one. The counters start again at zero for the new rules: take them first
-    /// ([`Stats::merge`], then [`Stats::rekey`]). The settings stay those of the stream's
-    /// start (the line limit and the annotation key are not reloaded).
-    pub fn rebind<'u>(self, tagger: &'u Tagger) -> Stream<'u> {
-        let stats = Stats {
-            hunt: tagger.config.summary.then(Box::default),
-            ..Stats::with_shapes(tagger.rules.rules().len(), tagger.rules.fields().shapes().shapes.len())
-        };
-        let Stream {
-            tagger: _,
-            framer,
-            text,
-            prefilter,
-            parser,
-            inner,
-            doc,
-            embedded_read,
-            canonical_xml,
-            sample_until,
-            lines_before,
-            view,
-            candidates,
-            groups,
-            matched,
-            member,
-            incomplete,
-            unfiltered,
-            stats: old,
-        } = self;
-        // What is indexed by the old set's literals, clauses, rules and fields starts afresh;
-        // the rest (the unfinished record, buffers) carries over.
-        drop((prefilter, view, candidates, groups, matched));
-        Stream {
-            tagger,
-            framer,
-            text,
-            prefilter: prefilter::Scratch::default(),
-            parser,
-            inner,
-            doc,
-            embedded_read,
-            canonical_xml,
-            sample_until,
-            lines_before: lines_before + old.lines,
-            view: EventView::new(),
-            candidates: Vec::new(),
-            groups: Vec::new(),
-            matched: Vec::new(),
-            member,
-            incomplete,
-            unfiltered,
-            stats,
-        }
+    /// The stream held by no rule set, between two (a rule reload), and its counters (in
+    /// the old set's rule order: [`Stats::rekey`] them to add them to the new set's).
+    /// [`Stream::resume`] binds it to the next set.
+    pub fn park(self) -> (Stream<'static>, Stats) {
+        let stats = self.stats.clone();
+        (self.rebind(Tagger::placeholder()), stats)
     }
 
-    /// The stream held by no rule set (between two: [`Stream::rebind`] it to the next).
-    pub fn park(self) -> Stream<'static> {
-        self.rebind(Tagger::placeholder())
+    /// The same stream on another tagger: what is held of an unfinished record, the
+    /// buffers and the shape sample carry over, so the record in progress is evaluated whole
+    /// by the new rules — a stream switches between records, never inside one. What is
+    /// indexed by a set's literals, clauses, rules and fields, and the counters, start
+    /// afresh. The settings stay those of the stream's start (the line limit and the
+    /// annotation key are not reloaded).
+    fn rebind<'u>(self, tagger: &'u Tagger) -> Stream<'u> {
+        let mut next = tagger.stream();
+        next.framer = self.framer;
+        next.text = self.text;
+        next.parser = self.parser;
+        next.inner = self.inner;
+        next.doc = self.doc;
+        next.canonical_xml = self.canonical_xml;
+        next.member = self.member;
+        next.sample_until = self.sample_until;
+        next.lines_before = self.lines_before + self.stats.lines;
+        next
+    }
+}
+
+impl Stream<'static> {
+    /// A parked stream ([`Stream::park`]) on `tagger`.
+    pub fn resume(self, tagger: &Tagger) -> Stream<'_> {
+        self.rebind(tagger)
     }
 }
 

@@ -274,13 +274,18 @@ fn the_shipped_example_filter_and_the_command_line() {
 #[test]
 fn filters_change_nothing_the_prefilter_decides() {
     // With a filter, the prefilter still skips only what the full evaluation would not
-    // annotate: the output with and without it is the same, on the sample and the corpus
-    // of generated shapes.
-    let sample = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    // annotate: the output with and without it is the same, on the sample with records the
+    // filter suppresses and ones it lets stand.
+    let mut input = std::fs::read(repo("examples/sample.jsonl")).expect("sample");
+    for (parent, child) in [(NODE, CMD), (W3WP, CMD), (NODE, r"C:\Windows\System32\whoami.exe")] {
+        input.extend_from_slice(format!("{}\n", process(parent, child, "u")).as_bytes());
+    }
     let with = |prefilter: bool| {
         let config = Config { prefilter, ..Config::default() };
         let tagger = tagger_with(&[("mf_node.yml", NODE_FILTER)], config).expect("loads");
-        tagger.tag_all(&sample).0
+        let (out, stats) = tagger.tag_all(&input);
+        assert_eq!(stats.suppressed.iter().sum::<u64>(), 1, "node -> cmd is suppressed (prefilter {prefilter})");
+        out
     };
     assert_eq!(with(true), with(false));
 }
@@ -313,7 +318,9 @@ fn a_stream_moved_to_a_smaller_set_after_a_candidate_line_tags_on() {
     let second = process(W3WP, r"C:\Windows\System32\whoami.exe", "y");
     let (head, tail) = second.split_at(20);
     stream.feed(head.as_bytes(), &mut out);
-    let mut stream = stream.park().rebind(&small);
+    let (parked, counted) = stream.park();
+    assert_eq!(counted.lines, 1, "the old set's counters, given back");
+    let mut stream = parked.resume(&small);
     stream.feed(format!("{tail}\n{}\n", process(W3WP, CMD, "z")).as_bytes(), &mut out);
     stream.finish(&mut out);
     let found = detections(&out, "iis_tagger");

@@ -71,7 +71,7 @@ pub fn run(rules: Arc<Current>, inputs: Vec<Input>, addr: &str, total: &mut Tota
             .map_err(|_| Failure::io("closing the forward connection timed out"))
     });
     let (stats, set) = metrics.stats_and_set();
-    total.add(stats, &set);
+    total.add(&stats, &set);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
 }
