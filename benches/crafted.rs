@@ -67,6 +67,26 @@ fn run_of(unit: &str, budget: usize) -> String {
     unit.repeat(budget / unit.len().max(1))
 }
 
+/// At most `budget` bytes of characters that have a compatibility form, ~1,900 distinct
+/// ones in turn (squared katakana words, CJK compatibility ideographs, mathematical
+/// letters), more than the per-character caches hold.
+fn distinct_compat(budget: usize) -> String {
+    let chars: Vec<char> = (0x3300..=0x33FFu32)
+        .chain(0xF900..=0xFAD9)
+        .chain(0x1D400..=0x1D6A3)
+        .filter_map(char::from_u32)
+        .filter(|c| iis_tagger::normalize::compat(c.encode_utf8(&mut [0; 4])) != c.to_string())
+        .collect();
+    let mut s = String::new();
+    for c in chars.iter().cycle() {
+        if s.len() + c.len_utf8() > budget {
+            break;
+        }
+        s.push(*c);
+    }
+    s
+}
+
 /// The cases, each at most `size` bytes. `literals` are rule literals (as they appear in
 /// JSON text) to plant, for the case that holds every one of them.
 pub fn cases(size: usize, literals: &[String]) -> Vec<Case> {
@@ -104,6 +124,11 @@ pub fn cases(size: usize, literals: &[String]) -> Vec<Case> {
             name: "expanding-path-32k",
             what: "a 32,130-character Image of U+FDFA, as long as Windows allows",
             line: process(&format!("C:\\\\{}\\\\cmd.exe", "\u{FDFA}".repeat(32_120)), r#""CommandLine":"cmd""#),
+        },
+        Case {
+            name: "distinct-compat",
+            what: "Image of ~1,900 distinct characters with compatibility forms in turn (each misses the per-character caches)",
+            line: process(&format!("C:\\\\{}\\\\cmd.exe", distinct_compat(budget)), r#""CommandLine":"cmd""#),
         },
         Case {
             name: "array-of-strings",

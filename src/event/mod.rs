@@ -678,7 +678,7 @@ impl EventView {
         };
         // The compatibility form, and what is made of it: the resolved views and a fold.
         let limit = view_budget.saturating_sub(text.len()) / 3;
-        let made = normalize::views(kind, raw, cmd, limit, norm, |readings, v| {
+        let made = normalize::views(kind, raw, cmd, limit, norm, |readings, v, how| {
             if readings != BOTH_READINGS {
                 differ(readings_differ);
             }
@@ -689,8 +689,7 @@ impl EventView {
             // keeps compatibility forms).
             let mut push_fold = |readings: u8, reading: Reading| {
                 fold.clear();
-                fold_for(reading, v, fold);
-                let folded = if fold.as_str() == v {
+                let folded = if !fold_for(reading, v, how, fold) {
                     canon
                 } else {
                     let folded_start = text.len();

@@ -66,23 +66,29 @@ pub const BOTH_READINGS: u8 = 3;
 /// `cmd` says the process the value belongs to is cmd.exe (its carets are escapes).
 /// False, with no form passed, when the compatibility form of `raw` is longer than `limit`
 /// bytes.
+///
+/// The third argument of `view` is a [`Fold`] to pass to [`fold_for`]. The resolved forms
+/// are made of the compatibility form's characters and ASCII (separators, expansions of
+/// variables: nothing here writes other characters), so what the compatibility form
+/// learnt of how its characters fold holds for them.
 pub fn views(
     kind: FieldKind,
     raw: &str,
     cmd: bool,
     limit: usize,
     scratch: &mut Scratch,
-    mut view: impl FnMut(u8, &str),
+    mut view: impl FnMut(u8, &str, Fold),
 ) -> bool {
-    let compat = if raw.is_ascii() {
-        raw
+    let (compat, stable) = if raw.is_ascii() {
+        (raw, true)
     } else {
         scratch.compat.clear();
-        if !unicode::compat_into_bounded(raw, &mut scratch.compat, limit) {
+        let Some(stable) = unicode::compat_into_bounded(raw, &mut scratch.compat, limit) else {
             return false;
-        }
-        scratch.compat.as_str()
+        };
+        (scratch.compat.as_str(), stable)
     };
+    let fold = if stable { Fold::AsciiOnly } else { Fold::Full };
     let resolved: &str = match kind {
         FieldKind::Path => {
             scratch.a.clear();
@@ -105,20 +111,44 @@ pub fn views(
         }
     };
     if resolved == raw {
-        view(BOTH_READINGS, raw);
+        view(BOTH_READINGS, raw, fold);
     } else {
-        view(Reading::Logged.bit(), raw);
-        view(Reading::Resolved.bit(), resolved);
+        view(Reading::Logged.bit(), raw, fold);
+        view(Reading::Resolved.bit(), resolved, fold);
     }
     true
 }
 
-/// The fold of the text of `reading`.
-pub fn fold_for(reading: Reading, s: &str, out: &mut String) {
-    match reading {
-        Reading::Logged => lower_into(s, out),
-        Reading::Resolved => fold_into(s, out),
+/// How the resolved reading of a form from [`views`] is folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fold {
+    /// Character by character ([`fold_into`]).
+    Full,
+    /// Its non-ASCII characters are known to fold to themselves: only its ASCII is
+    /// lower-cased. The compatibility form found this out once per character of the raw
+    /// value, so the characters it expanded to are not looked at again.
+    AsciiOnly,
+}
+
+/// Appends the fold of the text of `reading` to `out` (`how` from [`views`]), unless the
+/// fold is the text itself: false then, with nothing appended.
+pub fn fold_for(reading: Reading, s: &str, how: Fold, out: &mut String) -> bool {
+    let start = out.len();
+    match (reading, how) {
+        (Reading::Resolved, Fold::AsciiOnly) => {
+            if !s.bytes().any(|b| b.is_ascii_uppercase()) {
+                return false;
+            }
+            unicode::fold_ascii_into(s, out);
+        }
+        (Reading::Logged, _) => lower_into(s, out),
+        (Reading::Resolved, Fold::Full) => fold_into(s, out),
     }
+    if out[start..] == *s {
+        out.truncate(start);
+        return false;
+    }
+    true
 }
 
 /// Reusable buffers for [`views`].
@@ -178,7 +208,7 @@ mod tests {
 
     fn all_views(kind: FieldKind, raw: &str, cmd: bool) -> Vec<String> {
         let mut out = Vec::new();
-        assert!(views(kind, raw, cmd, usize::MAX, &mut Scratch::default(), |_, v| out.push(v.to_string())));
+        assert!(views(kind, raw, cmd, usize::MAX, &mut Scratch::default(), |_, v, _| out.push(v.to_string())));
         out
     }
 
@@ -199,6 +229,38 @@ mod tests {
         );
         assert_eq!(all_views(FieldKind::Text, "\u{3000}＂a.dll＂", false)[1], "a.dll");
         assert_eq!(all_views(FieldKind::CommandLine, "a\u{3000}ｂ", false)[1], "a b");
+    }
+
+    /// The fold [`views`] chooses for the resolved forms is the full fold, for every
+    /// character (among cased ASCII, and the separators and variables a path form adds).
+    #[test]
+    fn the_chosen_fold_is_the_fold() {
+        let mut scratch = Scratch::default();
+        let (mut short, mut full) = (String::new(), String::new());
+        let mut ascii_only = 0;
+        for cp in (0x80..=0x10FFFFu32).step_by(5).chain(0x80..0x3000) {
+            let Some(c) = char::from_u32(cp) else { continue };
+            let raw = format!("%SystemRoot%/A{c}b\\{c}{c}.EXE");
+            for kind in [FieldKind::Path, FieldKind::CommandLine, FieldKind::Text] {
+                views(kind, &raw, false, usize::MAX, &mut scratch, |readings, v, how| {
+                    if readings & Reading::Resolved.bit() == 0 {
+                        return;
+                    }
+                    short.clear();
+                    full.clear();
+                    if !fold_for(Reading::Resolved, v, how, &mut short) {
+                        short.push_str(v);
+                    }
+                    fold_into(v, &mut full);
+                    assert_eq!(short, full, "U+{cp:04X} {how:?}");
+                    ascii_only += usize::from(how == Fold::AsciiOnly);
+                });
+            }
+        }
+        assert!(ascii_only > 100_000, "the short fold is taken ({ascii_only})");
+        let mut hows = Vec::new();
+        views(FieldKind::Path, "C:\\\u{FDFA}\\Ä", false, usize::MAX, &mut scratch, |_, _, how| hows.push(how));
+        assert_eq!(hows, [Fold::Full, Fold::Full], "a character that does not fold to itself");
     }
 
     #[test]

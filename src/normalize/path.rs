@@ -8,6 +8,8 @@
 //! unless it comes from a variable's expansion: [`from_expansion`] tells the prefilter which
 //! fragments those can be.
 
+use std::borrow::Cow;
+
 /// Variables with a fixed value on a standard installation, and that value.
 const EXPANSIONS: &[(&str, &str)] = &[
     ("systemroot", "C:\\Windows"),
@@ -48,10 +50,10 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// Replaces `%NAME%` of the known variables (case-insensitive); others are kept.
 fn expand_into(s: &str, out: &mut String) {
     let mut rest = s;
-    while let Some(open) = rest.find('%') {
+    while let Some(open) = memchr::memchr(b'%', rest.as_bytes()) {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        match after.find('%') {
+        match memchr::memchr(b'%', after.as_bytes()) {
             Some(close) => {
                 let name = &after[..close];
                 match EXPANSIONS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -102,7 +104,7 @@ pub fn canonical_into(raw: &str, out: &mut String) {
 /// (`%`), a prefix (`?`), a quote or a `..` can leave something for it, besides blanks left
 /// at an end of what it made (a test checks every short path without them).
 fn may_need_another_pass(raw: &str) -> bool {
-    raw.bytes().any(|b| matches!(b, b'%' | b'?' | b'"')) || raw.contains("..")
+    memchr::memchr3(b'%', b'?', b'"', raw.as_bytes()).is_some() || memchr::memmem::find(raw.as_bytes(), b"..").is_some()
 }
 
 /// Passes of [`canonical_into`] before it gives up on stability: every pass after the first
@@ -115,8 +117,13 @@ fn canonical_pass(raw: &str, out: &mut String) {
     // one, and no Windows component writes one there, so removing it would only let the
     // prefilter, which reads the raw text, miss a literal the rule then finds).
     let trimmed = trim_wrapping(raw);
-    let slashed = trimmed.replace('/', "\\");
-    let mut s = slashed.as_str();
+    // Copies only what changes: a value may be megabytes of an attacker's expanded text.
+    let slashed: Cow<str> = if memchr::memchr(b'/', trimmed.as_bytes()).is_some() {
+        trimmed.replace('/', "\\").into()
+    } else {
+        trimmed.into()
+    };
+    let mut s = &*slashed;
     let mut root = String::new();
     if let Some(rest) = strip_prefix_ignore_case(s, "\\\\?\\UNC\\") {
         root.push_str("\\\\");
@@ -130,16 +137,21 @@ fn canonical_pass(raw: &str, out: &mut String) {
         root.push_str("\\\\");
         s = rest;
     }
-    let mut expanded = String::with_capacity(s.len());
-    expand_into(s, &mut expanded);
-    let mut path = expanded.as_str();
+    let expanded: Cow<str> = if memchr::memchr(b'%', s.as_bytes()).is_some() {
+        let mut expanded = String::with_capacity(s.len());
+        expand_into(s, &mut expanded);
+        expanded.into()
+    } else {
+        s.into()
+    };
+    let mut path = &*expanded;
     if root.is_empty() && path.starts_with('\\') {
         root.push('\\');
         path = path.trim_start_matches('\\');
     }
     let trailing = path.ends_with('\\') && path.len() > 1;
     let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('\\') {
+    for part in components(path) {
         // Windows drops trailing dots and spaces; other blanks cannot be in a name (and the
         // path's own ends are trimmed of them), so they go too. What is left of a component
         // of dots and blanks only is `.` (one dot), `..` (more) or nothing.
@@ -163,6 +175,17 @@ fn canonical_pass(raw: &str, out: &mut String) {
     if trailing && !parts.is_empty() {
         out.push('\\');
     }
+}
+
+/// The pieces of `path` between backslashes (what `split('\\')` gives, found by memchr).
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    let mut from = 0;
+    let ends = memchr::memchr_iter(b'\\', path.as_bytes()).chain(std::iter::once(path.len()));
+    ends.map(move |to| {
+        let part = &path[from..to];
+        from = to + 1;
+        part
+    })
 }
 
 /// A piece of a rule value for a path field, between wildcards: separators unified and

@@ -8,118 +8,91 @@
 //! Some non-ASCII characters fold to ASCII ([`folds_to_ascii`]); a line holding one (raw or
 //! as a `\uXXXX` escape) is scanned by the prefilter on a folded copy. The set is a table
 //! generated from the same Unicode data this code folds with, and a test recomputes it.
-
-use std::cell::RefCell;
+//!
+//! The maps themselves are tables `build.rs` makes from that data ([`CharMap`]): one lookup
+//! a character, whatever the text holds.
 
 use unicode_normalization::UnicodeNormalization;
 
 use super::fold_table::ASCII_FOLDING;
 
-/// A per-character map of non-ASCII characters, remembered per thread: building an NFKC
-/// iterator and looking up case tables costs tens of nanoseconds a character, and an
-/// attacker repeats one expensive character. Direct-mapped by code point.
-struct CharCache {
-    slots: Vec<Slot>,
+/// A per-character map of every code point, tabulated by `build.rs` (which documents the
+/// layout) from the Unicode data this module's own functions use, so that each character
+/// costs one lookup: computing an NFKC form costs hundreds of nanoseconds, and an attacker
+/// can write thousands of distinct characters that need one (a cache of the characters
+/// met last cannot hold them all; the adversarial benchmark's `distinct-compat`).
+pub(crate) struct CharMap {
+    pages: &'static [u16],
+    spans: &'static [u32],
+    text: &'static str,
 }
 
-#[derive(Clone, Default)]
-struct Slot {
-    /// The character plus one (0: an empty slot).
-    key: u32,
-    /// What it maps to.
-    text: String,
-    /// It maps to itself.
-    identity: bool,
-}
-
-const SLOTS: usize = 512;
-
-impl CharCache {
-    fn new() -> CharCache {
-        CharCache { slots: vec![Slot::default(); SLOTS] }
-    }
-
-    /// The slot of `c`, filled with `map(c)`.
-    fn slot(&mut self, c: char, map: impl Fn(char, &mut String)) -> &Slot {
-        let key = c as u32 + 1;
-        let slot = &mut self.slots[(c as usize ^ (c as usize >> 9)) % SLOTS];
-        if slot.key != key {
-            slot.key = key;
-            slot.text.clear();
-            map(c, &mut slot.text);
-            slot.identity = slot.text.chars().eq(std::iter::once(c));
+impl CharMap {
+    /// What `c` maps to (`None`: itself), and whether every non-ASCII character of that
+    /// folds to itself (compatibility form only; see [`compat_into_bounded`]).
+    #[inline]
+    fn get(&self, c: char) -> (Option<&'static str>, bool) {
+        let cp = c as u32;
+        let page = self.pages[(cp >> 8) as usize];
+        if page == 0 {
+            return (None, true);
         }
-        slot
-    }
-
-    /// Appends `map(c)` to `out`, from the cache when `c` is there.
-    fn push(&mut self, c: char, out: &mut String, map: impl Fn(char, &mut String)) {
-        out.push_str(&self.slot(c, map).text);
+        let span = self.spans[(usize::from(page) - 1) * 256 + (cp & 0xFF) as usize];
+        let (start, len, stable) = ((span >> 9) as usize, (span & 0xFF) as usize, span & 0x100 != 0);
+        ((len > 0).then(|| &self.text[start..start + len]), stable)
     }
 }
 
-thread_local! {
-    static COMPAT: RefCell<CharCache> = RefCell::new(CharCache::new());
-    static FOLD: RefCell<CharCache> = RefCell::new(CharCache::new());
-    static LOWER: RefCell<CharCache> = RefCell::new(CharCache::new());
+mod tables {
+    use super::CharMap;
+    include!(concat!(env!("OUT_DIR"), "/char_maps.rs"));
 }
+use tables::{COMPAT, FOLD, LOWER};
 
 /// Appends `map(c)` for every character of `s`: ASCII characters as they are (lower-cased
-/// when `lower_ascii`), the others through `cache`.
-fn map_chars(
-    s: &str,
-    out: &mut String,
-    cache: &'static std::thread::LocalKey<RefCell<CharCache>>,
-    lower_ascii: bool,
-    map: fn(char, &mut String),
-) {
-    map_chars_bounded(s, out, usize::MAX, cache, lower_ascii, map);
+/// when `lower_ascii`), the others through `map`.
+fn map_chars(s: &str, out: &mut String, map: &CharMap, lower_ascii: bool) {
+    map_chars_bounded(s, out, usize::MAX, map, lower_ascii);
 }
 
-/// [`map_chars`], stopping once more than `limit` bytes were appended: false then. Runs of
-/// characters that map to themselves are copied at once.
-fn map_chars_bounded(
-    s: &str,
-    out: &mut String,
-    limit: usize,
-    cache: &'static std::thread::LocalKey<RefCell<CharCache>>,
-    lower_ascii: bool,
-    map: fn(char, &mut String),
-) -> bool {
+/// [`map_chars`], stopping once more than `limit` bytes were appended: `None` then, else
+/// whether every non-ASCII character appended folds to itself (read from the compatibility
+/// form's table). Runs of characters that map to themselves are copied at once.
+fn map_chars_bounded(s: &str, out: &mut String, limit: usize, map: &CharMap, lower_ascii: bool) -> Option<bool> {
     let end = out.len().saturating_add(limit);
-    cache.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let bytes = s.as_bytes();
-        // `s[run..i]` maps to itself and is not appended yet.
-        let (mut run, mut i) = (0, 0);
-        while i < bytes.len() {
-            if out.len() + (i - run) > end {
-                return false;
-            }
-            let b = bytes[i];
-            if b.is_ascii() {
-                if lower_ascii && b.is_ascii_uppercase() {
-                    out.push_str(&s[run..i]);
-                    out.push(char::from(b.to_ascii_lowercase()));
-                    run = i + 1;
-                }
-                i += 1;
-                continue;
-            }
-            let Some(c) = s[i..].chars().next() else { break };
-            let slot = cache.slot(c, map);
-            if !slot.identity {
-                out.push_str(&s[run..i]);
-                out.push_str(&slot.text);
-                run = i + c.len_utf8();
-            }
-            i += c.len_utf8();
+    let bytes = s.as_bytes();
+    let mut stable = true;
+    // `s[run..i]` maps to itself and is not appended yet.
+    let (mut run, mut i) = (0, 0);
+    while i < bytes.len() {
+        if out.len() + (i - run) > end {
+            return None;
         }
-        out.push_str(&s[run..]);
-        out.len() <= end
-    })
+        let b = bytes[i];
+        if b.is_ascii() {
+            if lower_ascii && b.is_ascii_uppercase() {
+                out.push_str(&s[run..i]);
+                out.push(char::from(b.to_ascii_lowercase()));
+                run = i + 1;
+            }
+            i += 1;
+            continue;
+        }
+        let Some(c) = s[i..].chars().next() else { break };
+        let (text, c_stable) = map.get(c);
+        stable &= c_stable;
+        if let Some(text) = text {
+            out.push_str(&s[run..i]);
+            out.push_str(text);
+            run = i + c.len_utf8();
+        }
+        i += c.len_utf8();
+    }
+    out.push_str(&s[run..]);
+    (out.len() <= end).then_some(stable)
 }
 
+#[cfg(test)]
 fn nfkc_char(c: char, out: &mut String) {
     out.extend(std::iter::once(c).nfkc());
 }
@@ -130,6 +103,7 @@ fn fold_char_uncached(c: char, out: &mut String) {
     }
 }
 
+#[cfg(test)]
 fn lower_char(c: char, out: &mut String) {
     out.extend(c.to_lowercase());
 }
@@ -141,17 +115,33 @@ pub fn compat_into(s: &str, out: &mut String) {
         out.push_str(s);
         return;
     }
-    map_chars(s, out, &COMPAT, false, nfkc_char);
+    map_chars(s, out, &COMPAT, false);
 }
 
-/// [`compat_into`], giving up (false) once more than `limit` bytes were appended: the
+/// [`compat_into`], giving up (`None`) once more than `limit` bytes were appended: the
 /// compatibility form of one character may be eighteen characters long.
-pub fn compat_into_bounded(s: &str, out: &mut String, limit: usize) -> bool {
+///
+/// `Some(true)` says every non-ASCII character appended folds to itself, so that the fold of
+/// any text made of what was appended and ASCII is that text with its ASCII lower-cased
+/// ([`fold_ascii_into`]): the fold then need not look at its other characters again. An
+/// attacker's expanding character (U+FDFA is eighteen Arabic letters) is folded once, here,
+/// rather than once per character of its expansion.
+pub fn compat_into_bounded(s: &str, out: &mut String, limit: usize) -> Option<bool> {
     if s.is_ascii() {
         out.push_str(s);
-        return s.len() <= limit;
+        return (s.len() <= limit).then_some(true);
     }
-    map_chars_bounded(s, out, limit, &COMPAT, false, nfkc_char)
+    map_chars_bounded(s, out, limit, &COMPAT, false)
+}
+
+/// Appends `s` with its ASCII lower-cased: the fold of a text whose non-ASCII characters
+/// are known to fold to themselves (see [`compat_into_bounded`]).
+pub fn fold_ascii_into(s: &str, out: &mut String) {
+    let start = out.len();
+    out.push_str(s);
+    // Lower-casing ASCII bytes leaves every other byte (and so every other character) as
+    // it is.
+    out[start..].make_ascii_lowercase();
 }
 
 /// Appends `s` lower-cased, Unicode simple case only (no compatibility forms).
@@ -162,7 +152,7 @@ pub fn lower_into(s: &str, out: &mut String) {
         out[start..].make_ascii_lowercase();
         return;
     }
-    map_chars(s, out, &LOWER, true, lower_char);
+    map_chars(s, out, &LOWER, true);
 }
 
 /// The compatibility form of `s` (see [`compat_into`]).
@@ -178,7 +168,10 @@ pub fn fold_char_into(c: char, out: &mut String) {
         out.push(c.to_ascii_lowercase());
         return;
     }
-    FOLD.with(|cache| cache.borrow_mut().push(c, out, fold_char_uncached));
+    match FOLD.get(c).0 {
+        Some(text) => out.push_str(text),
+        None => out.push(c),
+    }
 }
 
 /// Appends the fold of `s` to `out`.
@@ -189,7 +182,7 @@ pub fn fold_into(s: &str, out: &mut String) {
         out[start..].make_ascii_lowercase();
         return;
     }
-    map_chars(s, out, &FOLD, true, fold_char_uncached);
+    map_chars(s, out, &FOLD, true);
 }
 
 /// The fold of `s`.
@@ -244,28 +237,31 @@ pub fn compute_ascii_folding() -> Vec<(u32, u32)> {
 mod tests {
     use super::*;
 
-    /// The cached maps give what the uncached ones give, for every character, whatever was
-    /// in the cache before (each character twice: the miss, then the hit).
+    /// The tables give what the Unicode data gives, for every character, alone and between
+    /// ASCII; and the compatibility form says it is fold-stable exactly when it is.
     #[test]
-    fn cached_maps_equal_the_unicode_data() {
+    fn the_tables_equal_the_unicode_data() {
         let (mut a, mut b) = (String::new(), String::new());
-        for cp in (0x80..=0x10FFFFu32).step_by(7).chain(0x80..0x800) {
+        for cp in 0x80..=0x10FFFFu32 {
             let Some(c) = char::from_u32(cp) else { continue };
-            for _ in 0..2 {
-                for (cached, uncached) in [
-                    (compat_into as fn(&str, &mut String), nfkc_char as fn(char, &mut String)),
-                    (fold_into, fold_char_uncached),
-                    (lower_into, lower_char),
-                ] {
-                    a.clear();
-                    b.clear();
-                    cached(c.encode_utf8(&mut [0; 4]), &mut a);
-                    uncached(c, &mut b);
-                    assert_eq!(a, b, "U+{cp:04X}");
-                }
+            for (tabled, computed) in [
+                (compat_into as fn(&str, &mut String), nfkc_char as fn(char, &mut String)),
+                (fold_into, fold_char_uncached),
+                (lower_into, lower_char),
+            ] {
+                a.clear();
+                b.clear();
+                tabled(c.encode_utf8(&mut [0; 4]), &mut a);
+                computed(c, &mut b);
+                assert_eq!(a, b, "U+{cp:04X}");
             }
+            a.clear();
+            let stable = compat_into_bounded(c.encode_utf8(&mut [0; 4]), &mut a, usize::MAX).expect("no limit");
+            let folds_to_itself = a.chars().filter(|d| !d.is_ascii()).all(|d| fold_char_string(d) == d.to_string());
+            assert_eq!(stable, folds_to_itself, "U+{cp:04X}");
         }
         assert_eq!(fold("x\u{FDFA}y"), format!("x{}y", fold_char_string('\u{FDFA}')));
+        assert_eq!(fold("Ab\u{212A}c"), "abkc");
     }
 
     fn fold_char_string(c: char) -> String {

@@ -191,11 +191,45 @@ impl Glob {
             return matches_bytes(segments, value.as_bytes());
         }
         if value.is_ascii() {
-            // One byte, one character: no decoding, no allocation.
+            // One byte, one character: no decoding.
             return self.matches_units(value.as_bytes(), |p, b| p == char::from(*b));
         }
-        let chars: Vec<char> = value.chars().collect();
-        self.matches_units(&chars, |p, c| p == *c)
+        self.matches_chars(value)
+    }
+
+    /// The match over a value's characters, decoded where a segment is tried (no copy of
+    /// the value: an attacker's value may be megabytes of expanded text).
+    fn matches_chars(&self, value: &str) -> bool {
+        let n = self.segments.len();
+        if n == 1 {
+            return seg_at_str(&self.segments[0], value, 0) == Some(value.len());
+        }
+        let Some(mut pos) = seg_at_str(&self.segments[0], value, 0) else { return false };
+        // The last segment starts as many characters before the end as it holds.
+        let last = &self.segments[n - 1];
+        let mut end = value.len();
+        for _ in 0..last.len() {
+            if end <= pos {
+                return false;
+            }
+            end = value[..end].char_indices().next_back().map_or(0, |(i, _)| i);
+        }
+        if seg_at_str(last, value, end).is_none() {
+            return false;
+        }
+        let before_last = &value[..end];
+        for seg in &self.segments[1..n - 1] {
+            if seg.is_empty() {
+                continue;
+            }
+            // The leftmost match at or after `pos` that ends by `end`.
+            let found = before_last[pos..].char_indices().find_map(|(at, _)| seg_at_str(seg, before_last, pos + at));
+            match found {
+                Some(next) => pos = next,
+                None => return false,
+            }
+        }
+        pos <= end
     }
 
     /// The match over a value as a slice of characters (`eq` compares a pattern character).
@@ -246,6 +280,18 @@ fn matches_bytes(segments: &[Vec<u8>], value: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// If `seg` matches `value` at byte `at` (a character boundary), the byte after it.
+fn seg_at_str(seg: &[Option<char>], value: &str, at: usize) -> Option<usize> {
+    let mut chars = value[at..].chars();
+    for p in seg {
+        let c = chars.next()?;
+        if p.is_some_and(|p| p != c) {
+            return None;
+        }
+    }
+    Some(value.len() - chars.as_str().len())
 }
 
 /// If `seg` matches `chars` at `at`, the index after it.

@@ -523,7 +523,7 @@ fn a_costly_record_on_one_connection_does_not_stall_the_others() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let costly = costly_record(16 << 20);
+    let costly = costly_record(32 << 20);
     // What one costly record costs alone, from the end of its sending to its output.
     let solo = {
         let mut c = sidecar.connect();
