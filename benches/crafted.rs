@@ -127,7 +127,7 @@ pub fn cases(size: usize, literals: &[String]) -> Vec<Case> {
         },
         Case {
             name: "distinct-compat",
-            what: "Image of ~1,900 distinct characters with compatibility forms in turn (each misses the per-character caches)",
+            what: "Image of ~1,900 distinct characters with compatibility forms in turn (more than any cache of recent characters holds)",
             line: process(&format!("C:\\\\{}\\\\cmd.exe", distinct_compat(budget)), r#""CommandLine":"cmd""#),
         },
         Case {
