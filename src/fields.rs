@@ -279,9 +279,13 @@ impl FieldCatalog {
 /// A node of the [`PathTrie`].
 #[derive(Debug, Default)]
 pub struct TrieNode {
-    /// Child keys (lower-cased), their hashes ([`key_hash`]) and nodes, sorted by key
-    /// length; a key is compared only with the children of its length and hash.
+    /// Child keys (lower-cased), their hashes ([`key_hash`]) and nodes.
     children: Vec<(Box<[u8]>, u64, u32)>,
+    /// An open-addressing index of `children` by hash (a power of two at least twice their
+    /// number; an entry is a child's index plus one, 0 empty): a key costs one hash and
+    /// usually one comparison however many children there are (the SigmaHQ set's root has
+    /// hundreds). Built from the rules' field names only, never from a record's keys.
+    index: Vec<u32>,
     /// Bit `n - 1` set when some child key is `n` bytes long: most JSON keys of a record
     /// are rejected by their length and first byte before any hashing.
     key_lengths: u128,
@@ -351,11 +355,23 @@ impl Default for PathTrie {
     }
 }
 
-/// FNV-1a over the ASCII-lower-cased bytes of a key (never 0).
+/// A hash of a key that two keys equal but for ASCII case share (never 0): eight bytes at
+/// a time, each with its `0x20` bit set (which lower-cases ASCII letters; other bytes it
+/// changes only make more keys share a hash, and keys are compared in full after).
 fn key_hash(key: &[u8]) -> u64 {
-    let h = key
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3));
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ (w | 0x2020_2020_2020_2020)).wrapping_mul(K);
+    let mut h = key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(w));
+    }
     h | 1
 }
 
@@ -404,7 +420,7 @@ impl PathTrie {
                     let children = &mut self.nodes[node].children;
                     let hash = key_hash(&key);
                     children.push((key, hash, next));
-                    children.sort_by_key(|(k, _, _)| k.len());
+                    self.nodes[node].reindex();
                     self.nodes.push(TrieNode::default());
                     next
                 }
@@ -433,13 +449,32 @@ impl PathTrie {
             return None;
         }
         let key = key.as_bytes();
-        let from = node.children.partition_point(|(k, _, _)| k.len() < len);
-        let mut same_length = node.children[from..].iter().take_while(|(k, _, _)| k.len() == len).peekable();
-        // One child of this length (the usual case): compare at once; else by hash first.
-        let hash = if same_length.clone().nth(1).is_some() { key_hash(key) } else { 0 };
-        same_length
-            .find(|(k, h, _)| (hash == 0 || *h == hash) && k.eq_ignore_ascii_case(key))
-            .map(|&(_, _, child)| child)
+        let hash = key_hash(key);
+        let mask = node.index.len().wrapping_sub(1);
+        let mut at = hash as usize & mask;
+        loop {
+            let (k, h, child) = node.children.get((*node.index.get(at)? as usize).checked_sub(1)?)?;
+            if *h == hash && k.eq_ignore_ascii_case(key) {
+                return Some(*child);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
+impl TrieNode {
+    /// Rebuilds [`TrieNode::index`] after a child was added.
+    fn reindex(&mut self) {
+        let size = (self.children.len() * 2).next_power_of_two();
+        self.index.clear();
+        self.index.resize(size, 0);
+        for (i, (_, hash, _)) in self.children.iter().enumerate() {
+            let mut at = *hash as usize & (size - 1);
+            while self.index[at] != 0 {
+                at = (at + 1) & (size - 1);
+            }
+            self.index[at] = i as u32 + 1;
+        }
     }
 }
 
@@ -488,6 +523,28 @@ mod tests {
         assert_eq!(lookup(&c, &["registry", "data", "strings"]), vec![details]);
         assert_eq!(lookup(&c, &["commandline"]), Vec::<FieldId>::new());
         assert_eq!(lookup(&c, &["IMAGE"]), vec![image], "keys fold ASCII case");
+    }
+
+    /// A node with thousands of children finds each by its key in any ASCII case, and no
+    /// other key: keys of one length, keys of every length up to the longest, keys that
+    /// differ only where the hash's case bit is (`@` and `` ` ``), prefixes and extensions.
+    #[test]
+    fn many_children_are_found_by_their_keys_only() {
+        let mut trie = PathTrie::default();
+        let mut keys: Vec<String> = (0..3000).map(|i| format!("Field{i}")).collect();
+        keys.extend((1..=MAX_KEY_BYTES).map(|n| "k".repeat(n)));
+        keys.extend(["a@b".to_string(), "A.b".to_string(), "x[1]".to_string()]);
+        let nodes: Vec<usize> = keys.iter().map(|k| trie.node_of(std::slice::from_ref(k))).collect();
+        for (key, &node) in keys.iter().zip(&nodes) {
+            for spelt in [key.clone(), key.to_ascii_uppercase(), key.to_ascii_lowercase()] {
+                assert_eq!(trie.child(PathTrie::ROOT, &spelt), Some(node as u32), "{spelt}");
+            }
+        }
+        for absent in ["Field3000", "Field", "Field12x", "xField1", "a`b", "A\x0eb", "x{1]", "k0", ""] {
+            assert_eq!(trie.child(PathTrie::ROOT, absent), None, "{absent}");
+        }
+        assert_eq!(trie.child(PathTrie::ROOT, &"k".repeat(MAX_KEY_BYTES + 1)), None);
+        assert_eq!(trie.child(nodes[0] as u32, "Field1"), None, "a leaf has no children");
     }
 
     #[test]

@@ -90,7 +90,18 @@ struct Presence {
     /// Per text, the literal ids with that text.
     ids: Vec<Vec<u32>>,
     built: std::sync::OnceLock<PresenceBuilt>,
+    /// Bytes the automaton of `built` searched while it was a contiguous NFA.
+    searched: std::sync::atomic::AtomicUsize,
+    /// The DFA of the same patterns, built once the NFA has searched [`DFA_AFTER_BYTES`]: a
+    /// DFA searches faster but costs milliseconds to build, too much for the many
+    /// searches a stream uses on a few values only (building each up front was a fifth of
+    /// loading the SigmaHQ set, and on first use still a quarter of a 25,000-line run).
+    dfa: std::sync::OnceLock<Option<AhoCorasick>>,
 }
+
+/// What an NFA searches before its DFA is built (the DFA's build costs about what a DFA
+/// saves over a few megabytes of search).
+const DFA_AFTER_BYTES: usize = 4 << 20;
 
 /// A [`Presence`]'s search, once built.
 #[derive(Debug)]
@@ -667,7 +678,13 @@ impl Presence {
         if texts.is_empty() {
             return None;
         }
-        Some(Presence { texts, ids, built: std::sync::OnceLock::new() })
+        Some(Presence {
+            texts,
+            ids,
+            built: std::sync::OnceLock::new(),
+            searched: std::sync::atomic::AtomicUsize::new(0),
+            dfa: std::sync::OnceLock::new(),
+        })
     }
 
     fn built(&self) -> &PresenceBuilt {
@@ -691,7 +708,7 @@ impl Presence {
             None => PresenceSearch::Automaton(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .build(texts)
                     .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(texts))
                     .expect("literal automaton builds (literals are short and bounded in number)"),
@@ -730,7 +747,23 @@ impl Presence {
             }
         };
         match &built.search {
-            PresenceSearch::Automaton(ac) => ac.find_overlapping_iter(text).for_each(|m| found(m.pattern().as_usize())),
+            PresenceSearch::Automaton(nfa) => {
+                let ac = self.dfa.get().and_then(Option::as_ref).unwrap_or_else(|| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    if self.searched.fetch_add(text.len(), Relaxed) + text.len() < DFA_AFTER_BYTES {
+                        return nfa;
+                    }
+                    let dfa = self.dfa.get_or_init(|| {
+                        AhoCorasick::builder()
+                            .match_kind(MatchKind::Standard)
+                            .kind(Some(AhoCorasickKind::DFA))
+                            .build(&self.texts)
+                            .ok()
+                    });
+                    dfa.as_ref().unwrap_or(nfa)
+                });
+                ac.find_overlapping_iter(text).for_each(|m| found(m.pattern().as_usize()))
+            }
             PresenceSearch::Packed(p) => {
                 let mut at = 0;
                 while let Some(m) = p.find_in(text, aho_corasick::Span::from(at..text.len())) {
@@ -877,6 +910,37 @@ fn rarest_suffix(literal: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A presence search past its packed size finds the same literals, every occurrence
+    /// and every literal inside another, as its NFA and then as its DFA.
+    #[test]
+    fn a_presence_search_finds_the_same_before_and_after_its_dfa() {
+        let mut texts: Vec<String> = (0..40).map(|i| format!("lit{i}")).collect();
+        texts.extend(["cmd".to_string(), "cmd.exe".to_string(), "d.e".to_string()]);
+        let ids: Vec<Vec<u32>> = (0..texts.len() as u32).map(|i| vec![i]).collect();
+        let presence = Presence {
+            texts,
+            ids,
+            built: std::sync::OnceLock::new(),
+            searched: std::sync::atomic::AtomicUsize::new(0),
+            dfa: std::sync::OnceLock::new(),
+        };
+        let text = b"x lit3 lit39 lit1 cmd.exe lit399 y ".repeat(64 << 10 >> 5);
+        let found = |presence: &Presence| {
+            let (mut present, mut list) = (vec![0u64; 1], Vec::new());
+            presence.mark(&text, &mut present, &mut list);
+            list.sort_unstable();
+            list
+        };
+        let by_nfa = found(&presence);
+        assert!(presence.dfa.get().is_none(), "the NFA searches first");
+        assert_eq!(by_nfa, [1, 3, 39, 40, 41, 42]);
+        while presence.dfa.get().is_none() {
+            assert_eq!(found(&presence), by_nfa);
+        }
+        assert!(presence.dfa.get().is_some_and(Option::is_some), "the DFA is built");
+        assert_eq!(found(&presence), by_nfa);
+    }
 
     #[test]
     fn anchors_start_at_rare_bytes_and_are_minimal() {
