@@ -355,24 +355,26 @@ impl Default for PathTrie {
     }
 }
 
-/// A hash of a key that two keys equal but for ASCII case share (never 0): eight bytes at
-/// a time, each with its `0x20` bit set (which lower-cases ASCII letters; other bytes it
-/// changes only make more keys share a hash, and keys are compared in full after).
+/// A hash of a key that two keys equal but for ASCII case share (never 0): its length and
+/// its first and last eight bytes (or four, or each byte of a shorter key), each byte with
+/// its `0x20` bit set. That bit lower-cases ASCII letters; the other bytes it changes, and
+/// the middle bytes of a long key it leaves out, only make more keys share a hash, and keys
+/// are compared in full after. Two loads and a multiply whatever the key.
 fn key_hash(key: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ (w | 0x2020_2020_2020_2020)).wrapping_mul(K);
-    let mut h = key.len() as u64;
-    let mut words = key.chunks_exact(8);
-    for w in &mut words {
-        h = mix(h, u64::from_le_bytes(w.try_into().expect("eight bytes")));
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    h | 1
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let n = key.len();
+    let load8 = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("eight bytes"));
+    let load4 = |b: &[u8]| u64::from(u32::from_le_bytes(b.try_into().expect("four bytes")));
+    let (first, last) = if n >= 8 {
+        (load8(&key[..8]), load8(&key[n - 8..]))
+    } else if n >= 4 {
+        (load4(&key[..4]), load4(&key[n - 4..]))
+    } else {
+        (key.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)), 0)
+    };
+    let h = ((first | CASE) ^ (last | CASE).rotate_left(29) ^ (n as u64).rotate_left(58))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h ^ h >> 31) | 1
 }
 
 pub use crate::shapes::MAX_KEY_BYTES;

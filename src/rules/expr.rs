@@ -42,8 +42,8 @@ struct ContainsAny {
     /// `None` once built: the needles could not make one search (then each alternative is
     /// tested on its own, as when there are few).
     search: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
-    /// Indices into `matchers` the search stands for.
-    covered: Vec<bool>,
+    /// Indices into `matchers` of those the search does not stand for (tested one by one).
+    uncovered: Vec<usize>,
 }
 
 impl ContainsAny {
@@ -80,16 +80,15 @@ pub enum Expr {
 impl Atom {
     /// A test of `field` against `matchers` (any of them, or all when `all`).
     pub fn new(field: FieldId, matchers: Vec<Matcher>, all: bool) -> Atom {
-        let mut covered = vec![false; matchers.len()];
-        let mut needles: Vec<String> = Vec::new();
+        let (mut needles, mut uncovered): (Vec<String>, Vec<usize>) = (Vec::new(), Vec::new());
         for (i, m) in matchers.iter().enumerate() {
-            if let Some(n) = m.plain_contains() {
-                covered[i] = true;
-                needles.extend(n.into_iter().map(str::to_string));
+            match m.plain_contains() {
+                Some(n) => needles.extend(n.into_iter().map(str::to_string)),
+                None => uncovered.push(i),
             }
         }
         let contains = (!all && needles.len() >= CONTAINS_ANY_MIN)
-            .then(|| std::sync::Arc::new(ContainsAny { needles, search: std::sync::OnceLock::new(), covered }));
+            .then(|| std::sync::Arc::new(ContainsAny { needles, search: std::sync::OnceLock::new(), uncovered }));
         let refs = matchers.iter().any(|m| match m {
             Matcher::Any(alternatives) => alternatives.iter().any(|a| matches!(a, Matcher::FieldRef { .. })),
             other => matches!(other, Matcher::FieldRef { .. }),
@@ -112,7 +111,7 @@ impl Atom {
         match self.contains.as_deref().and_then(|any| Some((any.search()?, any))) {
             Some((search, any)) => {
                 (occ.scalar != Scalar::Null && search.is_match(form.1))
-                    || self.matchers.iter().zip(&any.covered).any(|(m, &covered)| !covered && one(m))
+                    || any.uncovered.iter().any(|&i| one(&self.matchers[i]))
             }
             None => self.matchers.iter().any(one),
         }
