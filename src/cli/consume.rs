@@ -100,6 +100,8 @@ struct Counters {
     without_id: AtomicU64,
     in_flight: AtomicU64,
     pending: AtomicU64,
+    annotation_dropped: AtomicU64,
+    too_large: AtomicU64,
 }
 
 /// A record written to one buffer (the output message).
@@ -174,6 +176,10 @@ async fn consume(
     let servers: Vec<&str> = args.server.split(',').map(str::trim).collect();
     let client = options.connect(servers).await.map_err(|e| setup("connecting to NATS")(e.into()))?;
     let js = jetstream::new(client.clone());
+    // The server's limit on a message, headers included, from its INFO (looked at again
+    // now and then: a reconnection may reach a server with another; a stream's own limit
+    // is learnt from its refusal). 0: not known yet.
+    let mut max_payload = 0;
     let stream =
         js.get_stream(&args.stream).await.map_err(|e| setup(&format!("--stream {}", args.stream))(e.into()))?;
     let consumer: jetstream::consumer::PullConsumer = stream
@@ -267,12 +273,13 @@ async fn consume(
                 if delivered > 1 {
                     counters.redelivered.fetch_add(1, Relaxed);
                 }
-                let payload: Bytes = if args.relay_only {
-                    message.payload.clone()
+                let (payload, annotation): (Bytes, Option<Bytes>) = if args.relay_only {
+                    (message.payload.clone(), None)
                 } else {
                     let mut out = Buffer(Vec::with_capacity(message.payload.len() + 512));
-                    tagging.record(&message.payload, &mut out);
-                    out.0.into()
+                    let annotated = tagging.record(&message.payload, &mut out);
+                    let annotation = annotated.then(|| tagging.annotation().map(Bytes::copy_from_slice)).flatten();
+                    (out.0.into(), annotation)
                 };
                 let subject = args.output_subject.replace("{subject}", message.subject.as_str());
                 // The input's own headers travel on; JetStream's control headers (`Nats-…`:
@@ -291,7 +298,12 @@ async fn consume(
                 if !id.is_empty() {
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
                 }
-                in_flight.push(deliver(js.clone(), subject, headers, payload, message, counters.clone()));
+                if max_payload == 0 || counters.consumed.load(Relaxed) % 1024 == 0 {
+                    max_payload = client.server_info().max_payload;
+                }
+                let record = Outgoing { subject, headers, payload, annotation };
+                let limit = if max_payload == 0 { usize::MAX } else { max_payload };
+                in_flight.push(deliver(js.clone(), limit, record, message, counters.clone()));
                 counters.in_flight.fetch_add(1, Relaxed);
             }
             else => break,
@@ -318,20 +330,101 @@ async fn consume(
     Ok(())
 }
 
-/// Publishes one record and, once the output stream has it, acknowledges the input.
-/// A publish that fails is retried a few times (same id: a publish that did land is a
-/// duplicate the output stream drops), then the input is given back to the server
-/// (`Nak`), to be delivered again.
-async fn deliver(
-    js: jetstream::Context,
+/// A record to publish: the tagged payload, and the annotation it holds (if any).
+struct Outgoing {
     subject: String,
     headers: async_nats::HeaderMap,
     payload: Bytes,
+    annotation: Option<Bytes>,
+}
+
+/// The header a record too large to publish annotated carries instead of the annotation:
+/// [`ANNOTATION_DROPPED`] and the rules that matched.
+const ANNOTATION_HEADER: &str = "Iis-Tagger-Annotation";
+const ANNOTATION_DROPPED: &str = "dropped (the annotated record is larger than the server or stream takes)";
+
+/// The forms a record can be published in, tried in order while each is too large for the
+/// server (`max_payload`, known before publishing) or the output stream (its maximum
+/// message size, known from its refusal): the tagged record; the record as it came, with
+/// [`ANNOTATION_HEADER`] saying the annotation was dropped and naming the rules; the same
+/// with no header of the input's. (The annotation itself in a header would be larger
+/// than in the record.) So a detection is never lost unsaid, and a record is never handed
+/// back for ever because its annotation pushed it over a limit.
+fn forms(record: &Outgoing, original: &Bytes) -> Vec<(async_nats::HeaderMap, Bytes)> {
+    let mut forms = vec![(record.headers.clone(), record.payload.clone())];
+    if let Some(annotation) = &record.annotation {
+        let said = format!("{ANNOTATION_DROPPED}; rules: {}", rules_of(annotation).join(","));
+        let mut h = record.headers.clone();
+        h.insert(ANNOTATION_HEADER, said.as_str());
+        forms.push((h, original.clone()));
+        let mut bare = async_nats::HeaderMap::new();
+        if let Some(id) = record.headers.get(async_nats::header::NATS_MESSAGE_ID) {
+            bare.insert(async_nats::header::NATS_MESSAGE_ID, id.clone());
+        }
+        bare.insert(ANNOTATION_HEADER, said.as_str());
+        forms.push((bare, original.clone()));
+    }
+    forms
+}
+
+/// The rules an annotation names (`"iis_tagger":{…,"detections":[{"rule":…},…]}`).
+fn rules_of(annotation: &[u8]) -> Vec<String> {
+    let member = format!("{{{}}}", String::from_utf8_lossy(annotation));
+    let value: serde_json::Value = serde_json::from_str(&member).unwrap_or_default();
+    let detections = value.get("iis_tagger").and_then(|t| t.get("detections")).and_then(|d| d.as_array());
+    detections
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("rule").and_then(|r| r.as_str()).map(str::to_string))
+        .collect()
+}
+
+/// The bytes a message takes against the server's `max_payload`: the payload and the
+/// header block (`NATS/1.0\r\n`, a `Name: value\r\n` line per value, `\r\n`).
+fn message_size(headers: &async_nats::HeaderMap, payload: &[u8]) -> usize {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            values.iter().map(|v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4).sum::<usize>()
+        })
+        .sum();
+    payload.len() + if lines == 0 { 0 } else { 12 + lines }
+}
+
+/// Whether a publish was refused for the message's size (by the client, against the
+/// server's `max_payload`, or by the stream, against its maximum message size).
+fn refused_for_size(e: &async_nats::jetstream::context::PublishError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
+            return js.error_code() == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM;
+        }
+        if let Some(p) = s.downcast_ref::<async_nats::PublishError>() {
+            return p.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Publishes one record and, once the output stream has it, acknowledges the input.
+/// A publish that fails is retried a few times (same id: a publish that did land is a
+/// duplicate the output stream drops), then the input is given back to the server
+/// (`Nak`), to be delivered again. A publish refused for its size moves on to the next of
+/// [`forms`]; a record none of whose forms fits is terminated (`Term`), counted and said.
+async fn deliver(
+    js: jetstream::Context,
+    max_payload: usize,
+    record: Outgoing,
     message: jetstream::Message,
     counters: Arc<Counters>,
 ) {
+    let subject = &record.subject;
+    let forms = forms(&record, &message.payload);
+    let mut form = forms.iter().position(|(h, p)| message_size(h, p) <= max_payload).unwrap_or(forms.len());
     let mut wait = Duration::from_millis(100);
-    for attempt in 0..5 {
+    let mut attempt = 0;
+    while let Some((headers, payload)) = forms.get(form) {
         let published = match js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
             Ok(ack) => ack.await,
             Err(e) => Err(async_nats::jetstream::context::PublishError::with_source(
@@ -345,24 +438,50 @@ async fn deliver(
                 if ack.duplicate {
                     counters.duplicates.fetch_add(1, Relaxed);
                 }
+                match form {
+                    0 => {}
+                    _ => {
+                        counters.annotation_dropped.fetch_add(1, Relaxed);
+                        super::notes::say(&format!(
+                            "iis-tagger: a record to {subject} ({}) was published without its annotation, too large with it: {}",
+                            id_of(&record),
+                            String::from_utf8_lossy(record.annotation.as_deref().unwrap_or_default())
+                        ));
+                    }
+                }
                 // Acknowledged and confirmed by the server: a lost acknowledgement would
                 // mean a redelivery, which the output's duplicate window absorbs.
                 let _ = message.double_ack().await;
                 return;
             }
+            Err(e) if refused_for_size(&e) => form += 1,
             Err(e) => {
                 counters.publish_failures.fetch_add(1, Relaxed);
-                if attempt == 4 {
+                attempt += 1;
+                if attempt == 5 {
                     super::notes::say(&format!(
                         "iis-tagger: publishing to {subject}: {e}; the message goes back to the server"
                     ));
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    return;
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
     }
-    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    counters.too_large.fetch_add(1, Relaxed);
+    super::notes::say(&format!(
+        "iis-tagger: a record to {subject} ({}, {} bytes) is larger than the server or the output stream takes in any form; it is terminated, not published",
+        id_of(&record),
+        message.payload.len()
+    ));
+    let _ = message.ack_with(AckKind::Term).await;
+}
+
+/// The record's message id, for what is said of it.
+fn id_of(record: &Outgoing) -> String {
+    record.headers.get(async_nats::header::NATS_MESSAGE_ID).map_or_else(|| "no id".into(), |v| v.to_string())
 }
 
 /// The consumer's metrics page: its own counters, then the tagging's
@@ -399,6 +518,18 @@ fn render(counters: &Counters, totals: &std::sync::Mutex<Totals>, rules: &iis_ta
         "counter",
         "Messages whose stream sequence could not be read: published without a Nats-Msg-Id (a redelivery of one is not de-duplicated).",
         count(&counters.without_id),
+    );
+    metric(
+        "annotations_dropped_total",
+        "counter",
+        "Annotated records too large to publish with their annotation: published as they came, the Iis-Tagger-Annotation header naming the rules (and stderr the annotation).",
+        count(&counters.annotation_dropped),
+    );
+    metric(
+        "records_too_large_total",
+        "counter",
+        "Records larger than the server or the output stream takes in any form: terminated, not published.",
+        count(&counters.too_large),
     );
     metric("in_flight", "gauge", "Messages taken and not yet acknowledged.", count(&counters.in_flight));
     metric(

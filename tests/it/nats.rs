@@ -170,13 +170,18 @@ async fn context(url: &str) -> jetstream::Context {
 /// The input and output streams, and `records` published to the input (pipelined, each
 /// acknowledged).
 async fn setup(url: &str, records: &[Vec<u8>]) {
+    setup_with(url, records, 4 << 20).await
+}
+
+/// [`setup`], the output stream taking messages of at most `out_max` bytes.
+async fn setup_with(url: &str, records: &[Vec<u8>], out_max: i32) {
     let js = context(url).await;
-    for (name, subject) in [("IN", "in.>"), ("OUT", "out.>")] {
+    for (name, subject, max) in [("IN", "in.>", 4 << 20), ("OUT", "out.>", out_max)] {
         js.create_stream(jetstream::stream::Config {
             name: name.into(),
             subjects: vec![subject.into()],
             duplicate_window: Duration::from_secs(120),
-            max_message_size: 4 << 20,
+            max_message_size: max,
             ..Default::default()
         })
         .await
@@ -205,6 +210,11 @@ async fn output_count(url: &str) -> u64 {
 
 /// Every message of the output stream, in stream order, with its `Nats-Msg-Id`.
 async fn output(url: &str) -> Vec<(String, Vec<u8>)> {
+    output_with(url, "Iis-Tagger-Annotation").await.into_iter().map(|(id, payload, _)| (id, payload)).collect()
+}
+
+/// [`output`], with each message's value of `header` (empty when absent).
+async fn output_with(url: &str, header: &str) -> Vec<(String, Vec<u8>, String)> {
     let js = context(url).await;
     let stream = js.get_stream("OUT").await.expect("OUT");
     let consumer: jetstream::consumer::PullConsumer = stream
@@ -212,7 +222,7 @@ async fn output(url: &str) -> Vec<(String, Vec<u8>)> {
         .await
         .expect("consumer");
     let total = output_count(url).await as usize;
-    let mut got = Vec::with_capacity(total);
+    let mut got: Vec<(String, Vec<u8>, String)> = Vec::with_capacity(total);
     let mut messages = consumer.messages().await.expect("messages");
     while got.len() < total {
         let m = messages.next().await.expect("a message").expect("no error");
@@ -222,7 +232,8 @@ async fn output(url: &str) -> Vec<(String, Vec<u8>)> {
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.to_string())
             .unwrap_or_default();
-        got.push((id, m.payload.to_vec()));
+        let value = m.headers.as_ref().and_then(|h| h.get(header)).map(|v| v.to_string()).unwrap_or_default();
+        got.push((id, m.payload.to_vec(), value));
         m.ack().await.expect("ack");
     }
     got
@@ -393,4 +404,81 @@ fn consume_over_mutual_tls() {
     assert!(through, "every record over TLS: {}", std::fs::read_to_string(&log).unwrap_or_default());
     assert!(instance.stop());
     check(&records, &rt.block_on(output(&url)));
+}
+
+/// A record whose annotation would take it past the server's `max_payload` (4 MiB here) is
+/// published as it came, with a header naming the rules that matched; one too large to
+/// publish with its message id at all is terminated and counted. Neither is handed back
+/// for ever, and the records around them come out as always.
+#[test]
+fn records_the_annotation_would_push_past_max_payload() {
+    past_a_limit("nats-max-payload", 4 << 20, 4 << 20);
+}
+
+/// The same when the limit is the output stream's maximum message size (learnt from its
+/// refusal), below the server's.
+#[test]
+fn records_the_annotation_would_push_past_the_output_streams_limit() {
+    past_a_limit("nats-stream-max", 4 << 20, 1 << 20);
+}
+
+fn past_a_limit(name: &str, server_max: usize, out_max: usize) {
+    let Some(binary) = nats_server() else { return };
+    let dir = temp_dir(name);
+    let server = Server::start(&binary, &dir);
+    let url = server.url();
+    let rt = runtime();
+    let padded = |seq: u64, size: usize| {
+        let mut r = record(seq);
+        let pad = format!(r#","pad":"{}"}}"#, "x".repeat(size - r.len() - 9));
+        r.pop();
+        r.extend_from_slice(pad.as_bytes());
+        assert_eq!(r.len(), size);
+        r
+    };
+    assert_eq!(server_max, 4 << 20, "the test server's max_payload");
+    let max = out_max;
+    let records = vec![
+        record(0),
+        padded(7, max - 300), // a web shell: annotated, over the limit
+        record(1),
+        padded(3, max - 4), // not annotated, but with its message id over the limit
+        record(107),
+    ];
+    rt.block_on(setup_with(&url, &records, out_max as i32));
+    let (instance, log) =
+        Instance::start_with(&url, &dir, 0, &["--max-line-bytes", "8MiB", "--metrics", "127.0.0.1:0"]);
+    let page = || metrics_of(&log);
+    assert!(
+        wait_for(Duration::from_secs(60), || metric(&page(), "iis_tagger_records_too_large_total") == 1
+            && rt.block_on(output_count(&url)) == 4),
+        "four published, one terminated: {}",
+        page()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let page = page();
+    assert_eq!(metric(&page, "iis_tagger_annotations_dropped_total"), 1);
+    assert_eq!(metric(&page, "iis_tagger_consumer_pending"), 0);
+    assert!(instance.stop());
+    let out = rt.block_on(output_with(&url, "Iis-Tagger-Annotation"));
+    // In flight together, so in any order (a refused publish is tried again after the others).
+    let mut ids: Vec<&str> = out.iter().map(|(id, _, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["IN:1", "IN:2", "IN:3", "IN:5"], "each once, the terminated one not at all");
+    let tagger = builtin_tagger();
+    for (id, payload, header) in &out {
+        let sent = &records[id[3..].parse::<usize>().expect("seq") - 1];
+        if id == "IN:2" {
+            assert_eq!(payload, sent, "published as it came");
+            assert!(header.starts_with("dropped") && header.ends_with("rules: webshell_child_process"), "{header}");
+        } else {
+            assert_eq!(payload, &tagger.tag_all(sent).0, "{id}");
+            assert!(header.is_empty(), "{id}: {header}");
+        }
+    }
+    let last = out.iter().find(|(id, _, _)| id == "IN:5").expect("IN:5");
+    assert!(annotation(&last.1, "iis_tagger").is_some(), "the record after them is annotated");
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(said.contains("without its annotation") && said.contains("webshell_child_process"), "{said}");
+    assert!(said.contains("terminated, not published"), "{said}");
 }
