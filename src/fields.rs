@@ -422,7 +422,7 @@ impl PathTrie {
                     let children = &mut self.nodes[node].children;
                     let hash = key_hash(&key);
                     children.push((key, hash, next));
-                    self.nodes[node].reindex();
+                    self.nodes[node].index_last_child();
                     self.nodes.push(TrieNode::default());
                     next
                 }
@@ -465,12 +465,18 @@ impl PathTrie {
 }
 
 impl TrieNode {
-    /// Rebuilds [`TrieNode::index`] after a child was added.
-    fn reindex(&mut self) {
-        let size = (self.children.len() * 2).next_power_of_two();
-        self.index.clear();
-        self.index.resize(size, 0);
-        for (i, (_, hash, _)) in self.children.iter().enumerate() {
+    /// Adds the last child to [`TrieNode::index`]: the index doubles (and is rebuilt) when
+    /// it would be more than half full, so that adding children costs O(1) each.
+    fn index_last_child(&mut self) {
+        let n = self.children.len();
+        let grow = n * 2 > self.index.len();
+        let size = if grow { (n * 2).next_power_of_two().max(4) } else { self.index.len() };
+        if grow {
+            self.index.clear();
+            self.index.resize(size, 0);
+        }
+        let from = if grow { 0 } else { n - 1 };
+        for (i, (_, hash, _)) in self.children.iter().enumerate().skip(from) {
             let mut at = *hash as usize & (size - 1);
             while self.index[at] != 0 {
                 at = (at + 1) & (size - 1);

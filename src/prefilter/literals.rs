@@ -275,16 +275,31 @@ fn either(odds: impl Iterator<Item = f64>) -> f64 {
 
 /// The best literal for one value: its longest required fragment, escaped.
 fn value_literal(fragments: &[String], space: Space, field: FieldId) -> Option<Literal> {
-    let best = fragments
-        .iter()
-        .filter(|f| f.len() >= MIN_LITERAL_BYTES)
-        .max_by(|a, b| text_cost(b).total_cmp(&text_cost(a)))?;
+    let best = cheapest(fragments.iter().filter(|f| f.len() >= MIN_LITERAL_BYTES), |f| text_cost(f), true)?;
     let text = match space {
         Space::Raw => escape_literal(best),
         // Deleted-space fragments hold no `\`, `"` or control characters: nothing to escape.
         Space::Deleted => deleted_text(best)?,
     };
     Some(Literal { space, text, field })
+}
+
+/// The item of least cost — the first of equals, or the last when `last` — with each cost
+/// computed once, and none when there is one item (the usual case: costs look trigrams up,
+/// and loading the SigmaHQ set asks for tens of thousands).
+fn cheapest<T>(items: impl IntoIterator<Item = T>, cost: impl Fn(&T) -> f64, last: bool) -> Option<T> {
+    let mut items = items.into_iter();
+    let first = items.next()?;
+    let Some(second) = items.next() else { return Some(first) };
+    let mut best = (cost(&first), first);
+    for item in std::iter::once(second).chain(items) {
+        let c = cost(&item);
+        let order = c.total_cmp(&best.0);
+        if order.is_lt() || (last && order.is_eq()) {
+            best = (c, item);
+        }
+    }
+    Some(best.1)
 }
 
 /// One clause in one space: a mixed one goes to the deleted space whole. Empty when some
@@ -315,9 +330,7 @@ pub(super) fn cnf(expr: &Expr, fields: &FieldCatalog) -> Vec<Vec<Literal>> {
             let mut union = Vec::new();
             for child in children {
                 let clauses = cnf(child, fields);
-                let Some(best) =
-                    clauses.into_iter().min_by(|a, b| literal_clause_cost(a).total_cmp(&literal_clause_cost(b)))
-                else {
+                let Some(best) = cheapest(clauses, |c| literal_clause_cost(c), false) else {
                     return Vec::new();
                 };
                 union.extend(best);
