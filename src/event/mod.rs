@@ -77,6 +77,8 @@ pub struct EventView {
     /// Per field, the range of `occurrences` holding it (after [`EventView::finish`]).
     index: Vec<(u32, u32)>,
     text: String,
+    /// Where the walk writes a number out (kept between records: no allocation each).
+    number: String,
     raw: String,
     fold: String,
     arg: String,

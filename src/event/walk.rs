@@ -97,14 +97,16 @@ impl Walk<'_, '_> {
     }
 
     fn scalar(&mut self, field: FieldId, node: &Node<'_>) {
-        let mut buf = String::new();
-        let Some((scalar, text)) = scalar_of(node, &mut buf) else { return };
-        if self.doubled && scalar == Scalar::Str && text.contains('\\') {
-            let undone = undouble(text);
-            self.view.push_as(field, scalar, &undone, BOTH_READINGS, self.fallback);
-        } else {
-            self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
+        let mut buf = std::mem::take(&mut self.view.number);
+        if let Some((scalar, text)) = scalar_of(node, &mut buf) {
+            if self.doubled && scalar == Scalar::Str && text.contains('\\') {
+                let undone = undouble(text);
+                self.view.push_as(field, scalar, &undone, BOTH_READINGS, self.fallback);
+            } else {
+                self.view.push_as(field, scalar, text, BOTH_READINGS, self.fallback);
+            }
         }
+        self.view.number = buf;
     }
 
     /// Keeps the scalars of a positional array for [`EventView::finish`] to name.
@@ -113,15 +115,16 @@ impl Walk<'_, '_> {
         self.view.positional_arrays += 1;
         let array = self.view.positional_arrays;
         let (mut i, mut index) = (1, 0u32);
-        let mut buf = String::new();
+        let mut buf = std::mem::take(&mut self.view.number);
         for _ in 0..*len {
-            let Some(element) = nodes.get(i) else { return };
+            let Some(element) = nodes.get(i) else { break };
             if let Some((scalar, text)) = scalar_of(element, &mut buf) {
                 self.view.stash_positional(array, index, scalar, text);
             }
             index += 1;
             i += span(element);
         }
+        self.view.number = buf;
     }
 }
 
