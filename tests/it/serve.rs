@@ -155,8 +155,10 @@ fn a_downstream_restart_loses_only_what_was_in_flight() {
             assert!(n > 0, "the sidecar closed the forward connection early");
             got.extend_from_slice(&buf[..n]);
         }
-        let _ = socket_reset(conn);
+        // The listener goes first: a reconnection that came while it still listened would
+        // be taken by the kernel's backlog and then reset, counting a second reconnect.
         drop(listener);
+        let _ = socket_reset(conn);
         got
     });
     let sidecar = Sidecar::start(&["--forward", &addr.to_string(), "--metrics", "127.0.0.1:0"]);
