@@ -493,8 +493,11 @@ pub fn normalize(data: &[u8]) {
     assert_eq!(normalize::fold(&fold), fold, "fold is idempotent");
     let compat = normalize::compat(s);
     assert_eq!(normalize::compat(&compat), compat, "compat is idempotent");
-    let path = normalize::path::canonical(&compat);
-    assert_eq!(normalize::path::canonical(&path), path, "the path form is idempotent: {s:?}");
+    let mut path = String::new();
+    if normalize::path::canonical_into(&compat, &mut path) {
+        // A form that did not settle is said (the record is annotated incomplete).
+        assert_eq!(normalize::path::canonical(&path), path, "the path form is idempotent: {s:?}");
+    }
     let mut views = Vec::new();
     assert!(normalize::views(kind, s, cmd, usize::MAX, &mut Scratch::default(), |readings, v, how| {
         if readings & Reading::Resolved.bit() != 0 {

@@ -28,8 +28,6 @@ use clap::Args;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use iis_tagger::Sink;
-
 use super::args::{CoreArgs, RuleArgs, StatsArgs};
 use super::common::Failure;
 use super::live::{Live, Totals};
@@ -102,18 +100,6 @@ struct Counters {
     pending: AtomicU64,
     annotation_dropped: AtomicU64,
     too_large: AtomicU64,
-}
-
-/// A record written to one buffer (the output message).
-struct Buffer(Vec<u8>);
-
-impl Sink for Buffer {
-    fn input(&mut self, input: &[u8], range: std::ops::Range<usize>) {
-        self.0.extend_from_slice(&input[range]);
-    }
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
 }
 
 /// Runs until SIGTERM/SIGINT.
@@ -276,10 +262,10 @@ async fn consume(
                 let (payload, annotation): (Bytes, Option<Bytes>) = if args.relay_only {
                     (message.payload.clone(), None)
                 } else {
-                    let mut out = Buffer(Vec::with_capacity(message.payload.len() + 512));
+                    let mut out = Vec::with_capacity(message.payload.len() + 512);
                     let annotated = tagging.record(&message.payload, &mut out);
                     let annotation = annotated.then(|| tagging.annotation().map(Bytes::copy_from_slice)).flatten();
-                    (out.0.into(), annotation)
+                    (out.into(), annotation)
                 };
                 let subject = args.output_subject.replace("{subject}", message.subject.as_str());
                 // The input's own headers travel on; JetStream's control headers (`Nats-…`:
@@ -343,28 +329,46 @@ struct Outgoing {
 const ANNOTATION_HEADER: &str = "Iis-Tagger-Annotation";
 const ANNOTATION_DROPPED: &str = "dropped (the annotated record is larger than the server or stream takes)";
 
-/// The forms a record can be published in, tried in order while each is too large for the
-/// server (`max_payload`, known before publishing) or the output stream (its maximum
-/// message size, known from its refusal): the tagged record; the record as it came, with
-/// [`ANNOTATION_HEADER`] saying the annotation was dropped and naming the rules; the same
-/// with no header of the input's. (The annotation itself in a header would be larger
-/// than in the record.) So a detection is never lost unsaid, and a record is never handed
-/// back for ever because its annotation pushed it over a limit.
-fn forms(record: &Outgoing, original: &Bytes) -> Vec<(async_nats::HeaderMap, Bytes)> {
-    let mut forms = vec![(record.headers.clone(), record.payload.clone())];
-    if let Some(annotation) = &record.annotation {
-        let said = format!("{ANNOTATION_DROPPED}; rules: {}", rules_of(annotation).join(","));
-        let mut h = record.headers.clone();
-        h.insert(ANNOTATION_HEADER, said.as_str());
-        forms.push((h, original.clone()));
+/// Form `k` of a record, the forms tried in order while each is too large for the server
+/// (`max_payload`, known before publishing) or the output stream (its maximum message size,
+/// known from its refusal): 0, the tagged record; for an annotated record, 1, the record as
+/// it came with [`ANNOTATION_HEADER`] saying the annotation was dropped and naming the
+/// rules, and 2, the same with no header of the input's. (The annotation itself in a header
+/// would be larger than in the record.) So a detection is never lost unsaid, and a record
+/// is never handed back for ever because its annotation pushed it over a limit. Only form
+/// 0 is made for a record that fits: the others cost a parse of the annotation.
+fn form(record: &Outgoing, original: &Bytes, k: usize) -> Option<(async_nats::HeaderMap, Bytes)> {
+    if k == 0 {
+        return Some((record.headers.clone(), record.payload.clone()));
+    }
+    let annotation = record.annotation.as_ref().filter(|_| k <= 2)?;
+    let mut headers = if k == 1 {
+        record.headers.clone()
+    } else {
         let mut bare = async_nats::HeaderMap::new();
         if let Some(id) = record.headers.get(async_nats::header::NATS_MESSAGE_ID) {
             bare.insert(async_nats::header::NATS_MESSAGE_ID, id.clone());
         }
-        bare.insert(ANNOTATION_HEADER, said.as_str());
-        forms.push((bare, original.clone()));
+        bare
+    };
+    let said = format!("{ANNOTATION_DROPPED}; rules: {}", rules_of(annotation).join(","));
+    headers.insert(ANNOTATION_HEADER, said.as_str());
+    Some((headers, original.clone()))
+}
+
+/// The first [`form`] from `k` on that the server takes (`max_payload`), and its number.
+fn fitting(
+    record: &Outgoing,
+    original: &Bytes,
+    mut k: usize,
+    max_payload: usize,
+) -> (usize, Option<(async_nats::HeaderMap, Bytes)>) {
+    loop {
+        match form(record, original, k) {
+            Some((h, p)) if message_size(&h, &p) > max_payload => k += 1,
+            found => return (k, found),
+        }
     }
-    forms
 }
 
 /// The rules an annotation names (`"iis_tagger":{…,"detections":[{"rule":…},…]}`).
@@ -411,7 +415,7 @@ fn refused_for_size(e: &async_nats::jetstream::context::PublishError) -> bool {
 /// A publish that fails is retried a few times (same id: a publish that did land is a
 /// duplicate the output stream drops), then the input is given back to the server
 /// (`Nak`), to be delivered again. A publish refused for its size moves on to the next of
-/// [`forms`]; a record none of whose forms fits is terminated (`Term`), counted and said.
+/// [`form`]s; a record none of whose forms fits is terminated (`Term`), counted and said.
 async fn deliver(
     js: jetstream::Context,
     max_payload: usize,
@@ -420,11 +424,10 @@ async fn deliver(
     counters: Arc<Counters>,
 ) {
     let subject = &record.subject;
-    let forms = forms(&record, &message.payload);
-    let mut form = forms.iter().position(|(h, p)| message_size(h, p) <= max_payload).unwrap_or(forms.len());
+    let (mut k, mut current) = fitting(&record, &message.payload, 0, max_payload);
     let mut wait = Duration::from_millis(100);
     let mut attempt = 0;
-    while let Some((headers, payload)) = forms.get(form) {
+    while let Some((headers, payload)) = &current {
         let published = match js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
             Ok(ack) => ack.await,
             Err(e) => Err(async_nats::jetstream::context::PublishError::with_source(
@@ -438,7 +441,7 @@ async fn deliver(
                 if ack.duplicate {
                     counters.duplicates.fetch_add(1, Relaxed);
                 }
-                match form {
+                match k {
                     0 => {}
                     _ => {
                         counters.annotation_dropped.fetch_add(1, Relaxed);
@@ -454,7 +457,7 @@ async fn deliver(
                 let _ = message.double_ack().await;
                 return;
             }
-            Err(e) if refused_for_size(&e) => form += 1,
+            Err(e) if refused_for_size(&e) => (k, current) = fitting(&record, &message.payload, k + 1, max_payload),
             Err(e) => {
                 counters.publish_failures.fetch_add(1, Relaxed);
                 attempt += 1;
@@ -487,57 +490,55 @@ fn id_of(record: &Outgoing) -> String {
 /// The consumer's metrics page: its own counters, then the tagging's
 /// ([`iis_tagger::serve::metrics::render_tagging`], as the sidecar shows them).
 fn render(counters: &Counters, totals: &std::sync::Mutex<Totals>, rules: &iis_tagger::reload::Current) -> String {
+    let c = counters;
+    let own: [(&str, &str, &str, &AtomicU64); 10] = [
+        ("consumed_total", "counter", "Messages taken from the stream.", &c.consumed),
+        ("published_total", "counter", "Records published and acknowledged by the output stream.", &c.published),
+        (
+            "publish_duplicates_total",
+            "counter",
+            "Publishes the output stream dropped as duplicates (a redelivery of a record already published).",
+            &c.duplicates,
+        ),
+        ("redelivered_total", "counter", "Messages delivered more than once.", &c.redelivered),
+        (
+            "publish_failures_total",
+            "counter",
+            "Publish attempts that failed (retried, then the message given back).",
+            &c.publish_failures,
+        ),
+        (
+            "messages_without_id_total",
+            "counter",
+            "Messages whose stream sequence could not be read: published without a Nats-Msg-Id (a redelivery of one is not de-duplicated).",
+            &c.without_id,
+        ),
+        (
+            "annotations_dropped_total",
+            "counter",
+            "Annotated records too large to publish with their annotation: published as they came, the Iis-Tagger-Annotation header naming the rules (and stderr the annotation).",
+            &c.annotation_dropped,
+        ),
+        (
+            "records_too_large_total",
+            "counter",
+            "Records larger than the server or the output stream takes in any form: terminated, not published.",
+            &c.too_large,
+        ),
+        ("in_flight", "gauge", "Messages taken and not yet acknowledged.", &c.in_flight),
+        (
+            "consumer_pending",
+            "gauge",
+            "Messages of the stream not yet delivered to the consumer (lag), as of the last message.",
+            &c.pending,
+        ),
+    ];
     let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in own {
+        let value = value.load(Relaxed);
         let _ =
             writeln!(o, "# HELP iis_tagger_{name} {help}\n# TYPE iis_tagger_{name} {kind}\niis_tagger_{name} {value}");
-    };
-    let count = |c: &AtomicU64| c.load(Relaxed);
-    metric("consumed_total", "counter", "Messages taken from the stream.", count(&counters.consumed));
-    metric(
-        "published_total",
-        "counter",
-        "Records published and acknowledged by the output stream.",
-        count(&counters.published),
-    );
-    metric(
-        "publish_duplicates_total",
-        "counter",
-        "Publishes the output stream dropped as duplicates (a redelivery of a record already published).",
-        count(&counters.duplicates),
-    );
-    metric("redelivered_total", "counter", "Messages delivered more than once.", count(&counters.redelivered));
-    metric(
-        "publish_failures_total",
-        "counter",
-        "Publish attempts that failed (retried, then the message given back).",
-        count(&counters.publish_failures),
-    );
-    metric(
-        "messages_without_id_total",
-        "counter",
-        "Messages whose stream sequence could not be read: published without a Nats-Msg-Id (a redelivery of one is not de-duplicated).",
-        count(&counters.without_id),
-    );
-    metric(
-        "annotations_dropped_total",
-        "counter",
-        "Annotated records too large to publish with their annotation: published as they came, the Iis-Tagger-Annotation header naming the rules (and stderr the annotation).",
-        count(&counters.annotation_dropped),
-    );
-    metric(
-        "records_too_large_total",
-        "counter",
-        "Records larger than the server or the output stream takes in any form: terminated, not published.",
-        count(&counters.too_large),
-    );
-    metric("in_flight", "gauge", "Messages taken and not yet acknowledged.", count(&counters.in_flight));
-    metric(
-        "consumer_pending",
-        "gauge",
-        "Messages of the stream not yet delivered to the consumer (lag), as of the last message.",
-        count(&counters.pending),
-    );
+    }
     let totals = totals.lock().unwrap_or_else(|e| e.into_inner());
     iis_tagger::serve::metrics::render_tagging(&mut o, &totals.stats, &totals.on, &rules.status());
     o

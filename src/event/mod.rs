@@ -155,7 +155,8 @@ impl Incomplete {
     /// A field read by a rule had more than [`MAX_OCCURRENCES`] distinct values.
     pub const OCCURRENCES: Incomplete = Incomplete(1);
     /// The forms values are compared in took more than the record's share of memory
-    /// (compatibility characters that expand many times over).
+    /// (compatibility characters that expand many times over), or a path form did not
+    /// settle within its passes (`normalize::path::canonical_into`).
     pub const VIEWS: Incomplete = Incomplete(2);
     /// A `fieldref` test met more distinct values of the other field than it compares.
     pub const FIELDREF: Incomplete = Incomplete(4);
@@ -713,6 +714,9 @@ impl EventView {
         });
         if !made {
             self.views.truncate(start as usize);
+            self.mark_incomplete(Incomplete::VIEWS);
+        }
+        if self.norm.unsettled() {
             self.mark_incomplete(Incomplete::VIEWS);
         }
         self.occurrences[i].views = (start, self.views.len() as u32);

@@ -92,7 +92,7 @@ pub fn views(
     let resolved: &str = match kind {
         FieldKind::Path => {
             scratch.a.clear();
-            path::canonical_into(compat, &mut scratch.a);
+            scratch.unsettled |= !path::canonical_into(compat, &mut scratch.a);
             &scratch.a
         }
         FieldKind::Text => path::trim_wrapping(compat),
@@ -158,9 +158,18 @@ pub struct Scratch {
     a: String,
     b: String,
     arg: String,
+    /// A path form did not settle ([`path::canonical_into`]) since [`Scratch::unsettled`]
+    /// was last asked.
+    unsettled: bool,
 }
 
 impl Scratch {
+    /// Whether a path form made since the last call did not settle (its record was then
+    /// not fully evaluated); clears it.
+    pub fn unsettled(&mut self) -> bool {
+        std::mem::take(&mut self.unsettled)
+    }
+
     /// Bytes of capacity held.
     pub fn capacity_bytes(&self) -> usize {
         crate::scratch::total(&[&self.compat, &self.a, &self.b, &self.arg])

@@ -79,8 +79,11 @@ fn expand_into(s: &str, out: &mut String) {
 ///
 /// One pass can uncover what another would resolve (`x%\..\%windir%` leaves `%windir%`;
 /// `\\\?\C:` leaves `\\?\C:`), so passes repeat until the form is stable (a few at most;
-/// each but the first is a check that nothing changes).
-pub fn canonical_into(raw: &str, out: &mut String) {
+/// each but the first is a check that nothing changes). False when the form did not
+/// settle within [`MAX_PASSES`] (crafted runs of quotes and `..`: each pass costs the
+/// path's length, so the passes stop there; the caller says the record was not fully
+/// evaluated).
+pub fn canonical_into(raw: &str, out: &mut String) -> bool {
     let start = out.len();
     canonical_pass(raw, out);
     let made = &out[start..];
@@ -88,18 +91,19 @@ pub fn canonical_into(raw: &str, out: &mut String) {
     // A made path that starts with `\` may have uncovered a prefix the pass reads
     // (`\SystemRoot .\` is `\SystemRoot\` once its component is trimmed).
     if !may_need_another_pass(raw) && !blank_ends && !made.starts_with('\\') {
-        return;
+        return true;
     }
     let mut next = String::new();
     for _ in 0..MAX_PASSES {
         next.clear();
         canonical_pass(&out[start..], &mut next);
         if next == out[start..] {
-            return;
+            return true;
         }
         out.truncate(start);
         out.push_str(&next);
     }
+    false
 }
 
 /// Whether a second pass could change what the first made from `raw`: only a variable
@@ -247,6 +251,18 @@ pub fn short_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Quotes that a `..` uncovers one layer a pass: nested past the passes, the form does
+    /// not settle and `canonical_into` says so (its record is then annotated incomplete).
+    #[test]
+    fn a_form_nested_past_the_passes_is_said_not_to_settle() {
+        let nested = |levels: usize| (0..levels).fold("a".to_string(), |p, _| format!("\"{p}\"\\y\\.."));
+        let mut out = String::new();
+        assert!(canonical_into(&nested(MAX_PASSES - 1), &mut out));
+        assert_eq!(out, "a");
+        out.clear();
+        assert!(!canonical_into(&nested(MAX_PASSES + 2), &mut out));
+    }
 
     /// Without `%`, `?`, `"` or `..`, and unless it starts with `\\`, one pass is stable:
     /// every path of up to seven pieces of an alphabet that holds every other character the

@@ -935,7 +935,9 @@ mod tests {
         let by_nfa = found(&presence);
         assert!(presence.dfa.get().is_none(), "the NFA searches first");
         assert_eq!(by_nfa, [1, 3, 39, 40, 41, 42]);
-        while presence.dfa.get().is_none() {
+        // The DFA comes once DFA_AFTER_BYTES were searched: no sooner, and no later.
+        for _ in 0..DFA_AFTER_BYTES.div_ceil(text.len()) - 1 {
+            assert!(presence.dfa.get().is_none(), "the DFA before {DFA_AFTER_BYTES} bytes");
             assert_eq!(found(&presence), by_nfa);
         }
         assert!(presence.dfa.get().is_some_and(Option::is_some), "the DFA is built");

@@ -176,3 +176,17 @@ fn expanding_characters_are_charged_against_the_record() {
     assert_eq!(incomplete_reasons(&out), ["views"]);
     assert_eq!(stats.incomplete, 1);
 }
+
+#[test]
+fn a_path_form_that_does_not_settle_is_said() {
+    let tagger = builtin_tagger();
+    // Quotes a `..` uncovers one layer a pass, nested past the passes the path form takes.
+    let nested =
+        |levels: usize| (0..levels).fold(r"C:\Windows\System32\cmd.exe".to_string(), |p, _| format!(r#""{p}"\y\.."#));
+    let (out, stats) = tagger.tag_all(&record(&nested(4), 0, |_| String::new()));
+    assert_eq!(slugs(&out), ["webshell_child_process"], "a few layers settle");
+    assert_eq!(stats.incomplete, 0);
+    let (out, stats) = tagger.tag_all(&record(&nested(40), 0, |_| String::new()));
+    assert_eq!(incomplete_reasons(&out), ["views"], "annotated as not fully evaluated");
+    assert_eq!(stats.incomplete, 1);
+}
